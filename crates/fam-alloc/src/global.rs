@@ -1,0 +1,233 @@
+//! `FamAlloc`: the process-wide allocator, for `#[global_allocator]`.
+//!
+//! Small requests (up to 1 MiB, alignment up to 4 KiB) go through the calling thread's heap; the
+//! rest are large blocks, each its own run of chunks. Which path a request takes depends only on
+//! its `Layout`, and `dealloc`/`realloc` receive the same layout, so a free never has to look at
+//! the block to know where it belongs.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+
+use large_alloc::LargeAlloc;
+
+use crate::class::{small_class, CLASSES};
+use crate::local::{with_heap, GlobalStore};
+use crate::pool::{ChunkCounts, SlabPool};
+use crate::registry::{Kind, Registry};
+use crate::report;
+
+/// The chunk source the global heap uses: the program break with the `sbrk` feature, otherwise
+/// private anonymous mappings.
+#[cfg(feature = "sbrk")]
+pub(crate) type OsSource = chunk_source::SbrkSource;
+/// The chunk source the global heap uses: the program break with the `sbrk` feature, otherwise
+/// private anonymous mappings.
+#[cfg(not(feature = "sbrk"))]
+pub(crate) type OsSource = chunk_source::MmapSource;
+
+pub(crate) type GlobalPool = SlabPool<OsSource>;
+
+static REGISTRY: Registry = Registry::new();
+static POOL: GlobalPool = SlabPool::new(OsSource::new(), &REGISTRY);
+static LARGE: LargeAlloc<OsSource> = LargeAlloc::new(OsSource::new());
+
+#[inline(always)]
+pub(crate) fn pool() -> &'static GlobalPool {
+    &POOL
+}
+
+pub(crate) fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// The fam-alloc global allocator.
+///
+/// ```
+/// use fam_alloc::FamAlloc;
+///
+/// #[global_allocator]
+/// static GLOBAL: FamAlloc = FamAlloc::new();
+///
+/// let v: Vec<u64> = (0..1000).collect();
+/// assert_eq!(v.iter().sum::<u64>(), 499_500);
+/// ```
+///
+/// Every `FamAlloc` value shares the one process-wide heap; the type carries no state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FamAlloc {
+    _private: (),
+}
+
+impl FamAlloc {
+    /// The allocator. `const`, so it can initialise a `static`.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+// SAFETY: small blocks come from slab chunks of a class at least as large and as aligned as the
+// layout asks (see `small_class`), handed out to one thread heap at a time; large blocks come from
+// `LargeAlloc`, which honours size and any power-of-two alignment. Frees take the same path as
+// the allocation because it is chosen from the same layout.
+unsafe impl GlobalAlloc for FamAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match small_class(layout.size(), layout.align()) {
+            Some(class) => match with_heap(|h| h.alloc(class, &GlobalStore)) {
+                Some(p) => p.as_ptr(),
+                None => ptr::null_mut(),
+            },
+            None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match small_class(layout.size(), layout.align()) {
+            Some(class) => with_heap(|h| {
+                // SAFETY: the caller passes a block this allocator returned for `layout`, so it is
+                // a non-null block of `class`.
+                unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
+            }),
+            // SAFETY: a layout above the small limit was allocated as a large block.
+            None => unsafe { large_free(ptr) },
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match small_class(layout.size(), layout.align()) {
+            Some(_) => {
+                // SAFETY: forwarded; the layout is the caller's.
+                let p = unsafe { self.alloc(layout) };
+                if !p.is_null() {
+                    // SAFETY: `p` holds at least `layout.size()` writable bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                }
+                p
+            }
+            None => match large_alloc(layout.size(), layout.align()) {
+                Some((p, true)) => p,
+                Some((p, false)) => {
+                    // SAFETY: `p` holds at least `layout.size()` writable bytes.
+                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
+                    p
+                }
+                None => ptr::null_mut(),
+            },
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old = small_class(layout.size(), align);
+        let new = small_class(new_size, align);
+        if old.is_some() && old == new {
+            return ptr;
+        }
+        if old.is_none() && new.is_none() {
+            // SAFETY: both sizes are large, so `ptr` is a live large block.
+            return unsafe { large_realloc(ptr, new_size) };
+        }
+        // SAFETY: `new_size` with the old alignment is a valid layout (the caller guarantees it
+        // does not overflow isize when rounded up).
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: forwarded.
+        let p = unsafe { self.alloc(new_layout) };
+        if !p.is_null() {
+            // SAFETY: both blocks hold at least the smaller size and do not overlap.
+            unsafe { ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size)) };
+            // SAFETY: `ptr` was allocated with `layout` and is not used after this.
+            unsafe { self.dealloc(ptr, layout) };
+        }
+        p
+    }
+}
+
+/// A large block and whether it reads as zero, or `None` when memory is exhausted.
+#[cold]
+fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
+    let block = LARGE.alloc(size, align).ok()?;
+    let base = block.base.as_ptr() as usize;
+    if !REGISTRY.insert(base, block.nchunks, Kind::Large, base) {
+        // SAFETY: the block was just allocated and never published.
+        let _ = unsafe { LARGE.dealloc(block.ptr) };
+        return None;
+    }
+    Some((block.ptr.as_ptr(), block.zeroed))
+}
+
+/// Frees a large block, refusing pointers that are not one.
+///
+/// # Safety
+/// `ptr` is not in use by anyone else after the call.
+#[cold]
+unsafe fn large_free(ptr: *mut u8) {
+    let addr = ptr as usize;
+    let Some(entry) = REGISTRY.lookup(addr).filter(|e| e.kind == Kind::Large) else {
+        report::bad_free("free", addr, "not a block of this allocator");
+    };
+    // SAFETY: the registry says the chunk is part of a live large run, so its header is mapped.
+    let header = match unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) } {
+        Ok(h) if h.base() as usize == entry.base => h,
+        _ => report::bad_free("free", addr, "not the start of a large block"),
+    };
+    let (base, n) = (header.base() as usize, header.nchunks());
+    REGISTRY.remove(base, n);
+    // SAFETY: `ptr` is a live large block (checked above) that the caller gives up.
+    if unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) }.is_err() {
+        report::bad_free("free", addr, "double free of a large block");
+    }
+}
+
+/// Resizes a large block, keeping the registry in step with its run.
+///
+/// # Safety
+/// `ptr` is a live large block.
+#[cold]
+unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: per the contract `ptr` is a live large block.
+    let r = match unsafe { LARGE.realloc(NonNull::new_unchecked(ptr), new_size) } {
+        Ok(r) => r,
+        Err(_) => return ptr::null_mut(),
+    };
+    if r.run_changed() {
+        REGISTRY.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
+        let base = r.block.base.as_ptr() as usize;
+        if !REGISTRY.insert(base, r.block.nchunks, Kind::Large, base) {
+            report::bad_free("realloc", ptr as usize, "out of memory for the chunk registry");
+        }
+    }
+    r.block.ptr.as_ptr()
+}
+
+/// Gives memory the allocator holds but does not use back to the OS now: empty slab chunks are
+/// decommitted and cached large runs unmapped. Returns the number of chunks affected.
+///
+/// The allocator does this by itself after a delay; call `trim` to do it at once (for instance
+/// after freeing a large data structure, before a long idle period).
+pub fn trim() -> usize {
+    POOL.trim() + LARGE.trim()
+}
+
+/// Where the global heap's chunks are.
+pub fn chunk_counts() -> ChunkCounts {
+    POOL.chunk_counts()
+}
+
+/// Bytes the calling thread's buckets hold (blocks freed and kept for reuse).
+pub fn thread_cached_bytes() -> usize {
+    with_heap(|h| h.cached_total_bytes(|c| CLASSES[c].size as usize))
+}
+
+/// Gives the calling thread's cached blocks back to the central pool.
+pub fn flush_thread_cache() {
+    with_heap(|h| h.flush_all(&GlobalStore));
+}
+
+/// Whether `ptr` points into memory this allocator manages (a slab chunk or a large run).
+/// Reads only the allocator's own tables, so any address may be asked about.
+pub fn owns(ptr: *const u8) -> bool {
+    REGISTRY.lookup(ptr as usize).is_some()
+}

@@ -1,0 +1,47 @@
+//! fam-alloc: a memory allocator with per-thread buckets over lock-free slabs.
+//!
+//! ```text
+//! FamAlloc ──> thread heap (per thread, one bucket per size class, no atomics)
+//!                 │ refill: a word of slot bits claimed at once / flush: one release per word
+//!                 v
+//!              slab pool (per class: 4 MiB chunks with slot bitmaps) ──> chunk source (mmap, sbrk)
+//!              large blocks (> 1 MiB or alignment > 4 KiB): runs of chunks with a header
+//!              chunk registry: which chunks are ours, without touching them
+//! ```
+//!
+//! A block freed by any thread goes into the freeing thread's bucket (ownership transfer), so a
+//! cross-thread free costs the same as a local one. Buckets are bounded; their surplus returns to
+//! the slab pool in batches. Chunks whose blocks all came back are retired to a pool of empty
+//! chunks shared by every class and decommitted after a delay, so memory returns to the OS.
+//!
+//! Use it as the global allocator:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: fam_alloc::FamAlloc = fam_alloc::FamAlloc::new();
+//! # fn main() {}
+//! ```
+//!
+//! # Features
+//! - `mmap` (default): chunks from private anonymous mappings. Always compiled in; it is the
+//!   backend unless another is chosen.
+//! - `sbrk`: chunks from the program break instead.
+//! - `shm`: shared mappings (for shared arenas).
+
+mod chunk;
+mod class;
+mod fork;
+mod global;
+mod local;
+mod lock;
+mod pool;
+mod registry;
+mod report;
+
+pub use global::{chunk_counts, flush_thread_cache, owns, thread_cached_bytes, trim, FamAlloc};
+pub use pool::ChunkCounts;
+
+/// The largest request served from slabs (larger ones are large blocks).
+pub const MAX_SMALL_SIZE: usize = class::MAX_SMALL;
+/// The largest alignment served from slabs (larger ones are large blocks).
+pub const MAX_SMALL_ALIGN: usize = class::MAX_SMALL_ALIGN;

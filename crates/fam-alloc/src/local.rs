@@ -1,0 +1,138 @@
+//! The calling thread's heap, and what happens to it when the thread exits or the process forks.
+//!
+//! Each thread owns a [`ThreadHeap`] in a `const`-initialised thread-local with no destructor, so
+//! reaching it is a plain TLS access: no lazy-init check, no registration, nothing that can
+//! allocate. Its buckets start with a capacity of zero, so a thread's first allocation *and* its
+//! first free take the slow path, which asks [`GlobalStore::cap`] for the real capacity. That
+//! call is where a thread registers for exit: it sets a `pthread_key_t` value whose destructor
+//! flushes the heap back to the central pool. glibc's `pthread_setspecific` does not allocate for
+//! the first 32 keys, and `pthread_key_create` never does, so registering cannot recurse into the
+//! allocator.
+//!
+//! Destructors of Rust thread-locals run before pthread key destructors, so blocks they free land
+//! in the heap before it is flushed. After the flush every capacity is zero again and the state is
+//! `EXITED`: anything freed later in the thread's teardown (another library's key destructor) goes
+//! straight back to the pool instead of being stranded in a dead thread's bucket.
+//!
+//! Fork: before `fork()` the pool's locks are taken so that the child never inherits one held by
+//! a thread that does not exist there; both sides release them afterwards. The private heap is the
+//! child's own copy, so its buckets stay valid there.
+
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use thread_heap::{CentralStore, Chain, ThreadHeap};
+
+use crate::class::{CLASSES, NUM_CLASSES};
+use crate::global::pool;
+
+/// Per-thread state.
+const NEW: u8 = 0;
+const REGISTERED: u8 = 1;
+const EXITED: u8 = 2;
+
+thread_local! {
+    static HEAP: UnsafeCell<ThreadHeap<NUM_CLASSES>> =
+        const { UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])) };
+    static STATE: Cell<u8> = const { Cell::new(NEW) };
+}
+
+/// Runs `f` on the calling thread's heap.
+///
+/// `f` must not reach `with_heap` again (the allocator never calls itself, so it cannot).
+#[inline(always)]
+pub(crate) fn with_heap<R>(f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>) -> R) -> R {
+    HEAP.with(|h| {
+        // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so
+        // no other reference to it is live while `f` runs.
+        f(unsafe { &mut *h.get() })
+    })
+}
+
+/// The central store as seen from a thread heap: the global pool, plus thread registration.
+pub(crate) struct GlobalStore;
+
+// SAFETY: forwards to the global pool, which hands out free blocks of the requested class only.
+unsafe impl CentralStore for GlobalStore {
+    #[inline]
+    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+        pool().refill(class, max)
+    }
+
+    #[inline]
+    unsafe fn flush(&self, class: usize, chain: Chain) {
+        // SAFETY: the thread heap only flushes blocks of `class` that came from the global pool.
+        unsafe { pool().flush(class, chain) }
+    }
+
+    #[cold]
+    fn cap(&self, class: usize) -> u32 {
+        match STATE.with(Cell::get) {
+            REGISTERED => CLASSES[class].cap,
+            NEW => {
+                if register_thread() {
+                    STATE.with(|s| s.set(REGISTERED));
+                    CLASSES[class].cap
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The pthread key whose destructor flushes a thread's heap; `KEY_UNSET` until created.
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(KEY_UNSET);
+const KEY_UNSET: usize = usize::MAX;
+const KEY_BUSY: usize = usize::MAX - 1;
+
+/// Arranges for this thread's heap to be flushed at thread exit. False if that is impossible
+/// (then the thread runs without caching, which loses nothing).
+fn register_thread() -> bool {
+    let key = match exit_key() {
+        Some(k) => k,
+        None => return false,
+    };
+    // SAFETY: `key` is a live key; the value is a non-null marker, never dereferenced.
+    unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) == 0 }
+}
+
+/// The exit key, created (with the fork handlers) on first use.
+fn exit_key() -> Option<libc::pthread_key_t> {
+    loop {
+        // Acquire: pairs with the Release store of the created key.
+        match EXIT_KEY.load(Ordering::Acquire) {
+            KEY_UNSET => {
+                if EXIT_KEY
+                    .compare_exchange(KEY_UNSET, KEY_BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut key: libc::pthread_key_t = 0;
+                // SAFETY: `key` is writable; the destructor is an `extern "C"` fn of the right type.
+                let ok = unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0;
+                if !ok {
+                    EXIT_KEY.store(KEY_UNSET, Ordering::Release);
+                    return None;
+                }
+                crate::fork::install_handlers();
+                EXIT_KEY.store(key as usize, Ordering::Release);
+                return Some(key);
+            }
+            KEY_BUSY => core::hint::spin_loop(),
+            k => return Some(k as libc::pthread_key_t),
+        }
+    }
+}
+
+/// The pthread key destructor: everything the thread caches goes back to the pool.
+extern "C" fn thread_exit(_marker: *mut libc::c_void) {
+    STATE.with(|s| s.set(EXITED));
+    with_heap(|heap| {
+        heap.flush_all(&GlobalStore);
+        heap.reset_caps();
+    });
+}
+

@@ -1,0 +1,480 @@
+//! The central slab pool: per class, the chunks that hold blocks of that class, and one pool of
+//! empty chunks shared by all classes.
+//!
+//! Refill (a bucket ran dry) claims a batch of one bitmap word from the class's `current` chunk
+//! with no lock. Only when that chunk is exhausted does the class lock come in: it guards the
+//! class's list of partial chunks, which refill walks to find another chunk with free blocks
+//! (unlinking the full ones it passes), or extends with a chunk from the empty pool or the OS.
+//!
+//! Flush (a bucket overflowed, or a thread exited) walks the chain it is given, gathers the blocks
+//! by chunk and bitmap word in a small table, and releases each word's mask with one atomic. A
+//! chunk that was unlinked as full is linked again by the flush that frees a block in it; a chunk
+//! whose last block comes back is retired to the empty pool. The unlink/relink race is settled
+//! by sequentially consistent operations on the bitmap and on `listed`: a refill that unlinks a
+//! chunk re-reads its bitmap after clearing `listed`, and a flush reads `listed` after releasing,
+//! so at least one of them sees the other.
+//!
+//! Empty chunks keep their pages for a while (a program that frees and allocates again should not
+//! pay for page faults), then are decommitted: when more than [`MAX_COMMITTED_EMPTY`] wait, or
+//! when one has waited longer than [`DECOMMIT_DELAY_NS`] at the next pool operation. [`SlabPool::trim`]
+//! decommits them all at once. Chunks are never unmapped, which is what lets readers hold stale
+//! chunk pointers safely (see [`crate::chunk`]).
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{fence, AtomicPtr, Ordering};
+
+use chunk_source::{ChunkSource, CHUNK_SIZE};
+use slab_bitmap::ReleaseError;
+use thread_heap::{Block, Chain};
+
+use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
+use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
+use crate::lock::SpinLock;
+use crate::registry::{Kind, Registry};
+use crate::report;
+
+/// Empty chunks kept with their pages before the oldest is decommitted.
+pub(crate) const MAX_COMMITTED_EMPTY: usize = 4;
+/// How long an empty chunk keeps its pages, at most, when the pool is in use.
+pub(crate) const DECOMMIT_DELAY_NS: u64 = 250_000_000;
+
+/// A doubly linked list of chunk headers, owned by the lock around it.
+struct ChunkList {
+    head: *mut ChunkHeader,
+    tail: *mut ChunkHeader,
+    len: usize,
+}
+
+// SAFETY: the list only holds pointers to chunks, which live for the process; it is only reached
+// through the SpinLock around it.
+unsafe impl Send for ChunkList {}
+
+impl ChunkList {
+    const fn new() -> Self {
+        Self { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+    }
+
+    /// # Safety
+    /// `h` is a live chunk header on no list, and the caller holds this list's lock.
+    unsafe fn push_front(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract, `h` and the list's nodes are live and owned by the lock.
+        unsafe {
+            (*h).prev = ptr::null_mut();
+            (*h).next = self.head;
+            if self.head.is_null() {
+                self.tail = h;
+            } else {
+                (*self.head).prev = h;
+            }
+        }
+        self.head = h;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `h` is on this list, and the caller holds this list's lock.
+    unsafe fn unlink(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract, `h` and its neighbours are nodes of this list.
+        unsafe {
+            let (p, n) = ((*h).prev, (*h).next);
+            if p.is_null() {
+                self.head = n;
+            } else {
+                (*p).next = n;
+            }
+            if n.is_null() {
+                self.tail = p;
+            } else {
+                (*n).prev = p;
+            }
+            (*h).prev = ptr::null_mut();
+            (*h).next = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+
+    fn pop_back(&mut self) -> Option<*mut ChunkHeader> {
+        let t = self.tail;
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: `t` is this list's tail, and `&mut self` means the lock is held.
+        unsafe { self.unlink(t) };
+        Some(t)
+    }
+
+    fn pop_front(&mut self) -> Option<*mut ChunkHeader> {
+        let h = self.head;
+        if h.is_null() {
+            return None;
+        }
+        // SAFETY: `h` is this list's head, and `&mut self` means the lock is held.
+        unsafe { self.unlink(h) };
+        Some(h)
+    }
+}
+
+/// One class's share of the pool.
+struct ClassPool {
+    /// The chunk refills try first, without a lock. May be stale or null.
+    current: AtomicPtr<ChunkHeader>,
+    /// Chunks of this class that may have free blocks.
+    partial: SpinLock<ChunkList>,
+}
+
+/// Empty chunks: committed ones newest first, then decommitted ones.
+struct EmptyPool {
+    committed: ChunkList,
+    decommitted: ChunkList,
+}
+
+/// The central store behind every thread heap: slab chunks per class over a chunk source.
+pub struct SlabPool<S: ChunkSource> {
+    source: S,
+    registry: &'static Registry,
+    classes: [ClassPool; NUM_CLASSES],
+    empty: SpinLock<EmptyPool>,
+}
+
+/// Counts of the chunks a pool holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkCounts {
+    /// Empty chunks whose pages are still committed.
+    pub empty_committed: usize,
+    /// Empty chunks whose block pages were given back to the OS.
+    pub empty_decommitted: usize,
+    /// Chunks on the partial lists of their classes.
+    pub partial: usize,
+}
+
+impl<S: ChunkSource> SlabPool<S> {
+    /// A pool over `source`, registering its chunks in `registry`.
+    pub(crate) const fn new(source: S, registry: &'static Registry) -> Self {
+        Self {
+            source,
+            registry,
+            classes: [const {
+                ClassPool { current: AtomicPtr::new(ptr::null_mut()), partial: SpinLock::new(ChunkList::new()) }
+            }; NUM_CLASSES],
+            empty: SpinLock::new(EmptyPool { committed: ChunkList::new(), decommitted: ChunkList::new() }),
+        }
+    }
+
+    /// The chunk source.
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Up to `max` free blocks of `class`, linked, or `None` when memory is exhausted.
+    #[inline]
+    pub(crate) fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+        let max = max.clamp(1, 64) as u32;
+        let cur = self.classes[class].current.load(Ordering::Acquire);
+        if !cur.is_null() {
+            // SAFETY: chunk pointers stay valid forever (chunks are never unmapped).
+            if let Some(chain) = unsafe { &*cur }.claim(class, max) {
+                return Some(chain);
+            }
+        }
+        self.refill_slow(class, max)
+    }
+
+    #[cold]
+    fn refill_slow(&self, class: usize, max: u32) -> Option<Chain> {
+        let cp = &self.classes[class];
+        let mut list = cp.partial.lock();
+        let cur = cp.current.load(Ordering::Acquire);
+        if !cur.is_null() {
+            // SAFETY: chunk pointers stay valid forever.
+            if let Some(chain) = unsafe { &*cur }.claim(class, max) {
+                return Some(chain);
+            }
+        }
+        while !list.head.is_null() {
+            let h = list.head;
+            // SAFETY: `h` is on the list we hold the lock of, and chunks stay valid forever.
+            let chunk = unsafe { &*h };
+            if let Some(chain) = chunk.claim(class, max) {
+                cp.current.store(h, Ordering::Release);
+                return Some(chain);
+            }
+            // SAFETY: `h` is on `list`, whose lock we hold.
+            unsafe { list.unlink(h) };
+            chunk.listed.store(false, Ordering::SeqCst);
+            // A flush may have freed blocks before it could see `listed` cleared: look again.
+            fence(Ordering::SeqCst);
+            if chunk.slots(class).count_free() > 0 {
+                if let Some(chain) = chunk.claim(class, max) {
+                    chunk.listed.store(true, Ordering::SeqCst);
+                    // SAFETY: `h` was just unlinked and we hold the lock.
+                    unsafe { list.push_front(h) };
+                    cp.current.store(h, Ordering::Release);
+                    return Some(chain);
+                }
+            }
+        }
+        let h = self.take_empty()?;
+        // SAFETY: `take_empty` hands out an EMPTY chunk that no thread holds bits of.
+        unsafe { (*h).activate(class) };
+        // SAFETY: as above, the chunk is ours until published.
+        let chunk = unsafe { &*h };
+        chunk.listed.store(true, Ordering::SeqCst);
+        // SAFETY: the chunk is on no list and we hold the class lock.
+        unsafe { list.push_front(h) };
+        let chain = chunk.claim(class, max);
+        cp.current.store(h, Ordering::Release);
+        debug_assert!(chain.is_some(), "a fresh chunk has free blocks");
+        chain
+    }
+
+    /// Gives the blocks of `chain` (all of class `class`) back to their chunks.
+    ///
+    /// # Safety
+    /// Every block of the chain is a block of class `class` handed out by this pool and not in use.
+    pub(crate) unsafe fn flush(&self, class: usize, chain: Chain) {
+        const WAYS: usize = 8;
+        let mut pending: [(usize, usize, u64); WAYS] = [(0, 0, 0); WAYS];
+        let mut used = 0usize;
+        let mut victim = 0usize;
+        let mut node = chain.head.as_ptr();
+        for i in 0..chain.len {
+            let addr = node as usize;
+            if i + 1 < chain.len {
+                // SAFETY: the chain has `len` linked blocks; this is not the last one.
+                node = unsafe { (*node).next };
+            }
+            let h = ChunkHeader::of(addr);
+            // SAFETY: the block came from this pool, so its chunk is a live slab chunk.
+            let Some(slot) = (unsafe { &*h }).slot_of(class, addr) else {
+                report::bad_free("flush", addr, "not the start of a block of its class");
+            };
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let key = h as usize;
+            match pending[..used].iter_mut().find(|e| e.0 == key && e.1 == word) {
+                Some(e) => {
+                    if e.2 & bit != 0 {
+                        report::bad_free("free", addr, "double free (block returned twice)");
+                    }
+                    e.2 |= bit;
+                }
+                None => {
+                    if used < WAYS {
+                        pending[used] = (key, word, bit);
+                        used += 1;
+                    } else {
+                        let (k, w, m) = pending[victim];
+                        self.release(class, k as *mut ChunkHeader, w, m);
+                        pending[victim] = (key, word, bit);
+                        victim = (victim + 1) % WAYS;
+                    }
+                }
+            }
+        }
+        for &(k, w, m) in &pending[..used] {
+            self.release(class, k as *mut ChunkHeader, w, m);
+        }
+    }
+
+    fn release(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) {
+        // SAFETY: `h` is the header of a live slab chunk (it held the blocks being released).
+        let chunk = unsafe { &*h };
+        let released = match chunk.release(class, word, mask) {
+            Ok(n) => n,
+            Err(ReleaseError::NotClaimed { mask: bad, .. }) => {
+                let first = (word * 64 + bad.trailing_zeros() as usize) * CLASSES[class].size as usize;
+                report::bad_free("free", chunk.base() + SLOT_OFFSET + first, "double free (block already free)");
+            }
+            Err(ReleaseError::OutOfRange { slot }) => {
+                report::bad_free("free", chunk.base() + slot, "slot out of range");
+            }
+        };
+        let before = chunk.used.fetch_sub(released as usize, Ordering::AcqRel);
+        if before == released as usize {
+            self.retire(class, h);
+            return;
+        }
+        // Pairs with the fence in `refill_slow`: either we see `listed` cleared, or it sees our release.
+        fence(Ordering::SeqCst);
+        if !chunk.listed.load(Ordering::SeqCst) {
+            let mut list = self.classes[class].partial.lock();
+            let tag = chunk.tag.load(Ordering::Acquire);
+            if tag_state(tag) == STATE_ACTIVE && tag_class(tag) == class && !chunk.listed.load(Ordering::SeqCst) {
+                chunk.listed.store(true, Ordering::SeqCst);
+                // SAFETY: unlisted chunks are on no list; we hold the class lock.
+                unsafe { list.push_front(h) };
+            }
+        }
+    }
+
+    /// Moves a chunk whose blocks all came back to the empty pool, if nothing raced it.
+    fn retire(&self, class: usize, h: *mut ChunkHeader) {
+        let cp = &self.classes[class];
+        {
+            let mut list = cp.partial.lock();
+            // SAFETY: chunks stay valid forever.
+            let chunk = unsafe { &*h };
+            let tag = chunk.tag.load(Ordering::Acquire);
+            if tag_state(tag) != STATE_ACTIVE || tag_class(tag) != class {
+                return;
+            }
+            if chunk.used.load(Ordering::Acquire) != 0 || !chunk.try_retire(class) {
+                // Blocks went out again meanwhile; make sure the chunk can be found.
+                if !chunk.listed.load(Ordering::SeqCst) && chunk.tag.load(Ordering::Acquire) == tag {
+                    chunk.listed.store(true, Ordering::SeqCst);
+                    // SAFETY: unlisted chunks are on no list; we hold the class lock.
+                    unsafe { list.push_front(h) };
+                }
+                return;
+            }
+            if chunk.listed.swap(false, Ordering::SeqCst) {
+                // SAFETY: a listed chunk is on this class's list, whose lock we hold.
+                unsafe { list.unlink(h) };
+            }
+            let _ = cp.current.compare_exchange(h, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+        }
+        self.put_empty(h);
+    }
+
+    /// An EMPTY chunk: from the empty pool, or fresh from the source.
+    fn take_empty(&self) -> Option<*mut ChunkHeader> {
+        {
+            let mut empty = self.empty.lock();
+            if let Some(h) = empty.committed.pop_front().or_else(|| empty.decommitted.pop_front()) {
+                return Some(h);
+            }
+        }
+        let base = self.source.alloc(1).ok()?;
+        // SAFETY: the source handed us a whole chunk nobody else uses. Its header area reads as
+        // zero if the source zeroes; `format` and `activate` write every field and word they use.
+        let h = unsafe { ChunkHeader::format(base) };
+        if !self.registry.insert(base.as_ptr() as usize, 1, Kind::Slab, base.as_ptr() as usize) {
+            // SAFETY: the chunk came from this source a moment ago and was never published.
+            let _ = unsafe { self.source.dealloc(base, 1) };
+            return None;
+        }
+        Some(h)
+    }
+
+    fn put_empty(&self, h: *mut ChunkHeader) {
+        let now = now_ns();
+        let mut victims = [ptr::null_mut(); 8];
+        let n;
+        {
+            let mut empty = self.empty.lock();
+            // SAFETY: the chunk was just retired; the pool lock now owns its plain fields.
+            unsafe {
+                (*h).emptied_at = now;
+                empty.committed.push_front(h);
+            }
+            n = Self::pick_victims(&mut empty, now, &mut victims, false);
+        }
+        self.decommit_all(&victims[..n]);
+    }
+
+    /// Takes committed empty chunks that waited too long (or all of them) off the list.
+    fn pick_victims(empty: &mut EmptyPool, now: u64, out: &mut [*mut ChunkHeader], all: bool) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let tail = empty.committed.tail;
+            if tail.is_null() {
+                break;
+            }
+            // SAFETY: `tail` is on the committed list, whose lock the caller holds.
+            let age = now.saturating_sub(unsafe { (*tail).emptied_at });
+            if !all && empty.committed.len <= MAX_COMMITTED_EMPTY && age < DECOMMIT_DELAY_NS {
+                break;
+            }
+            out[n] = empty.committed.pop_back().expect("tail is non-null");
+            n += 1;
+        }
+        n
+    }
+
+    /// Decommits the block area of each chunk (outside the lock), then files them as decommitted.
+    fn decommit_all(&self, victims: &[*mut ChunkHeader]) {
+        if victims.is_empty() {
+            return;
+        }
+        for &h in victims {
+            let start = h as usize + SLOT_OFFSET;
+            // SAFETY: the chunk is EMPTY and off every list, so no block in it is in use; the range
+            // is page aligned and inside the chunk.
+            let r = unsafe {
+                self.source.decommit(NonNull::new_unchecked(start as *mut u8), CHUNK_SIZE - SLOT_OFFSET)
+            };
+            // SAFETY: the chunk is off every list; only this thread touches its plain fields.
+            unsafe { (*h).committed = r.is_err() };
+        }
+        let mut empty = self.empty.lock();
+        for &h in victims {
+            // SAFETY: the chunk is on no list; we hold the empty pool's lock.
+            unsafe {
+                if (*h).committed {
+                    empty.committed.push_front(h);
+                } else {
+                    empty.decommitted.push_front(h);
+                }
+            }
+        }
+    }
+
+    /// Decommits every empty chunk now. Returns how many were decommitted.
+    pub(crate) fn trim(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let mut victims = [ptr::null_mut(); 8];
+            let n = {
+                let mut empty = self.empty.lock();
+                Self::pick_victims(&mut empty, now_ns(), &mut victims, true)
+            };
+            if n == 0 {
+                return total;
+            }
+            self.decommit_all(&victims[..n]);
+            total += n;
+        }
+    }
+
+    /// How many chunks are where.
+    pub(crate) fn chunk_counts(&self) -> ChunkCounts {
+        let (c, d) = {
+            let e = self.empty.lock();
+            (e.committed.len, e.decommitted.len)
+        };
+        let partial = self.classes.iter().map(|cp| cp.partial.lock().len).sum();
+        ChunkCounts { empty_committed: c, empty_decommitted: d, partial }
+    }
+
+    /// Takes every lock of the pool (before `fork()`).
+    pub(crate) fn lock_all(&self) {
+        for cp in &self.classes {
+            cp.partial.raw_lock();
+        }
+        self.empty.raw_lock();
+    }
+
+    /// Releases what [`lock_all`](Self::lock_all) took (after `fork()`, in parent and child).
+    ///
+    /// # Safety
+    /// The calling thread took every lock with `lock_all`.
+    pub(crate) unsafe fn unlock_all(&self) {
+        // SAFETY: per the contract, this thread holds each of these locks without a guard.
+        unsafe {
+            self.empty.raw_unlock();
+            for cp in self.classes.iter().rev() {
+                cp.partial.raw_unlock();
+            }
+        }
+    }
+}
+
+/// Monotonic time in nanoseconds (the coarse clock: a vDSO read, no system call).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// Flush reads a block's link through `Block`; blocks are at least one word.
+static_assertions::assert_eq_size!(Block, usize);

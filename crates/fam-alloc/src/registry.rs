@@ -1,0 +1,199 @@
+//! The chunk registry: which 4 MiB chunks of the address space belong to this allocator.
+//!
+//! Every chunk the allocator holds (slab chunks and the chunks of large blocks) has an entry here,
+//! keyed by its chunk number (`address >> CHUNK_SHIFT`). A lookup reads only the registry's own
+//! memory, never the chunk, so asking about a pointer that is not ours (a foreign or wild pointer
+//! handed to `free`) is safe and cheap.
+//!
+//! The table is a two-level radix tree over the 47-bit user address space: 2^25 chunk numbers,
+//! split into 2^11 root slots of leaves holding 2^14 entries each. A leaf (128 KiB of
+//! `AtomicUsize`) is mapped from the OS the first time a chunk in its 64 GiB range is registered,
+//! and installed with a CAS; leaves are never freed, so a reader holding a leaf pointer can
+//! always read it. Entries are single words written with `Release` and read with `Acquire`, so a
+//! reader that sees an entry also sees the chunk header that was written before it.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use chunk_source::CHUNK_SHIFT;
+
+const ADDRESS_BITS: u32 = 47;
+const CHUNK_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT;
+const LEAF_BITS: u32 = 14;
+const ROOT_BITS: u32 = CHUNK_BITS - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+static_assertions::const_assert_eq!(ROOT_BITS + LEAF_BITS + CHUNK_SHIFT, ADDRESS_BITS);
+
+type Leaf = [AtomicUsize; LEAF_LEN];
+
+/// What a registered chunk is. Stored in the low bits of an entry, beside a 4 MiB aligned base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A slab chunk; the entry's base is the chunk itself (its header).
+    Slab = 1,
+    /// A chunk of a large block's run; the entry's base is the run's first chunk.
+    Large = 2,
+}
+
+const KIND_MASK: usize = 0b11;
+
+/// A registered chunk: its kind and the base address its entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    pub(crate) base: usize,
+}
+
+/// The registry itself. One static instance serves the whole process.
+pub(crate) struct Registry {
+    root: [AtomicPtr<Leaf>; ROOT_LEN],
+}
+
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Self { root: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN] }
+    }
+
+    #[inline]
+    fn split(addr: usize) -> Option<(usize, usize)> {
+        let chunk = addr >> CHUNK_SHIFT;
+        if chunk >> CHUNK_BITS != 0 {
+            return None;
+        }
+        Some((chunk >> LEAF_BITS, chunk & (LEAF_LEN - 1)))
+    }
+
+    /// The entry for the chunk that contains `addr`, if that chunk is registered.
+    #[inline]
+    pub(crate) fn lookup(&self, addr: usize) -> Option<Entry> {
+        let (r, l) = Self::split(addr)?;
+        // Acquire: pairs with the Release CAS that installed the leaf (its zeroed contents).
+        let leaf = self.root[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return None;
+        }
+        // SAFETY: installed leaves are never unmapped and hold LEAF_LEN entries; `l < LEAF_LEN`.
+        let raw = unsafe { (*leaf)[l].load(Ordering::Acquire) };
+        let kind = match raw & KIND_MASK {
+            1 => Kind::Slab,
+            2 => Kind::Large,
+            _ => return None,
+        };
+        Some(Entry { kind, base: raw & !KIND_MASK })
+    }
+
+    /// Registers the `n` chunks starting at the chunk-aligned `start` as `kind`, naming `base`.
+    /// Returns false when a leaf could not be mapped (out of memory); nothing is registered then.
+    pub(crate) fn insert(&self, start: usize, n: usize, kind: Kind, base: usize) -> bool {
+        debug_assert_eq!(start & ((1 << CHUNK_SHIFT) - 1), 0);
+        debug_assert_eq!(base & KIND_MASK, 0);
+        for i in 0..n {
+            if self.leaf_for(start + (i << CHUNK_SHIFT)).is_none() {
+                return false;
+            }
+        }
+        for i in 0..n {
+            self.store(start + (i << CHUNK_SHIFT), base | kind as usize);
+        }
+        true
+    }
+
+    /// Forgets the `n` chunks starting at `start`.
+    pub(crate) fn remove(&self, start: usize, n: usize) {
+        for i in 0..n {
+            self.store(start + (i << CHUNK_SHIFT), 0);
+        }
+    }
+
+    fn store(&self, addr: usize, value: usize) {
+        if let Some(leaf) = self.leaf_for(addr) {
+            let (_, l) = Self::split(addr).expect("leaf_for checked the range");
+            // Release: a reader that sees the entry sees the chunk header written before it.
+            leaf[l].store(value, Ordering::Release);
+        }
+    }
+
+    /// The leaf covering `addr`, mapping it on first use.
+    fn leaf_for(&self, addr: usize) -> Option<&Leaf> {
+        let (r, _) = Self::split(addr)?;
+        let mut leaf = self.root[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            let fresh = map_leaf()?;
+            // AcqRel: publish the zeroed leaf, or see the one another thread installed first.
+            match self.root[r].compare_exchange(
+                ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => leaf = fresh,
+                Err(existing) => {
+                    unmap_leaf(fresh);
+                    leaf = existing;
+                }
+            }
+        }
+        // SAFETY: a non-null root slot points at a leaf that stays mapped for the process's life.
+        Some(unsafe { &*leaf })
+    }
+}
+
+fn map_leaf() -> Option<*mut Leaf> {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result
+    // is checked against MAP_FAILED. Zero-filled pages are valid `AtomicUsize`s with value 0.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            core::mem::size_of::<Leaf>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+fn unmap_leaf(leaf: *mut Leaf) {
+    // SAFETY: `leaf` came from `map_leaf` and lost the install race, so nobody else has seen it.
+    unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunk_source::CHUNK_SIZE;
+
+    #[test]
+    fn unknown_addresses_are_not_found() {
+        let r = Registry::new();
+        assert_eq!(r.lookup(0), None);
+        assert_eq!(r.lookup(0x1234_5678), None);
+        assert_eq!(r.lookup(usize::MAX), None);
+        assert_eq!(r.lookup(1 << 50), None);
+    }
+
+    #[test]
+    fn insert_lookup_remove() {
+        let r = Registry::new();
+        let base = 0x7f00_0000_0000usize & !(CHUNK_SIZE - 1);
+        assert!(r.insert(base, 3, Kind::Large, base));
+        for i in 0..3 {
+            let e = r.lookup(base + i * CHUNK_SIZE + 12345).unwrap();
+            assert_eq!(e, Entry { kind: Kind::Large, base });
+        }
+        assert_eq!(r.lookup(base + 3 * CHUNK_SIZE), None);
+        assert_eq!(r.lookup(base - 1), None);
+        assert!(r.insert(base + 3 * CHUNK_SIZE, 1, Kind::Slab, base + 3 * CHUNK_SIZE));
+        assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);
+        r.remove(base, 3);
+        assert_eq!(r.lookup(base), None);
+        assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);
+    }
+}

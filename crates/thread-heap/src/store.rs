@@ -1,0 +1,39 @@
+//! The central store: where a heap's buckets get blocks from and give their surplus back.
+//!
+//! The heap knows nothing about where blocks live. It asks its store for a batch of free blocks
+//! of a class when a bucket runs dry ([`CentralStore::refill`]) and hands a batch back when a
+//! bucket overflows or the heap is emptied ([`CentralStore::flush`]). Both move whole
+//! [`Chain`]s, so the store can serve or take back many blocks per call (a slab pool, say, claims
+//! or releases a whole bitmap word at once). The store is shared by every heap in front of it,
+//! so it does its own synchronisation; the heap calls it through `&self`.
+
+use crate::Chain;
+
+/// A source and sink of free blocks, per size class, shared by the heaps in front of it.
+///
+/// # Safety
+///
+/// Implementors promise that every chain [`refill`](Self::refill) returns
+///
+/// - satisfies the [`Chain`] invariants and holds between 1 and `max` blocks;
+/// - holds blocks of at least the block size of `class` bytes, each aligned to at least
+///   `align_of::<Block>()` (the heap writes a link into the first word of a free block);
+/// - holds blocks that are free and handed to the caller exclusively: not handed out again
+///   until they come back through [`flush`](Self::flush).
+///
+/// Heaps rely on this for memory safety: a block handed out twice would be given to two users.
+pub unsafe trait CentralStore {
+    /// Hands out up to `max` (`max >= 1`) free blocks of `class` as one chain, or `None` when the
+    /// store has none left (out of memory). Returning fewer than `max` is fine.
+    fn refill(&self, class: usize, max: usize) -> Option<Chain>;
+
+    /// Takes back the blocks of `chain`, all of class `class`. Ownership of the blocks passes to
+    /// the store.
+    ///
+    /// # Safety
+    ///
+    /// `chain` satisfies the [`Chain`] invariants, and every block in it is a block of `class`
+    /// that this store handed out (through `refill`, possibly having since passed through other
+    /// heaps and users) and that nothing uses any more.
+    unsafe fn flush(&self, class: usize, chain: Chain);
+}

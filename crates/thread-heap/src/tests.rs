@@ -1,0 +1,406 @@
+//! Unit tests: every operation against the model store, with the bucket invariants re-checked
+//! (a full walk of every list) after each step.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use core::ptr::NonNull;
+
+use common::{scaled, Held, HeldSet, ModelStore, Rng};
+
+use crate::{Block, Bucket, CentralStore, Chain, ThreadHeap};
+
+/// One class of 2-word blocks.
+fn store_one(blocks: usize) -> ModelStore {
+    ModelStore::new(&[(2, blocks)])
+}
+
+/// Allocates `n` blocks of `class`, tagging each.
+fn take<const N: usize>(
+    heap: &mut ThreadHeap<N>,
+    store: &ModelStore,
+    class: usize,
+    n: usize,
+) -> Vec<Held> {
+    (0..n)
+        .map(|i| {
+            let p = heap.alloc(class, store).expect("store has blocks");
+            heap.assert_valid();
+            Held::new(store, p, class, i as u64)
+        })
+        .collect()
+}
+
+fn free<const N: usize>(heap: &mut ThreadHeap<N>, store: &ModelStore, held: Held) {
+    held.check(store);
+    // SAFETY: `held` was allocated from a heap over `store` and is no longer used.
+    unsafe { heap.dealloc(held.class, held.ptr, store) };
+    heap.assert_valid();
+}
+
+#[test]
+fn layout() {
+    assert_eq!(size_of::<Bucket>(), 16);
+    assert_eq!(align_of::<Bucket>(), 16);
+    assert_eq!(size_of::<ThreadHeap<4>>(), 64);
+    assert_eq!(size_of::<Block>(), size_of::<usize>());
+}
+
+#[test]
+fn heap_is_send_and_const() {
+    fn send<T: Send>() {}
+    send::<ThreadHeap<8>>();
+    send::<Chain>();
+    const HEAP: ThreadHeap<3> = ThreadHeap::new([0, 1, 2]);
+    let heap = HEAP;
+    assert_eq!((heap.cap(0), heap.cap(1), heap.cap(2)), (0, 1, 2));
+    assert_eq!((heap.cached(0), heap.cached(1), heap.cached(2)), (0, 0, 0));
+    assert!(heap.bucket(2).is_empty());
+}
+
+#[test]
+fn refill_asks_for_half_the_cap_and_keeps_the_rest() {
+    for (cap, asked) in [(0, 1), (1, 1), (2, 1), (3, 1), (8, 4), (9, 4), (64, 32)] {
+        let store = store_one(100);
+        let mut heap = ThreadHeap::<1>::new([cap]);
+        let held = take(&mut heap, &store, 0, 1);
+        let stats = store.stats(0);
+        assert_eq!(stats.refills, 1, "cap {cap}");
+        assert_eq!(stats.last_refill_max, asked, "cap {cap}");
+        assert_eq!(stats.out, asked, "cap {cap}");
+        assert_eq!(heap.cached(0), asked - 1, "cap {cap}");
+        assert_eq!(
+            held[0].ptr,
+            store.last_refill(0)[0],
+            "the chain's head is handed out"
+        );
+        // The rest of the batch is handed out before the store is asked again.
+        let more = take(&mut heap, &store, 0, asked - 1);
+        assert_eq!(store.stats(0).refills, 1, "cap {cap}");
+        assert_eq!(heap.cached(0), 0);
+        let in_order: Vec<_> = held.iter().chain(&more).map(|h| h.ptr).collect();
+        assert_eq!(
+            in_order,
+            store.last_refill(0),
+            "batch handed out in chain order"
+        );
+        take(&mut heap, &store, 0, 1);
+        assert_eq!(store.stats(0).refills, 2, "cap {cap}");
+    }
+}
+
+#[test]
+fn free_is_lifo() {
+    let store = store_one(64);
+    let mut heap = ThreadHeap::<1>::new([16]);
+    let held = take(&mut heap, &store, 0, 8);
+    let order: Vec<_> = held.iter().map(|h| h.ptr).collect();
+    let cached = heap.cached(0);
+    for h in held {
+        free(&mut heap, &store, h);
+    }
+    assert_eq!(heap.cached(0), cached + 8);
+    for &p in order.iter().rev() {
+        assert_eq!(heap.alloc(0, &store), Some(p));
+    }
+    assert_eq!(store.stats(0).flushes, 0);
+}
+
+/// Fills a bucket of capacity `cap` with `cap` blocks freed in order, frees one more and checks
+/// that exactly the oldest `cap - cap / 2` went back, as one chain, newest of them first.
+fn check_overflow(cap: u32) {
+    let store = store_one(4 * cap as usize + 8);
+    let mut heap = ThreadHeap::<1>::new([cap]);
+    let mut held = take(&mut heap, &store, 0, cap as usize + 1);
+    // Drain what the last refill left cached so the bucket holds only our frees.
+    let extra = heap.cached(0);
+    held.extend(take(&mut heap, &store, 0, extra));
+    assert_eq!(heap.cached(0), 0);
+    let order: Vec<_> = held.iter().map(|h| h.ptr).collect();
+    let mut held = held.into_iter();
+    for h in held.by_ref().take(cap as usize) {
+        free(&mut heap, &store, h);
+    }
+    assert_eq!(heap.cached(0), cap as usize);
+    assert_eq!(store.stats(0).flushes, 0, "cap {cap}: no flush until full");
+    free(&mut heap, &store, held.next().unwrap());
+    let keep = (cap / 2) as usize;
+    let stats = store.stats(0);
+    assert_eq!(stats.flushes, 1, "cap {cap}: one flush");
+    assert_eq!(stats.flushed_blocks, cap as usize - keep, "cap {cap}");
+    let expected: Vec<_> = order[..cap as usize - keep].iter().rev().copied().collect();
+    assert_eq!(
+        store.last_flush(0),
+        expected,
+        "cap {cap}: oldest blocks, newest first"
+    );
+    assert_eq!(heap.cached(0), keep + 1);
+    // What stays: the block just freed, then the newest `keep` in LIFO order.
+    for i in (cap as usize - keep..=cap as usize).rev() {
+        assert_eq!(heap.alloc(0, &store), Some(order[i]), "cap {cap}");
+    }
+    assert_eq!(heap.cached(0), 0);
+    heap.assert_valid();
+}
+
+#[test]
+fn full_bucket_flushes_its_oldest_half() {
+    for cap in [1, 2, 3, 5, 8, 9, 64] {
+        check_overflow(cap);
+    }
+}
+
+#[test]
+fn cap_zero_caches_nothing() {
+    let store = store_one(8);
+    let mut heap = ThreadHeap::<1>::new([0]);
+    for round in 1..=3 {
+        let p = heap.alloc(0, &store).unwrap();
+        assert_eq!(heap.cached(0), 0);
+        let s = store.stats(0);
+        assert_eq!((s.refills, s.last_refill_max, s.out), (round, 1, 1));
+        let h = Held::new(&store, p, 0, round as u64);
+        free(&mut heap, &store, h);
+        let s = store.stats(0);
+        assert_eq!((s.flushes, s.max_flush_len, s.out), (round, 1, 0));
+        assert_eq!(store.last_flush(0), vec![p]);
+        assert_eq!(heap.cached(0), 0);
+    }
+    store.assert_all_home();
+}
+
+#[test]
+fn store_may_return_fewer_than_asked() {
+    let store = store_one(64);
+    store.set_refill_limit(2);
+    let mut heap = ThreadHeap::<1>::new([16]);
+    take(&mut heap, &store, 0, 1);
+    assert_eq!(store.stats(0).last_refill_max, 8);
+    assert_eq!(heap.cached(0), 1);
+    store.set_refill_limit(1);
+    take(&mut heap, &store, 0, 2);
+    assert_eq!(heap.cached(0), 0);
+    assert_eq!(store.stats(0).refills, 2);
+}
+
+#[test]
+fn refill_failure_leaves_the_heap_usable() {
+    let store = store_one(64);
+    let mut heap = ThreadHeap::<2>::new([8, 8]);
+    let mut held = take(&mut heap, &store, 0, 2); // 2 left cached
+    store.set_fail(true);
+    // Cached blocks are still served...
+    held.extend(take(&mut heap, &store, 0, 2));
+    // ...then the heap reports out of memory without changing state.
+    for _ in 0..3 {
+        assert_eq!(heap.alloc(0, &store), None);
+        heap.assert_valid();
+        assert_eq!(heap.cached(0), 0);
+    }
+    assert_eq!(store.stats(0).failed_refills, 3);
+    // Frees still work while the store fails.
+    for h in held.drain(..) {
+        free(&mut heap, &store, h);
+    }
+    assert_eq!(heap.cached(0), 4);
+    store.set_fail(false);
+    held = take(&mut heap, &store, 0, 10);
+    for h in held {
+        free(&mut heap, &store, h);
+    }
+    heap.flush_all(&store);
+    store.assert_all_home();
+}
+
+#[test]
+fn exhausted_store_hands_out_every_block_then_none() {
+    let store = store_one(10);
+    let mut heap = ThreadHeap::<1>::new([8]);
+    let held = take(&mut heap, &store, 0, 10);
+    assert_eq!(heap.alloc(0, &store), None);
+    assert_eq!(heap.alloc(0, &store), None);
+    let mut held = held.into_iter();
+    free(&mut heap, &store, held.next().unwrap());
+    let again = heap.alloc(0, &store).expect("the freed block is cached");
+    let again = Held::new(&store, again, 0, 99);
+    free(&mut heap, &store, again);
+    for h in held {
+        free(&mut heap, &store, h);
+    }
+    heap.flush_all(&store);
+    store.assert_all_home();
+}
+
+#[test]
+fn flush_all_sends_one_chain_per_class() {
+    let store = ModelStore::new(&[(1, 64), (2, 64), (4, 64)]);
+    let mut heap = ThreadHeap::<3>::new([8, 8, 8]);
+    let a = take(&mut heap, &store, 0, 1); // 3 cached
+    let b = take(&mut heap, &store, 2, 4); // 0 cached
+    for h in b {
+        free(&mut heap, &store, h);
+    } // 4 cached
+    assert_eq!((heap.cached(0), heap.cached(1), heap.cached(2)), (3, 0, 4));
+    assert_eq!(
+        heap.cached_total_bytes(|c| store.block_bytes(c)),
+        3 * 8 + 4 * 32
+    );
+    heap.flush_all(&store);
+    heap.assert_valid();
+    assert_eq!((heap.cached(0), heap.cached(1), heap.cached(2)), (0, 0, 0));
+    assert_eq!(
+        heap.cached_total_bytes(|_| unreachable!("no class is cached")),
+        0
+    );
+    assert_eq!(store.stats(0).flushes, 1);
+    assert_eq!(store.stats(0).max_flush_len, 3);
+    assert_eq!(store.stats(1).flushes, 0);
+    assert_eq!(store.stats(2).flushes, 1);
+    assert_eq!(store.stats(2).max_flush_len, 4);
+    assert_eq!(store.out_total(), 1);
+    // The heap works again after a flush.
+    for h in a {
+        free(&mut heap, &store, h);
+    }
+    heap.flush_all(&store);
+    store.assert_all_home();
+}
+
+#[test]
+fn forget_all_leaves_the_store_alone() {
+    let store = ModelStore::new(&[(1, 64), (2, 64)]);
+    let mut heap = ThreadHeap::<2>::new([8, 16]);
+    take(&mut heap, &store, 0, 1);
+    take(&mut heap, &store, 1, 1);
+    let before = (store.stats(0), store.stats(1));
+    assert_eq!((heap.cached(0), heap.cached(1)), (3, 7));
+    heap.forget_all();
+    heap.assert_valid();
+    assert_eq!((heap.cached(0), heap.cached(1)), (0, 0));
+    assert_eq!(
+        (store.stats(0), store.stats(1)),
+        before,
+        "the store is not touched"
+    );
+    // The forgotten blocks stay out (they belong to someone else); the heap refills afresh.
+    let fresh = take(&mut heap, &store, 0, 1);
+    assert_eq!(store.stats(0).out, 8);
+    assert!(store.last_refill(0).contains(&fresh[0].ptr));
+}
+
+#[test]
+fn chain_blocks_reads_each_link_before_yielding() {
+    let store = store_one(16);
+    let chain = store.refill(0, 5).unwrap();
+    let (head, tail) = (chain.head, chain.tail);
+    let expected = store.last_refill(0);
+    let mut seen = Vec::new();
+    // SAFETY: the chain comes from the store, well formed, and is ours.
+    for block in unsafe { chain.blocks() } {
+        // Scribble over the block as soon as it is yielded: the iterator must not care.
+        // SAFETY: the block is ours.
+        unsafe { (*block.as_ptr()).next = core::ptr::null_mut() };
+        seen.push(block.cast::<u8>());
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(seen.first().copied(), Some(head.cast()));
+    assert_eq!(seen.last().copied(), Some(tail.cast()));
+    // Relink and give the blocks back.
+    let blocks: Vec<NonNull<Block>> = seen.iter().map(|p| p.cast()).collect();
+    for pair in blocks.windows(2) {
+        // SAFETY: the blocks are ours.
+        unsafe { (*pair[0].as_ptr()).next = pair[1].as_ptr() };
+    }
+    // SAFETY: the chain is well formed and its blocks came from `store`.
+    unsafe { store.flush(0, Chain { head, tail, len: 5 }) };
+    let single = store.refill(0, 1).unwrap();
+    assert_eq!(single.len, 1);
+    // SAFETY: a chain of one block; its link is never read.
+    let mut it = unsafe { Chain::single(single.head).blocks() };
+    assert_eq!(it.len(), 1);
+    assert_eq!(it.next(), Some(single.head));
+    assert_eq!(it.next(), None);
+    // SAFETY: the block came from `store` and is unused.
+    unsafe { store.flush(0, single) };
+    store.assert_all_home();
+}
+
+/// Random allocations and frees over several classes and caps, re-checking every invariant
+/// after every step, with block conservation: what the store has out is exactly what the test
+/// holds plus what the heap caches.
+#[test]
+fn random_operations_keep_every_invariant() {
+    const CAPS: [u32; 6] = [0, 1, 2, 3, 8, 33];
+    for seed in 1..=scaled(6, 1) as u64 {
+        let store = ModelStore::new(&[(1, 400), (2, 400), (3, 400), (1, 400), (5, 400), (2, 400)]);
+        let mut heap = ThreadHeap::<6>::new(CAPS);
+        let mut rng = Rng::new(seed);
+        let mut held = HeldSet::default();
+        for step in 0..scaled(4000, 300) as u64 {
+            let r = rng.below(100);
+            if r < 2 {
+                heap.flush_all(&store);
+            } else if r < 3 {
+                store.set_fail(rng.below(2) == 0);
+            } else if r < 55 || held.is_empty() {
+                let class = rng.below(CAPS.len());
+                if let Some(p) = heap.alloc(class, &store) {
+                    held.insert(Held::new(&store, p, class, seed << 32 | step));
+                }
+            } else {
+                let h = held.take(rng.below(held.len()));
+                free(&mut heap, &store, h);
+            }
+            heap.assert_valid();
+            for (class, &cap) in CAPS.iter().enumerate() {
+                assert!(heap.cached(class) <= cap as usize);
+                assert_eq!(
+                    store.stats(class).out,
+                    held.count(class) + heap.cached(class)
+                );
+            }
+        }
+        while !held.is_empty() {
+            let h = held.take(0);
+            free(&mut heap, &store, h);
+        }
+        heap.flush_all(&store);
+        store.assert_all_home();
+    }
+}
+
+/// A store that breaks its contract by returning a chain whose `len` disagrees with its links.
+struct LyingStore {
+    blocks: core::cell::UnsafeCell<[u64; 4]>,
+}
+
+// SAFETY: deliberately broken, used only to check that debug builds catch it before use.
+unsafe impl CentralStore for LyingStore {
+    fn refill(&self, _class: usize, _max: usize) -> Option<Chain> {
+        let base = self.blocks.get().cast::<Block>();
+        // SAFETY: the buffer has room for 4 one-word blocks.
+        let (a, b) = unsafe { (base, base.add(1)) };
+        // SAFETY: `a` lies in the buffer.
+        unsafe { (*a).next = b };
+        let (a, b) = (NonNull::new(a)?, NonNull::new(b)?);
+        // Claims 3 blocks, links 2.
+        Some(Chain {
+            head: a,
+            tail: b,
+            len: 3,
+        })
+    }
+
+    unsafe fn flush(&self, _class: usize, _chain: Chain) {}
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "chain")]
+fn debug_builds_catch_a_malformed_chain() {
+    let store = LyingStore {
+        blocks: core::cell::UnsafeCell::new([0; 4]),
+    };
+    let mut heap = ThreadHeap::<1>::new([8]);
+    let _ = heap.alloc(0, &store);
+}

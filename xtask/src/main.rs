@@ -1,0 +1,277 @@
+//! Developer and CI tasks for the fam-alloc workspace.
+//!
+//! `cargo xtask ci` runs every check that CI runs, in the same order, and prints how long each
+//! took. `cargo xtask ci --skip tests` leaves out the test suite (CI runs it first on its own, as
+//! the README's test command). `cargo xtask help` lists the tasks.
+
+use std::env;
+use std::process::{exit, Command};
+use std::time::Instant;
+
+/// The README's test command: the whole workspace's tests.
+const TEST_COMMAND: &[&str] = &["test", "--workspace"];
+
+/// Crates that are `no_std` libraries and must build without std.
+const NO_STD_CRATES: &[&str] = &[
+    "size-class",
+    "slab-bitmap",
+    "thread-heap",
+    "chunk-source",
+    "large-alloc",
+];
+
+/// Each crate with cargo features, with the features that must build on their own.
+const FEATURE_MATRIX: &[(&str, &[&str])] = &[
+    ("chunk-source", &["mmap", "sbrk", "shm", "std"]),
+    ("large-alloc", &["mmap", "sbrk", "shm"]),
+    ("fam-alloc", &["mmap", "sbrk", "shm"]),
+];
+
+/// Backends that the allocator's own test suite also runs under (the default, mmap, runs in the
+/// main test command).
+const BACKEND_TESTS: &[(&str, &str)] = &[("fam-alloc", "sbrk")];
+
+struct Step {
+    name: String,
+    seconds: f64,
+    outcome: &'static str,
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&args[1..]),
+        Some("help") | None => help(),
+        Some(other) => {
+            eprintln!("xtask: unknown task `{other}`");
+            help();
+            exit(2);
+        }
+    }
+}
+
+fn help() {
+    println!("cargo xtask ci [--skip STEP]...   run every CI check in CI's order");
+    println!("    steps: fmt clippy tests features no-std backends loom miri");
+}
+
+fn ci(args: &[String]) {
+    let mut skip: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--skip" => match it.next() {
+                Some(s) => skip.push(s.as_str()),
+                None => fail_usage("--skip needs a step name"),
+            },
+            other => fail_usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    let started = Instant::now();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut run_step = |name: &str, f: &dyn Fn() -> bool| {
+        if skip.contains(&name) {
+            steps.push(Step {
+                name: name.to_string(),
+                seconds: 0.0,
+                outcome: "skipped",
+            });
+            return;
+        }
+        println!("\n==> xtask ci: {name}");
+        let t = Instant::now();
+        let ok = f();
+        steps.push(Step {
+            name: name.to_string(),
+            seconds: t.elapsed().as_secs_f64(),
+            outcome: if ok { "ok" } else { "FAILED" },
+        });
+        if !ok {
+            summary(&steps, started.elapsed().as_secs_f64());
+            exit(1);
+        }
+    };
+
+    run_step("fmt", &|| cargo(&["fmt", "--all", "--", "--check"], &[]));
+    run_step("clippy", &|| {
+        cargo(
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            &[],
+        )
+    });
+    run_step("tests", &|| cargo(TEST_COMMAND, &[]));
+    run_step("features", &|| {
+        FEATURE_MATRIX.iter().all(|(krate, features)| {
+            cargo(&["build", "-p", krate, "--no-default-features"], &[])
+                && features.iter().all(|f| {
+                    cargo(
+                        &[
+                            "build",
+                            "-p",
+                            krate,
+                            "--no-default-features",
+                            "--features",
+                            f,
+                        ],
+                        &[],
+                    )
+                })
+        })
+    });
+    run_step("no-std", &|| {
+        NO_STD_CRATES.iter().all(|krate| {
+            no_std_declared(krate) && cargo(&["build", "-p", krate, "--no-default-features"], &[])
+        })
+    });
+    run_step("backends", &|| {
+        BACKEND_TESTS.iter().all(|(krate, feature)| {
+            !crate_exists(krate)
+                || cargo(
+                    &[
+                        "test",
+                        "-p",
+                        krate,
+                        "--no-default-features",
+                        "--features",
+                        feature,
+                    ],
+                    &[],
+                )
+        })
+    });
+    run_step("loom", &|| {
+        cargo(
+            &["test", "-p", "slab-bitmap", "--test", "loom", "--release"],
+            &[
+                ("RUSTFLAGS", "--cfg loom"),
+                ("CARGO_TARGET_DIR", "target/loom"),
+            ],
+        )
+    });
+    run_step("miri", &|| {
+        if !miri_available() {
+            println!("miri: skipped (no nightly toolchain with the miri component is installed)");
+            return true;
+        }
+        cargo(
+            &[
+                "+nightly",
+                "miri",
+                "test",
+                "-p",
+                "size-class",
+                "-p",
+                "slab-bitmap",
+                "-p",
+                "thread-heap",
+            ],
+            &[
+                ("CARGO_TARGET_DIR", "target/miri"),
+                ("MIRIFLAGS", "-Zmiri-strict-provenance"),
+            ],
+        )
+    });
+    summary(&steps, started.elapsed().as_secs_f64());
+}
+
+fn fail_usage(msg: &str) -> ! {
+    eprintln!("xtask ci: {msg}");
+    help();
+    exit(2);
+}
+
+fn summary(steps: &[Step], total: f64) {
+    println!("\nxtask ci summary:");
+    for s in steps {
+        println!("  {:<10} {:>8.1} s  {}", s.name, s.seconds, s.outcome);
+    }
+    println!("  {:<10} {:>8.1} s", "total", total);
+}
+
+/// Runs `cargo ARGS` with extra environment variables; true when it exits 0.
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> bool {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // `+toolchain` only works through the rustup proxy, not a resolved cargo binary.
+    let program = if args.first().is_some_and(|a| a.starts_with('+')) {
+        "cargo"
+    } else {
+        &cargo
+    };
+    println!("$ {}cargo {}", render_env(envs), args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(workspace_root());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    if args.first().is_some_and(|a| a.starts_with('+')) {
+        // Let the rustup proxy pick the requested toolchain instead of the pinned one.
+        cmd.env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .env_remove("RUSTC");
+    }
+    match cmd.status() {
+        Ok(status) => status.success(),
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo: {e}");
+            false
+        }
+    }
+}
+
+fn render_env(envs: &[(&str, &str)]) -> String {
+    envs.iter().map(|(k, v)| format!("{k}={v:?} ")).collect()
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    std::path::Path::new(manifest)
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn crate_exists(krate: &str) -> bool {
+    workspace_root()
+        .join("crates")
+        .join(krate)
+        .join("Cargo.toml")
+        .exists()
+}
+
+/// A `no_std` crate says so at the top of its lib.rs; the build then proves it needs no std.
+fn no_std_declared(krate: &str) -> bool {
+    let lib = workspace_root()
+        .join("crates")
+        .join(krate)
+        .join("src/lib.rs");
+    match std::fs::read_to_string(&lib) {
+        Ok(text) if text.contains("#![no_std]") || text.contains("#![cfg_attr(not(") => true,
+        Ok(_) => {
+            eprintln!("{}: not declared no_std", lib.display());
+            false
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", lib.display());
+            false
+        }
+    }
+}
+
+fn miri_available() -> bool {
+    Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
