@@ -70,7 +70,9 @@ fn main() {
                     check = check.wrapping_add(sum);
                     allocs += n;
                     let len = 1 + (r * 7 + w) % 200;
-                    let msg: Box<[u64]> = (0..len as u64).map(|i| if i == 0 { len as u64 - 1 } else { i }).collect();
+                    let msg: Box<[u64]> = (0..len as u64)
+                        .map(|i| if i == 0 { len as u64 - 1 } else { i })
+                        .collect();
                     sent_sum = sent_sum.wrapping_add(msg.iter().sum::<u64>());
                     tx.send(msg).expect("consumer alive");
                     allocs += 1;
@@ -107,7 +109,11 @@ fn main() {
     println!("fam-alloc quickstart");
     println!("  {WORKERS} worker threads x {ROUNDS} rounds of HashMap/BTreeMap/String churn ({ITEMS} items each)");
     println!("  {freed} boxed messages freed by a consumer thread (cross-thread frees)");
-    println!("  about {allocs} allocations in {:.3} s ({:.1} M allocations/s)", secs, allocs as f64 / secs / 1e6);
+    println!(
+        "  about {allocs} allocations in {:.3} s ({:.1} M allocations/s)",
+        secs,
+        allocs as f64 / secs / 1e6
+    );
     println!("  results checked: checksums agree, every message intact");
     let counts = fam_alloc::chunk_counts();
     println!(

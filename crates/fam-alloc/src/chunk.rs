@@ -144,7 +144,11 @@ impl ChunkHeader {
     #[inline]
     pub(crate) fn slots(&self, class: usize) -> SlotSet<'_> {
         let info = &CLASSES[class];
-        SlotSet::new(&self.words()[..info.words as usize], &self.hint, info.slots as usize)
+        SlotSet::new(
+            &self.words()[..info.words as usize],
+            &self.hint,
+            info.slots as usize,
+        )
     }
 
     /// Starts a new incarnation of class `class` on an EMPTY chunk.
@@ -158,12 +162,13 @@ impl ChunkHeader {
         let generation = (old >> 16) + 1;
         // The new tag goes first: a stale claimer that wins a bit of the fresh bitmap below reads
         // it afterwards (its claim acquires the reset word) and gives the bit back.
-        self.tag.store(make_tag(generation, STATE_ACTIVE, class), Ordering::SeqCst);
+        self.tag
+            .store(make_tag(generation, STATE_ACTIVE, class), Ordering::SeqCst);
         let info = &CLASSES[class];
         let words = self.words();
         let n = info.words as usize;
         // Words no longer in use but seen by an earlier incarnation: full, so never claimed.
-        for w in &words[n..self.hwm_words as usize] {
+        for w in words.iter().take(self.hwm_words as usize).skip(n) {
             w.store(u64::MAX, Ordering::Release);
         }
         self.hwm_words = self.hwm_words.max(n as u32);
@@ -234,8 +239,15 @@ impl ChunkHeader {
 
     /// Releases the blocks `mask` of bitmap word `word`; returns how many were released and the
     /// error for bits that were not out (a double free).
-    pub(crate) fn release(&self, class: usize, word: usize, mask: u64) -> Result<u32, ReleaseError> {
-        self.slots(class).release_mask(word, mask).map(|()| mask.count_ones())
+    pub(crate) fn release(
+        &self,
+        class: usize,
+        word: usize,
+        mask: u64,
+    ) -> Result<u32, ReleaseError> {
+        self.slots(class)
+            .release_mask(word, mask)
+            .map(|()| mask.count_ones())
     }
 
     /// Tries to claim every block, so the chunk can be retired. Only succeeds when none is out.
@@ -244,7 +256,10 @@ impl ChunkHeader {
             return false;
         }
         let old = self.tag.load(Ordering::Relaxed);
-        self.tag.store(make_tag((old >> 16) + 1, STATE_EMPTY, class), Ordering::SeqCst);
+        self.tag.store(
+            make_tag((old >> 16) + 1, STATE_EMPTY, class),
+            Ordering::SeqCst,
+        );
         true
     }
 }

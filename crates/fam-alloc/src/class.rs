@@ -7,7 +7,9 @@
 //! alignment go to the large path.
 
 use chunk_source::CHUNK_SIZE;
-use size_class::{natural_align, Fine};
+#[cfg(test)]
+use size_class::natural_align;
+use size_class::Fine;
 
 /// Number of slab classes.
 pub(crate) const NUM_CLASSES: usize = Fine::NUM_CLASSES;
@@ -22,7 +24,8 @@ pub(crate) const HEADER_SIZE: usize = 128;
 /// the bitmap area does not depend on the class.
 pub(crate) const MAX_WORDS: usize = (CHUNK_SIZE / 8).div_ceil(64);
 /// Offset of the first block in a slab chunk: header and bitmap area, rounded up to 4 KiB.
-pub(crate) const SLOT_OFFSET: usize = (HEADER_SIZE + MAX_WORDS * 8).next_multiple_of(MAX_SMALL_ALIGN);
+pub(crate) const SLOT_OFFSET: usize =
+    (HEADER_SIZE + MAX_WORDS * 8).next_multiple_of(MAX_SMALL_ALIGN);
 
 /// What a slab needs to know about one class.
 #[derive(Clone, Copy, Debug)]
@@ -48,7 +51,13 @@ const fn class_info(class: usize) -> ClassInfo {
     let size = Fine::size_of(class);
     let slots = (CHUNK_SIZE - SLOT_OFFSET) / size;
     let cap = BUCKET_BYTES / size;
-    let cap = if cap > BUCKET_MAX { BUCKET_MAX } else if cap < 1 { 1 } else { cap };
+    let cap = if cap > BUCKET_MAX {
+        BUCKET_MAX
+    } else if cap < 1 {
+        1
+    } else {
+        cap
+    };
     ClassInfo {
         size: size as u32,
         slots: slots as u32,
@@ -85,6 +94,7 @@ pub(crate) fn small_class(size: usize, align: usize) -> Option<usize> {
 }
 
 /// The alignment every block of `class` has.
+#[cfg(test)]
 pub(crate) const fn class_align(class: usize) -> usize {
     let a = natural_align(Fine::size_of(class));
     if a > MAX_SMALL_ALIGN {
@@ -120,7 +130,9 @@ mod tests {
     fn small_class_honours_alignment() {
         let mut align = 1;
         while align <= MAX_SMALL_ALIGN {
-            for size in [0, 1, 7, 8, 9, 63, 64, 65, 100, 1000, 4095, 4096, 5000, 65536, MAX_SMALL] {
+            for size in [
+                0, 1, 7, 8, 9, 63, 64, 65, 100, 1000, 4095, 4096, 5000, 65536, MAX_SMALL,
+            ] {
                 let c = small_class(size, align).unwrap();
                 assert!(CLASSES[c].size as usize >= size);
                 assert!(class_align(c) >= align, "size {size} align {align}");

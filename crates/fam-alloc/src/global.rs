@@ -36,10 +36,6 @@ pub(crate) fn pool() -> &'static GlobalPool {
     &POOL
 }
 
-pub(crate) fn registry() -> &'static Registry {
-    &REGISTRY
-}
-
 /// The fam-alloc global allocator.
 ///
 /// ```
@@ -196,7 +192,11 @@ unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         REGISTRY.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
         let base = r.block.base.as_ptr() as usize;
         if !REGISTRY.insert(base, r.block.nchunks, Kind::Large, base) {
-            report::bad_free("realloc", ptr as usize, "out of memory for the chunk registry");
+            report::bad_free(
+                "realloc",
+                ptr as usize,
+                "out of memory for the chunk registry",
+            );
         }
     }
     r.block.ptr.as_ptr()

@@ -135,4 +135,3 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
         heap.reset_caps();
     });
 }
-

@@ -51,7 +51,11 @@ unsafe impl Send for ChunkList {}
 
 impl ChunkList {
     const fn new() -> Self {
-        Self { head: ptr::null_mut(), tail: ptr::null_mut(), len: 0 }
+        Self {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
     }
 
     /// # Safety
@@ -154,15 +158,16 @@ impl<S: ChunkSource> SlabPool<S> {
             source,
             registry,
             classes: [const {
-                ClassPool { current: AtomicPtr::new(ptr::null_mut()), partial: SpinLock::new(ChunkList::new()) }
+                ClassPool {
+                    current: AtomicPtr::new(ptr::null_mut()),
+                    partial: SpinLock::new(ChunkList::new()),
+                }
             }; NUM_CLASSES],
-            empty: SpinLock::new(EmptyPool { committed: ChunkList::new(), decommitted: ChunkList::new() }),
+            empty: SpinLock::new(EmptyPool {
+                committed: ChunkList::new(),
+                decommitted: ChunkList::new(),
+            }),
         }
-    }
-
-    /// The chunk source.
-    pub(crate) fn source(&self) -> &S {
-        &self.source
     }
 
     /// Up to `max` free blocks of `class`, linked, or `None` when memory is exhausted.
@@ -244,13 +249,21 @@ impl<S: ChunkSource> SlabPool<S> {
                 node = unsafe { (*node).next };
             }
             let h = ChunkHeader::of(addr);
+            // SAFETY: as below; the header of a slab chunk is always readable.
+            debug_assert!(
+                unsafe { &*h }.has_magic(),
+                "flushed block outside a slab chunk"
+            );
             // SAFETY: the block came from this pool, so its chunk is a live slab chunk.
             let Some(slot) = (unsafe { &*h }).slot_of(class, addr) else {
                 report::bad_free("flush", addr, "not the start of a block of its class");
             };
             let (word, bit) = (slot / 64, 1u64 << (slot % 64));
             let key = h as usize;
-            match pending[..used].iter_mut().find(|e| e.0 == key && e.1 == word) {
+            match pending[..used]
+                .iter_mut()
+                .find(|e| e.0 == key && e.1 == word)
+            {
                 Some(e) => {
                     if e.2 & bit != 0 {
                         report::bad_free("free", addr, "double free (block returned twice)");
@@ -281,8 +294,13 @@ impl<S: ChunkSource> SlabPool<S> {
         let released = match chunk.release(class, word, mask) {
             Ok(n) => n,
             Err(ReleaseError::NotClaimed { mask: bad, .. }) => {
-                let first = (word * 64 + bad.trailing_zeros() as usize) * CLASSES[class].size as usize;
-                report::bad_free("free", chunk.base() + SLOT_OFFSET + first, "double free (block already free)");
+                let first =
+                    (word * 64 + bad.trailing_zeros() as usize) * CLASSES[class].size as usize;
+                report::bad_free(
+                    "free",
+                    chunk.base() + SLOT_OFFSET + first,
+                    "double free (block already free)",
+                );
             }
             Err(ReleaseError::OutOfRange { slot }) => {
                 report::bad_free("free", chunk.base() + slot, "slot out of range");
@@ -298,7 +316,10 @@ impl<S: ChunkSource> SlabPool<S> {
         if !chunk.listed.load(Ordering::SeqCst) {
             let mut list = self.classes[class].partial.lock();
             let tag = chunk.tag.load(Ordering::Acquire);
-            if tag_state(tag) == STATE_ACTIVE && tag_class(tag) == class && !chunk.listed.load(Ordering::SeqCst) {
+            if tag_state(tag) == STATE_ACTIVE
+                && tag_class(tag) == class
+                && !chunk.listed.load(Ordering::SeqCst)
+            {
                 chunk.listed.store(true, Ordering::SeqCst);
                 // SAFETY: unlisted chunks are on no list; we hold the class lock.
                 unsafe { list.push_front(h) };
@@ -319,7 +340,8 @@ impl<S: ChunkSource> SlabPool<S> {
             }
             if chunk.used.load(Ordering::Acquire) != 0 || !chunk.try_retire(class) {
                 // Blocks went out again meanwhile; make sure the chunk can be found.
-                if !chunk.listed.load(Ordering::SeqCst) && chunk.tag.load(Ordering::Acquire) == tag {
+                if !chunk.listed.load(Ordering::SeqCst) && chunk.tag.load(Ordering::Acquire) == tag
+                {
                     chunk.listed.store(true, Ordering::SeqCst);
                     // SAFETY: unlisted chunks are on no list; we hold the class lock.
                     unsafe { list.push_front(h) };
@@ -330,7 +352,12 @@ impl<S: ChunkSource> SlabPool<S> {
                 // SAFETY: a listed chunk is on this class's list, whose lock we hold.
                 unsafe { list.unlink(h) };
             }
-            let _ = cp.current.compare_exchange(h, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed);
+            let _ = cp.current.compare_exchange(
+                h,
+                ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
         self.put_empty(h);
     }
@@ -339,7 +366,11 @@ impl<S: ChunkSource> SlabPool<S> {
     fn take_empty(&self) -> Option<*mut ChunkHeader> {
         {
             let mut empty = self.empty.lock();
-            if let Some(h) = empty.committed.pop_front().or_else(|| empty.decommitted.pop_front()) {
+            if let Some(h) = empty
+                .committed
+                .pop_front()
+                .or_else(|| empty.decommitted.pop_front())
+            {
                 return Some(h);
             }
         }
@@ -347,7 +378,12 @@ impl<S: ChunkSource> SlabPool<S> {
         // SAFETY: the source handed us a whole chunk nobody else uses. Its header area reads as
         // zero if the source zeroes; `format` and `activate` write every field and word they use.
         let h = unsafe { ChunkHeader::format(base) };
-        if !self.registry.insert(base.as_ptr() as usize, 1, Kind::Slab, base.as_ptr() as usize) {
+        if !self.registry.insert(
+            base.as_ptr() as usize,
+            1,
+            Kind::Slab,
+            base.as_ptr() as usize,
+        ) {
             // SAFETY: the chunk came from this source a moment ago and was never published.
             let _ = unsafe { self.source.dealloc(base, 1) };
             return None;
@@ -372,7 +408,12 @@ impl<S: ChunkSource> SlabPool<S> {
     }
 
     /// Takes committed empty chunks that waited too long (or all of them) off the list.
-    fn pick_victims(empty: &mut EmptyPool, now: u64, out: &mut [*mut ChunkHeader], all: bool) -> usize {
+    fn pick_victims(
+        empty: &mut EmptyPool,
+        now: u64,
+        out: &mut [*mut ChunkHeader],
+        all: bool,
+    ) -> usize {
         let mut n = 0;
         while n < out.len() {
             let tail = empty.committed.tail;
@@ -400,7 +441,10 @@ impl<S: ChunkSource> SlabPool<S> {
             // SAFETY: the chunk is EMPTY and off every list, so no block in it is in use; the range
             // is page aligned and inside the chunk.
             let r = unsafe {
-                self.source.decommit(NonNull::new_unchecked(start as *mut u8), CHUNK_SIZE - SLOT_OFFSET)
+                self.source.decommit(
+                    NonNull::new_unchecked(start as *mut u8),
+                    CHUNK_SIZE - SLOT_OFFSET,
+                )
             };
             // SAFETY: the chunk is off every list; only this thread touches its plain fields.
             unsafe { (*h).committed = r.is_err() };
@@ -442,7 +486,11 @@ impl<S: ChunkSource> SlabPool<S> {
             (e.committed.len, e.decommitted.len)
         };
         let partial = self.classes.iter().map(|cp| cp.partial.lock().len).sum();
-        ChunkCounts { empty_committed: c, empty_decommitted: d, partial }
+        ChunkCounts {
+            empty_committed: c,
+            empty_decommitted: d,
+            partial,
+        }
     }
 
     /// Takes every lock of the pool (before `fork()`).
@@ -470,7 +518,10 @@ impl<S: ChunkSource> SlabPool<S> {
 
 /// Monotonic time in nanoseconds (the coarse clock: a vDSO read, no system call).
 fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

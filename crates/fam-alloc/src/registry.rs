@@ -53,7 +53,9 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) const fn new() -> Self {
-        Self { root: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN] }
+        Self {
+            root: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN],
+        }
     }
 
     #[inline]
@@ -81,7 +83,10 @@ impl Registry {
             2 => Kind::Large,
             _ => return None,
         };
-        Some(Entry { kind, base: raw & !KIND_MASK })
+        Some(Entry {
+            kind,
+            base: raw & !KIND_MASK,
+        })
     }
 
     /// Registers the `n` chunks starting at the chunk-aligned `start` as `kind`, naming `base`.
@@ -186,7 +191,13 @@ mod tests {
         assert!(r.insert(base, 3, Kind::Large, base));
         for i in 0..3 {
             let e = r.lookup(base + i * CHUNK_SIZE + 12345).unwrap();
-            assert_eq!(e, Entry { kind: Kind::Large, base });
+            assert_eq!(
+                e,
+                Entry {
+                    kind: Kind::Large,
+                    base
+                }
+            );
         }
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE), None);
         assert_eq!(r.lookup(base - 1), None);

@@ -9,7 +9,10 @@
 #[inline(never)]
 pub(crate) fn bad_free(op: &str, addr: usize, what: &str) -> ! {
     let mut buf = [0u8; 256];
-    let mut w = Writer { buf: &mut buf, len: 0 };
+    let mut w = Writer {
+        buf: &mut buf,
+        len: 0,
+    };
     w.put(b"fam-alloc: ");
     w.put(op.as_bytes());
     w.put(b"(0x");

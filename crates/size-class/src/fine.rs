@@ -101,4 +101,5 @@ impl SizeClasses for Fine {
 
 // The top class is exactly the advertised maximum.
 const _: () = assert!(Fine::size_of(Fine::NUM_CLASSES - 1) == Fine::MAX_SIZE);
-const _: () = assert!(matches!(Fine::class_of(Fine::MAX_SIZE), Some(c) if c == Fine::NUM_CLASSES - 1));
+const _: () =
+    assert!(matches!(Fine::class_of(Fine::MAX_SIZE), Some(c) if c == Fine::NUM_CLASSES - 1));

@@ -73,4 +73,5 @@ impl SizeClasses for Pow2 {
 }
 
 const _: () = assert!(Pow2::size_of(Pow2::NUM_CLASSES - 1) == Pow2::MAX_SIZE);
-const _: () = assert!(matches!(Pow2::class_of(Pow2::MAX_SIZE), Some(c) if c == Pow2::NUM_CLASSES - 1));
+const _: () =
+    assert!(matches!(Pow2::class_of(Pow2::MAX_SIZE), Some(c) if c == Pow2::NUM_CLASSES - 1));

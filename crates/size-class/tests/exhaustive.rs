@@ -6,7 +6,11 @@ use size_class::{natural_align, DefaultClasses, Fine, Pow2, SizeClasses};
 fn check_policy<P: SizeClasses>() {
     for class in 0..P::NUM_CLASSES {
         let size = P::size_of(class);
-        assert_eq!(P::class_of(size), Some(class), "size_of/class_of round trip of class {class}");
+        assert_eq!(
+            P::class_of(size),
+            Some(class),
+            "size_of/class_of round trip of class {class}"
+        );
         if class > 0 {
             assert!(P::size_of(class - 1) < size, "classes increase at {class}");
         }
@@ -16,9 +20,15 @@ fn check_policy<P: SizeClasses>() {
     for size in 1..=P::MAX_SIZE {
         let class = P::class_of(size).unwrap_or_else(|| panic!("no class for {size}"));
         let block = P::size_of(class);
-        assert!(block >= size, "class {class} ({block} B) too small for {size}");
+        assert!(
+            block >= size,
+            "class {class} ({block} B) too small for {size}"
+        );
         if class > 0 {
-            assert!(P::size_of(class - 1) < size, "class {class} not the smallest for {size}");
+            assert!(
+                P::size_of(class - 1) < size,
+                "class {class} not the smallest for {size}"
+            );
         }
     }
     assert_eq!(P::class_of(P::MAX_SIZE + 1), None);
@@ -49,7 +59,10 @@ fn fine_waste_bound_holds_for_every_size() {
             assert!(waste < 8, "waste {waste} for {size}");
         } else {
             // Less than a fifth of the block and less than a quarter of the request.
-            assert!(5 * waste < block, "waste {waste} of block {block} for {size}");
+            assert!(
+                5 * waste < block,
+                "waste {waste} of block {block} for {size}"
+            );
             assert!(4 * waste < size, "waste {waste} for request {size}");
         }
     }
@@ -80,7 +93,10 @@ fn check_aligned<P: SizeClasses>() {
             match got {
                 Some(c) => {
                     assert!(P::size_of(c) >= size);
-                    assert!(natural_align(P::size_of(c)) >= align, "{size} @ {align} -> {c}");
+                    assert!(
+                        natural_align(P::size_of(c)) >= align,
+                        "{size} @ {align} -> {c}"
+                    );
                     if size % 97 == 0 || size < 4096 {
                         assert_eq!(got, expected, "{size} @ {align}");
                     }
@@ -108,7 +124,10 @@ fn aligned_lookup_is_cheap_for_cache_line_alignment() {
     assert_eq!(Fine::size_of(Fine::class_of_aligned(100, 64).unwrap()), 128);
     assert_eq!(Fine::size_of(Fine::class_of_aligned(1, 64).unwrap()), 64);
     assert_eq!(Fine::size_of(Fine::class_of_aligned(300, 64).unwrap()), 320);
-    assert_eq!(Pow2::size_of(Pow2::class_of_aligned(1, 4096).unwrap()), 4096);
+    assert_eq!(
+        Pow2::size_of(Pow2::class_of_aligned(1, 4096).unwrap()),
+        4096
+    );
     assert_eq!(Fine::class_of_aligned(usize::MAX - 2, 64), None);
 }
 
@@ -124,5 +143,8 @@ fn lookups_work_in_const_context() {
         },
     ];
     assert_eq!(TABLE, [8, 80, 1 << 20, Fine::class_of(1000).unwrap()]);
-    assert_eq!(<DefaultClasses as SizeClasses>::NUM_CLASSES, Fine::NUM_CLASSES);
+    assert_eq!(
+        <DefaultClasses as SizeClasses>::NUM_CLASSES,
+        Fine::NUM_CLASSES
+    );
 }

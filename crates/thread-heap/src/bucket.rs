@@ -87,6 +87,13 @@ impl Bucket {
         self.cap as usize
     }
 
+    /// Sets the capacity to 0: the next slow path asks the store again. Cached blocks stay
+    /// until flushed.
+    #[inline]
+    pub(crate) fn reset_cap(&mut self) {
+        self.cap = 0;
+    }
+
     /// Blocks asked of the store when the bucket is empty: half the capacity, at least one.
     #[inline]
     const fn refill_size(&self) -> usize {
@@ -173,6 +180,9 @@ impl Bucket {
             self.head.is_null() && self.len == 0,
             "refill of a non-empty bucket"
         );
+        if self.cap == 0 {
+            self.cap = store.cap(class);
+        }
         let max = self.refill_size();
         let chain = store.refill(class, max)?;
         debug_assert!(
@@ -213,6 +223,14 @@ impl Bucket {
         block: NonNull<Block>,
         store: &S,
     ) {
+        if self.cap == 0 {
+            self.cap = store.cap(class);
+            if self.len < self.cap {
+                // SAFETY: the caller hands the block over, and there is room for it now.
+                unsafe { self.push(block) };
+                return;
+            }
+        }
         if self.cap == 0 {
             // SAFETY: the caller hands over a free block of `class` that came from `store`; a
             // single block is a well-formed chain (its tail link is unspecified).

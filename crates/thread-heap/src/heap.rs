@@ -22,15 +22,20 @@ use crate::{Bucket, CentralStore};
 /// Every bucket satisfies the [`Bucket`] invariants, and all of them hold blocks handed out by
 /// the one store this heap works with. A block is in at most one bucket and is not in use.
 ///
-/// `new` is a `const fn`, so a heap can live in a thread-local `static` with a constant
-/// initialiser (no lazy initialisation, no destructor registration). The heap owns its blocks
-/// and nothing tied to a thread, so it is `Send`: a retired heap can be flushed by another
-/// thread.
+/// `new` is a `const fn` and the heap has no destructor, so it can live in a thread-local
+/// `static` with a constant initialiser: no lazy initialisation, no destructor registration.
+/// Dropping a heap that still caches blocks leaks them (it holds no store to return them to):
+/// call [`flush_all`](Self::flush_all) (or, after `fork`, [`forget_all`](Self::forget_all))
+/// first. The heap owns its blocks and nothing tied to a thread, so it is `Send`: a retired heap
+/// can be flushed by another thread.
 #[derive(Debug)]
 pub struct ThreadHeap<const N: usize> {
     /// The bucket of class `c` is `buckets[c]`.
     buckets: [Bucket; N],
 }
+
+const _: () = assert!(!core::mem::needs_drop::<ThreadHeap<64>>());
+const _: () = assert!(size_of::<ThreadHeap<64>>() == 64 * size_of::<Bucket>());
 
 impl<const N: usize> ThreadHeap<N> {
     /// An empty heap whose bucket for class `c` holds at most `caps[c]` blocks (0: no caching
@@ -103,6 +108,16 @@ impl<const N: usize> ThreadHeap<N> {
                 // which the caller passes as `store`.
                 unsafe { store.flush(class, chain) };
             }
+        }
+    }
+
+    /// Sets every bucket's capacity back to 0, so the next slow path of each class asks the
+    /// store ([`CentralStore::cap`]) again. Meant for after [`flush_all`](Self::flush_all) at
+    /// thread exit: with a store that then answers 0, later frees go straight to the store
+    /// instead of being cached in a heap nobody will flush.
+    pub fn reset_caps(&mut self) {
+        for b in &mut self.buckets {
+            b.reset_cap();
         }
     }
 

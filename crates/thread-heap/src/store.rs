@@ -36,4 +36,17 @@ pub unsafe trait CentralStore {
     /// that this store handed out (through `refill`, possibly having since passed through other
     /// heaps and users) and that nothing uses any more.
     unsafe fn flush(&self, class: usize, chain: Chain);
+
+    /// The capacity a bucket of `class` should have. A bucket whose capacity is 0 asks this on
+    /// each of its slow paths (so at most once per class while the answer is 0), and keeps a
+    /// non-zero answer. The default answers 0: no caching.
+    ///
+    /// This lets a store learn when a heap is first used (a heap built with all capacities 0
+    /// takes the slow path on its first allocation *and* on its first free), which is where a
+    /// per-thread heap can register for thread-exit cleanup.
+    #[inline]
+    fn cap(&self, class: usize) -> u32 {
+        let _ = class;
+        0
+    }
 }

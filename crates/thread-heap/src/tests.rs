@@ -404,3 +404,71 @@ fn debug_builds_catch_a_malformed_chain() {
     let mut heap = ThreadHeap::<1>::new([8]);
     let _ = heap.alloc(0, &store);
 }
+
+/// A store that counts how often buckets ask for their capacity, and answers `answer`.
+struct CapStore<'a> {
+    inner: &'a ModelStore,
+    asked: core::cell::Cell<u32>,
+    answer: core::cell::Cell<u32>,
+}
+
+// SAFETY: forwards refill and flush to the model store, which upholds the contract.
+unsafe impl CentralStore for CapStore<'_> {
+    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+        self.inner.refill(class, max)
+    }
+    unsafe fn flush(&self, class: usize, chain: Chain) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.flush(class, chain) }
+    }
+    fn cap(&self, _class: usize) -> u32 {
+        self.asked.set(self.asked.get() + 1);
+        self.answer.get()
+    }
+}
+
+#[test]
+fn zero_cap_asks_the_store_on_first_alloc_and_on_first_free() {
+    let model = store_one(64);
+    let store = CapStore {
+        inner: &model,
+        asked: 0.into(),
+        answer: 8.into(),
+    };
+    // First use is an allocation: the bucket learns its capacity there and caches the rest.
+    let mut heap = ThreadHeap::<1>::new([0]);
+    let p = heap.alloc(0, &store).unwrap();
+    assert_eq!((store.asked.get(), heap.cap(0)), (1, 8));
+    assert_eq!(
+        heap.cached(0),
+        3,
+        "refilled cap/2 = 4 blocks and handed out one"
+    );
+    // SAFETY: `p` came from this heap's store and is not used any more.
+    unsafe { heap.dealloc(0, p, &store) };
+    assert_eq!(store.asked.get(), 1, "a known capacity is not asked again");
+    heap.flush_all(&store);
+
+    // First use is a free (a block allocated by another heap): the free asks and caches it.
+    let mut other = ThreadHeap::<1>::new([0]);
+    let q = heap.alloc(0, &store).unwrap();
+    // SAFETY: as above; the block moves to the other heap (ownership transfer).
+    unsafe { other.dealloc(0, q, &store) };
+    assert_eq!(
+        (store.asked.get(), other.cap(0), other.cached(0)),
+        (2, 8, 1)
+    );
+
+    // After flush_all and reset_caps, a store answering 0 makes frees go straight back.
+    other.flush_all(&store);
+    heap.flush_all(&store);
+    other.reset_caps();
+    store.answer.set(0);
+    let r = heap.alloc(0, &store).unwrap();
+    // SAFETY: as above.
+    unsafe { other.dealloc(0, r, &store) };
+    assert_eq!((other.cap(0), other.cached(0)), (0, 0));
+    assert_eq!(store.asked.get(), 3);
+    heap.flush_all(&store);
+    model.assert_all_home();
+}
