@@ -104,7 +104,7 @@ pub(crate) const fn class_align(class: usize) -> usize {
     }
 }
 
-static_assertions::const_assert!(SLOT_OFFSET % MAX_SMALL_ALIGN == 0);
+static_assertions::const_assert!(SLOT_OFFSET.is_multiple_of(MAX_SMALL_ALIGN));
 static_assertions::const_assert!(SLOT_OFFSET < CHUNK_SIZE / 16);
 // The smallest class fits its bitmap in the reserved area; the largest gets at least 3 blocks.
 static_assertions::const_assert!(class_info(0).words as usize <= MAX_WORDS);

@@ -69,13 +69,9 @@ unsafe impl CentralStore for GlobalStore {
     fn cap(&self, class: usize) -> u32 {
         match STATE.with(Cell::get) {
             REGISTERED => CLASSES[class].cap,
-            NEW => {
-                if register_thread() {
-                    STATE.with(|s| s.set(REGISTERED));
-                    CLASSES[class].cap
-                } else {
-                    0
-                }
+            NEW if register_thread() => {
+                STATE.with(|s| s.set(REGISTERED));
+                CLASSES[class].cap
             }
             _ => 0,
         }
@@ -95,7 +91,7 @@ fn register_thread() -> bool {
         None => return false,
     };
     // SAFETY: `key` is a live key; the value is a non-null marker, never dereferenced.
-    unsafe { libc::pthread_setspecific(key, 1 as *const libc::c_void) == 0 }
+    unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<libc::c_void>()) == 0 }
 }
 
 /// The exit key, created (with the fork handlers) on first use.

@@ -249,13 +249,11 @@ impl<S: ChunkSource> SlabPool<S> {
                 node = unsafe { (*node).next };
             }
             let h = ChunkHeader::of(addr);
-            // SAFETY: as below; the header of a slab chunk is always readable.
-            debug_assert!(
-                unsafe { &*h }.has_magic(),
-                "flushed block outside a slab chunk"
-            );
-            // SAFETY: the block came from this pool, so its chunk is a live slab chunk.
-            let Some(slot) = (unsafe { &*h }).slot_of(class, addr) else {
+            // SAFETY: the block came from this pool, so its chunk is a live slab chunk, whose
+            // header is never unmapped or decommitted.
+            let chunk = unsafe { &*h };
+            debug_assert!(chunk.has_magic(), "flushed block outside a slab chunk");
+            let Some(slot) = chunk.slot_of(class, addr) else {
                 report::bad_free("flush", addr, "not the start of a block of its class");
             };
             let (word, bit) = (slot / 64, 1u64 << (slot % 64));
