@@ -31,6 +31,10 @@ static REGISTRY: Registry = Registry::new();
 static POOL: GlobalPool = SlabPool::new(OsSource::new(), &REGISTRY);
 static LARGE: LargeAlloc<OsSource> = LargeAlloc::new(OsSource::new());
 
+pub(crate) fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
 #[inline(always)]
 pub(crate) fn pool() -> &'static GlobalPool {
     &POOL
@@ -143,7 +147,7 @@ unsafe impl GlobalAlloc for FamAlloc {
 
 /// A large block and whether it reads as zero, or `None` when memory is exhausted.
 #[cold]
-fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
+pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
     let block = LARGE.alloc(size, align).ok()?;
     let base = block.base.as_ptr() as usize;
     if !REGISTRY.insert(base, block.nchunks, Kind::Large, base) {
@@ -159,7 +163,7 @@ fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
 /// # Safety
 /// `ptr` is not in use by anyone else after the call.
 #[cold]
-unsafe fn large_free(ptr: *mut u8) {
+pub(crate) unsafe fn large_free(ptr: *mut u8) {
     let addr = ptr as usize;
     let Some(entry) = REGISTRY.lookup(addr).filter(|e| e.kind == Kind::Large) else {
         report::bad_free("free", addr, "not a block of this allocator");
@@ -182,7 +186,7 @@ unsafe fn large_free(ptr: *mut u8) {
 /// # Safety
 /// `ptr` is a live large block.
 #[cold]
-unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+pub(crate) unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: per the contract `ptr` is a live large block.
     let r = match unsafe { LARGE.realloc(NonNull::new_unchecked(ptr), new_size) } {
         Ok(r) => r,

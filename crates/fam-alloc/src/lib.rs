@@ -35,6 +35,7 @@ mod global;
 mod local;
 mod lock;
 mod pool;
+pub mod raw;
 mod registry;
 mod report;
 

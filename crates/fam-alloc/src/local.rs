@@ -28,8 +28,9 @@ use crate::global::pool;
 
 /// Per-thread state.
 const NEW: u8 = 0;
-const REGISTERED: u8 = 1;
-const EXITED: u8 = 2;
+const REGISTERING: u8 = 1;
+const REGISTERED: u8 = 2;
+const EXITED: u8 = 3;
 
 thread_local! {
     static HEAP: UnsafeCell<ThreadHeap<NUM_CLASSES>> =
@@ -69,9 +70,18 @@ unsafe impl CentralStore for GlobalStore {
     fn cap(&self, class: usize) -> u32 {
         match STATE.with(Cell::get) {
             REGISTERED => CLASSES[class].cap,
-            NEW if register_thread() => {
-                STATE.with(|s| s.set(REGISTERED));
-                CLASSES[class].cap
+            NEW => {
+                // Registering may allocate inside libc (pthread_atfork's table, for one); in a C
+                // build that is this allocator again. While REGISTERING, such nested calls get
+                // capacity 0: they are served straight from the pool and do not recurse here.
+                STATE.with(|s| s.set(REGISTERING));
+                let ok = register_thread();
+                STATE.with(|s| s.set(if ok { REGISTERED } else { NEW }));
+                if ok {
+                    CLASSES[class].cap
+                } else {
+                    0
+                }
             }
             _ => 0,
         }
