@@ -115,10 +115,16 @@ fn main() {
         allocs as f64 / secs / 1e6
     );
     println!("  results checked: checksums agree, every message intact");
-    let counts = fam_alloc::chunk_counts();
+    let snap = fam_alloc::stats();
     println!(
-        "  slab chunks: {} partial, {} empty (committed), {} empty (decommitted)",
-        counts.partial, counts.empty_committed, counts.empty_decommitted
+        "  allocator counts: {} allocations, {} frees, {} threads exited",
+        snap.allocs(),
+        snap.frees(),
+        snap.threads_exited
     );
-    println!("  trim() gave back {} chunks", fam_alloc::trim());
+    println!("  trim() gave back {} chunks\n", fam_alloc::trim());
+    // The allocator's own report (the same one FAM_STATS=1 prints at exit).
+    let mut report = String::new();
+    fam_alloc::write_stats(&mut report, fam_alloc::Format::Table).expect("writing to a String");
+    print!("{report}");
 }

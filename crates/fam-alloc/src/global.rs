@@ -14,7 +14,7 @@ use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, GlobalStore};
 use crate::pool::{ChunkCounts, SlabPool};
 use crate::registry::{Kind, Registry};
-use crate::report;
+use crate::{counters, report};
 
 /// The chunk source the global heap uses: the program break with the `sbrk` feature, otherwise
 /// private anonymous mappings.
@@ -74,7 +74,10 @@ unsafe impl GlobalAlloc for FamAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match small_class(layout.size(), layout.align()) {
             Some(class) => match with_heap(|h| h.alloc(class, &GlobalStore)) {
-                Some(p) => p.as_ptr(),
+                Some(p) => {
+                    counters::count_alloc(class);
+                    p.as_ptr()
+                }
                 None => ptr::null_mut(),
             },
             None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
@@ -84,11 +87,14 @@ unsafe impl GlobalAlloc for FamAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match small_class(layout.size(), layout.align()) {
-            Some(class) => with_heap(|h| {
-                // SAFETY: the caller passes a block this allocator returned for `layout`, so it is
-                // a non-null block of `class`.
-                unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
-            }),
+            Some(class) => {
+                with_heap(|h| {
+                    // SAFETY: the caller passes a block this allocator returned for `layout`, so
+                    // it is a non-null block of `class`.
+                    unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
+                });
+                counters::count_free(class);
+            }
             // SAFETY: a layout above the small limit was allocated as a large block.
             None => unsafe { large_free(ptr) },
         }
@@ -155,6 +161,7 @@ pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> 
         let _ = unsafe { LARGE.dealloc(block.ptr) };
         return None;
     }
+    counters::large_changed(size, block.nchunks, 1);
     Some((block.ptr.as_ptr(), block.zeroed))
 }
 
@@ -173,8 +180,9 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
         Ok(h) if h.base() as usize == entry.base => h,
         _ => report::bad_free("free", addr, "not the start of a large block"),
     };
-    let (base, n) = (header.base() as usize, header.nchunks());
+    let (base, n, size) = (header.base() as usize, header.nchunks(), header.size());
     REGISTRY.remove(base, n);
+    counters::large_changed(size, n, -1);
     // SAFETY: `ptr` is a live large block (checked above) that the caller gives up.
     if unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) }.is_err() {
         report::bad_free("free", addr, "double free of a large block");
@@ -187,11 +195,15 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
 /// `ptr` is a live large block.
 #[cold]
 pub(crate) unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: per the contract `ptr` is a live large block, so its header is mapped.
+    let old_size = unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) }
+        .map_or(0, |h| h.size());
     // SAFETY: per the contract `ptr` is a live large block.
     let r = match unsafe { LARGE.realloc(NonNull::new_unchecked(ptr), new_size) } {
         Ok(r) => r,
         Err(_) => return ptr::null_mut(),
     };
+    counters::large_resized(old_size, new_size, r.old_nchunks, r.block.nchunks);
     if r.run_changed() {
         REGISTRY.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
         let base = r.block.base.as_ptr() as usize;
@@ -215,6 +227,11 @@ pub fn trim() -> usize {
     POOL.trim() + LARGE.trim()
 }
 
+/// Chunks held in the large-block cache.
+pub(crate) fn large_cached_chunks() -> usize {
+    LARGE.cached_chunks()
+}
+
 /// Where the global heap's chunks are.
 pub fn chunk_counts() -> ChunkCounts {
     POOL.chunk_counts()
@@ -227,7 +244,7 @@ pub fn thread_cached_bytes() -> usize {
 
 /// Gives the calling thread's cached blocks back to the central pool.
 pub fn flush_thread_cache() {
-    with_heap(|h| h.flush_all(&GlobalStore));
+    crate::local::flush_current();
 }
 
 /// Whether `ptr` points into memory this allocator manages (a slab chunk or a large run).

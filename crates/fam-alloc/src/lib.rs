@@ -30,6 +30,7 @@
 
 mod chunk;
 mod class;
+mod counters;
 mod fork;
 mod global;
 mod local;
@@ -38,9 +39,12 @@ mod pool;
 pub mod raw;
 mod registry;
 mod report;
+mod statistics;
 
 pub use global::{chunk_counts, flush_thread_cache, owns, thread_cached_bytes, trim, FamAlloc};
 pub use pool::ChunkCounts;
+pub use statistics::{print_stats, print_stats_to_fd, reset_peaks, stats, write_stats, VERSION};
+pub use stats::{ClassStats, Format, HeapStats, Snapshot};
 
 /// The largest request served from slabs (larger ones are large blocks).
 pub const MAX_SMALL_SIZE: usize = class::MAX_SMALL;

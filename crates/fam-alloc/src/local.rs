@@ -24,6 +24,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use thread_heap::{CentralStore, Chain, ThreadHeap};
 
 use crate::class::{CLASSES, NUM_CLASSES};
+use crate::counters;
 use crate::global::pool;
 
 /// Per-thread state.
@@ -57,11 +58,14 @@ pub(crate) struct GlobalStore;
 unsafe impl CentralStore for GlobalStore {
     #[inline]
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        pool().refill(class, max)
+        let chain = pool().refill(class, max)?;
+        counters::refilled(class, chain.len);
+        Some(chain)
     }
 
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
+        counters::flushed(class, chain.len, bucket_cap(class));
         // SAFETY: the thread heap only flushes blocks of `class` that came from the global pool.
         unsafe { pool().flush(class, chain) }
     }
@@ -76,6 +80,9 @@ unsafe impl CentralStore for GlobalStore {
                 // capacity 0: they are served straight from the pool and do not recurse here.
                 STATE.with(|s| s.set(REGISTERING));
                 let ok = register_thread();
+                if ok {
+                    counters::thread_started();
+                }
                 STATE.with(|s| s.set(if ok { REGISTERED } else { NEW }));
                 if ok {
                     CLASSES[class].cap
@@ -124,6 +131,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                     return None;
                 }
                 crate::fork::install_handlers();
+                crate::statistics::install_exit_report();
                 EXIT_KEY.store(key as usize, Ordering::Release);
                 return Some(key);
             }
@@ -140,4 +148,20 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
         heap.flush_all(&GlobalStore);
         heap.reset_caps();
     });
+    counters::thread_exited();
+}
+
+/// The capacity a bucket of `class` has on this thread (what `cap` handed out).
+fn bucket_cap(class: usize) -> u32 {
+    if STATE.with(Cell::get) == REGISTERED {
+        CLASSES[class].cap
+    } else {
+        0
+    }
+}
+
+/// Gives every block the calling thread caches back to the pool.
+pub(crate) fn flush_current() {
+    with_heap(|h| h.flush_all(&GlobalStore));
+    counters::emptied_buckets();
 }

@@ -31,7 +31,7 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::lock::SpinLock;
 use crate::registry::{Kind, Registry};
-use crate::report;
+use crate::{counters, report};
 
 /// Empty chunks kept with their pages before the oldest is decommitted.
 pub(crate) const MAX_COMMITTED_EMPTY: usize = 4;
@@ -221,6 +221,7 @@ impl<S: ChunkSource> SlabPool<S> {
         let h = self.take_empty()?;
         // SAFETY: `take_empty` hands out an EMPTY chunk that no thread holds bits of.
         unsafe { (*h).activate(class) };
+        counters::CHUNKS_ACTIVE.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as above, the chunk is ours until published.
         let chunk = unsafe { &*h };
         chunk.listed.store(true, Ordering::SeqCst);
@@ -357,6 +358,7 @@ impl<S: ChunkSource> SlabPool<S> {
                 Ordering::Relaxed,
             );
         }
+        counters::CHUNKS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
         self.put_empty(h);
     }
 
@@ -386,6 +388,7 @@ impl<S: ChunkSource> SlabPool<S> {
             let _ = unsafe { self.source.dealloc(base, 1) };
             return None;
         }
+        counters::CHUNKS_MAPPED.fetch_add(1, Ordering::Relaxed);
         Some(h)
     }
 

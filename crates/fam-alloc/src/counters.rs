@@ -1,0 +1,354 @@
+//! Statistics counters.
+//!
+//! Two kinds, so the fast paths pay nothing unless asked to:
+//!
+//! - **Per-thread counters** (cargo feature `stats`): every thread counts its allocations and frees
+//!   per class in its own thread-local block, with relaxed loads and stores of atomics that only it
+//!   writes (plain moves on x86-64: no locked instruction, no shared cache line). Other threads only
+//!   read them, when a snapshot is taken. Each block is on a global list while its thread lives; at
+//!   thread exit its counts are added to the totals of exited threads and it leaves the list.
+//!   Without the feature these functions are empty and compile to nothing.
+//! - **Slow-path counters** (always on): large blocks, chunks. They change on paths that already
+//!   make system calls or take locks, so shared atomics cost nothing noticeable there.
+//!
+//! How many blocks a thread's bucket caches is not counted on the fast path either. Every change
+//! to a bucket's length is either a counted alloc (−1), a counted free (+1), or a refill or flush,
+//! which goes through the pool; there the thread *publishes* the length the bucket will have
+//! (net of the counted operation under way) with the counts at that moment. Any later length is
+//! `published − (allocs − allocs then) + (frees − frees then)`, exact whenever the thread is not
+//! in the middle of an operation.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Large blocks allocated, freed, and their bytes (requested sizes) now and at the peak.
+pub(crate) static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LARGE_FREES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LARGE_PEAK: AtomicU64 = AtomicU64::new(0);
+/// Chunks in live large blocks.
+pub(crate) static LARGE_CHUNKS: AtomicU64 = AtomicU64::new(0);
+/// Slab chunks ever obtained from the OS, and those holding a class now.
+pub(crate) static CHUNKS_MAPPED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static CHUNKS_ACTIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Records a large block of `bytes` over `chunks` chunks coming (`sign` 1) or going (-1).
+pub(crate) fn large_changed(bytes: usize, chunks: usize, sign: i64) {
+    if sign > 0 {
+        LARGE_ALLOCS.fetch_add(1, Relaxed);
+        let now = LARGE_BYTES.fetch_add(bytes as u64, Relaxed) + bytes as u64;
+        LARGE_PEAK.fetch_max(now, Relaxed);
+        LARGE_CHUNKS.fetch_add(chunks as u64, Relaxed);
+    } else {
+        LARGE_FREES.fetch_add(1, Relaxed);
+        LARGE_BYTES.fetch_sub(bytes as u64, Relaxed);
+        LARGE_CHUNKS.fetch_sub(chunks as u64, Relaxed);
+    }
+}
+
+/// Records a large block resized in place or moved.
+pub(crate) fn large_resized(
+    old_bytes: usize,
+    new_bytes: usize,
+    old_chunks: usize,
+    new_chunks: usize,
+) {
+    if new_bytes >= old_bytes {
+        let now = LARGE_BYTES.fetch_add((new_bytes - old_bytes) as u64, Relaxed)
+            + (new_bytes - old_bytes) as u64;
+        LARGE_PEAK.fetch_max(now, Relaxed);
+    } else {
+        LARGE_BYTES.fetch_sub((old_bytes - new_bytes) as u64, Relaxed);
+    }
+    LARGE_CHUNKS.fetch_add(new_chunks as u64, Relaxed);
+    LARGE_CHUNKS.fetch_sub(old_chunks as u64, Relaxed);
+}
+
+#[cfg(feature = "stats")]
+pub(crate) use enabled::*;
+
+#[cfg(not(feature = "stats"))]
+pub(crate) use disabled::*;
+
+#[cfg(not(feature = "stats"))]
+mod disabled {
+    #[inline(always)]
+    pub(crate) fn count_alloc(_class: usize) {}
+    #[inline(always)]
+    pub(crate) fn count_free(_class: usize) {}
+    #[inline(always)]
+    pub(crate) fn refilled(_class: usize, _n: usize) {}
+    #[inline(always)]
+    pub(crate) fn flushed(_class: usize, _n: usize, _bucket_cap: u32) {}
+    #[inline(always)]
+    pub(crate) fn emptied_buckets() {}
+    #[inline(always)]
+    pub(crate) fn thread_started() {}
+    #[inline(always)]
+    pub(crate) fn thread_exited() {}
+    pub(crate) fn heaps() -> core::iter::Empty<stats::HeapStats> {
+        core::iter::empty()
+    }
+    pub(crate) fn threads_live() -> u64 {
+        0
+    }
+    pub(crate) fn class_totals() -> [(u64, u64, u64); crate::class::NUM_CLASSES] {
+        [(0, 0, 0); crate::class::NUM_CLASSES]
+    }
+    pub(crate) fn peak_blocks(_class: usize) -> u64 {
+        0
+    }
+    pub(crate) fn reset_peaks() {}
+    pub(crate) static THREADS_EXITED: core::sync::atomic::AtomicU64 =
+        core::sync::atomic::AtomicU64::new(0);
+}
+
+#[cfg(feature = "stats")]
+mod enabled {
+    use core::ptr;
+    use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering::Relaxed};
+
+    use stats::HeapStats;
+
+    use crate::class::{CLASSES, NUM_CLASSES};
+    use crate::lock::SpinLock;
+
+    /// One thread's counters. Written only by its thread (relaxed load + store); read by snapshots.
+    /// The links are only touched under the [`LIVE`] lock.
+    pub(crate) struct ThreadCounters {
+        allocs: [AtomicU64; NUM_CLASSES],
+        frees: [AtomicU64; NUM_CLASSES],
+        /// Bucket length published at the last refill or flush, and the counts at that moment.
+        published: [AtomicI64; NUM_CLASSES],
+        allocs_then: [AtomicU64; NUM_CLASSES],
+        frees_then: [AtomicU64; NUM_CLASSES],
+        id: AtomicU64,
+        next: AtomicPtr<ThreadCounters>,
+        prev: AtomicPtr<ThreadCounters>,
+    }
+
+    impl ThreadCounters {
+        const fn new() -> Self {
+            Self {
+                allocs: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                frees: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                published: [const { AtomicI64::new(0) }; NUM_CLASSES],
+                allocs_then: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                frees_then: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                id: AtomicU64::new(0),
+                next: AtomicPtr::new(ptr::null_mut()),
+                prev: AtomicPtr::new(ptr::null_mut()),
+            }
+        }
+
+        /// Blocks this thread's bucket of `class` holds (see the module docs).
+        fn cached(&self, class: usize) -> u64 {
+            let allocs = self.allocs[class]
+                .load(Relaxed)
+                .wrapping_sub(self.allocs_then[class].load(Relaxed));
+            let frees = self.frees[class]
+                .load(Relaxed)
+                .wrapping_sub(self.frees_then[class].load(Relaxed));
+            (self.published[class].load(Relaxed) - allocs as i64 + frees as i64).max(0) as u64
+        }
+
+        fn publish(&self, class: usize, len: i64) {
+            self.published[class].store(len, Relaxed);
+            self.allocs_then[class].store(self.allocs[class].load(Relaxed), Relaxed);
+            self.frees_then[class].store(self.frees[class].load(Relaxed), Relaxed);
+        }
+    }
+
+    thread_local! {
+        static COUNTERS: ThreadCounters = const { ThreadCounters::new() };
+    }
+
+    /// The counters of threads that are alive and registered, newest first.
+    struct Live {
+        head: *mut ThreadCounters,
+        len: u64,
+    }
+    // SAFETY: the list only holds pointers to thread-local blocks, which their threads unlink
+    // before they exit; it is reached only through the lock.
+    unsafe impl Send for Live {}
+
+    static LIVE: SpinLock<Live> = SpinLock::new(Live {
+        head: ptr::null_mut(),
+        len: 0,
+    });
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    pub(crate) static THREADS_EXITED: AtomicU64 = AtomicU64::new(0);
+    /// Counts of threads that have exited.
+    static EXITED_ALLOCS: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+    static EXITED_FREES: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+    /// Blocks out of the slab pool per class (in use + cached), and the most at once.
+    static OUT: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+    static PEAK: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+
+    #[inline(always)]
+    fn bump(c: &AtomicU64) {
+        // Only this thread writes `c`: a relaxed load and store (no locked instruction) suffice.
+        c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_alloc(class: usize) {
+        COUNTERS.with(|c| bump(&c.allocs[class]));
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_free(class: usize) {
+        COUNTERS.with(|c| bump(&c.frees[class]));
+    }
+
+    /// A refill handed this thread `n` blocks, one of which the alloc under way takes.
+    pub(crate) fn refilled(class: usize, n: usize) {
+        COUNTERS.with(|c| c.publish(class, n as i64));
+        let out = OUT[class].fetch_add(n as u64, Relaxed) + n as u64;
+        PEAK[class].fetch_max(out, Relaxed);
+    }
+
+    /// A flush took `n` blocks from a bucket of capacity `bucket_cap`; the free under way (if
+    /// any) is counted after this. See [`thread_heap`]: a full bucket keeps `cap - n` blocks and
+    /// then takes the freed one; a bucket of capacity 0 passes the freed block itself (`n = 1`).
+    pub(crate) fn flushed(class: usize, n: usize, bucket_cap: u32) {
+        COUNTERS.with(|c| c.publish(class, bucket_cap as i64 - n as i64));
+        OUT[class].fetch_sub(n as u64, Relaxed);
+    }
+
+    /// Every bucket of this thread was just emptied (flush of the whole heap).
+    pub(crate) fn emptied_buckets() {
+        COUNTERS.with(|c| {
+            for class in 0..NUM_CLASSES {
+                c.publish(class, 0);
+            }
+        });
+    }
+
+    /// Puts this thread's counters on the live list.
+    pub(crate) fn thread_started() {
+        COUNTERS.with(|c| {
+            let me = c as *const ThreadCounters as *mut ThreadCounters;
+            c.id.store(NEXT_ID.fetch_add(1, Relaxed), Relaxed);
+            let mut live = LIVE.lock();
+            c.prev.store(ptr::null_mut(), Relaxed);
+            c.next.store(live.head, Relaxed);
+            if !live.head.is_null() {
+                // SAFETY: list members are live thread blocks; we hold the lock.
+                unsafe { (*live.head).prev.store(me, Relaxed) };
+            }
+            live.head = me;
+            live.len += 1;
+        });
+    }
+
+    /// Folds this thread's counts into the exited totals and takes it off the list.
+    pub(crate) fn thread_exited() {
+        COUNTERS.with(|c| {
+            let me = c as *const ThreadCounters as *mut ThreadCounters;
+            let mut live = LIVE.lock();
+            for class in 0..NUM_CLASSES {
+                EXITED_ALLOCS[class].fetch_add(c.allocs[class].load(Relaxed), Relaxed);
+                EXITED_FREES[class].fetch_add(c.frees[class].load(Relaxed), Relaxed);
+                c.allocs[class].store(0, Relaxed);
+                c.frees[class].store(0, Relaxed);
+                c.publish(class, 0);
+            }
+            let (p, n) = (c.prev.load(Relaxed), c.next.load(Relaxed));
+            if p.is_null() {
+                live.head = n;
+            } else {
+                // SAFETY: list members are live thread blocks; we hold the lock.
+                unsafe { (*p).next.store(n, Relaxed) };
+            }
+            if !n.is_null() {
+                // SAFETY: as above.
+                unsafe { (*n).prev.store(p, Relaxed) };
+            }
+            debug_assert!(p != me && n != me);
+            live.len -= 1;
+            THREADS_EXITED.fetch_add(1, Relaxed);
+        });
+    }
+
+    /// The per-heap views: the exited threads' heap (id 0), then each live thread's heap. Holds
+    /// the list lock while it lives, so threads cannot start or exit meanwhile.
+    pub(crate) fn heaps() -> Heaps {
+        let live = LIVE.lock();
+        let next = live.head;
+        Heaps {
+            _live: live,
+            next,
+            exited_done: false,
+        }
+    }
+
+    /// Iterator over the heap views; see [`heaps`].
+    pub(crate) struct Heaps {
+        _live: crate::lock::SpinGuard<'static, Live>,
+        next: *mut ThreadCounters,
+        exited_done: bool,
+    }
+
+    impl Iterator for Heaps {
+        type Item = HeapStats;
+
+        fn next(&mut self) -> Option<HeapStats> {
+            if !self.exited_done {
+                self.exited_done = true;
+                let mut h = HeapStats::new(0, NUM_CLASSES);
+                for class in 0..NUM_CLASSES {
+                    let cs = &mut h.classes[class];
+                    cs.block_size = CLASSES[class].size as u64;
+                    cs.allocs = EXITED_ALLOCS[class].load(Relaxed);
+                    cs.frees = EXITED_FREES[class].load(Relaxed);
+                }
+                return Some(h);
+            }
+            if self.next.is_null() {
+                return None;
+            }
+            // SAFETY: list members are live thread blocks; the guard we hold keeps them listed.
+            let c = unsafe { &*self.next };
+            let mut h = HeapStats::new(c.id.load(Relaxed), NUM_CLASSES);
+            for class in 0..NUM_CLASSES {
+                let cs = &mut h.classes[class];
+                cs.block_size = CLASSES[class].size as u64;
+                cs.allocs = c.allocs[class].load(Relaxed);
+                cs.frees = c.frees[class].load(Relaxed);
+                cs.cached = c.cached(class);
+            }
+            self.next = c.next.load(Relaxed);
+            Some(h)
+        }
+    }
+
+    /// Live registered threads.
+    pub(crate) fn threads_live() -> u64 {
+        LIVE.lock().len
+    }
+
+    /// Process-wide counts per class: `(allocs, frees, cached)`, over exited and live threads.
+    pub(crate) fn class_totals() -> [(u64, u64, u64); NUM_CLASSES] {
+        let mut t = [(0u64, 0u64, 0u64); NUM_CLASSES];
+        for h in heaps() {
+            for (class, cs) in h.classes[..NUM_CLASSES].iter().enumerate() {
+                t[class].0 += cs.allocs;
+                t[class].1 += cs.frees;
+                t[class].2 += cs.cached;
+            }
+        }
+        t
+    }
+
+    /// Most blocks of `class` out of the pool at once since the last reset.
+    pub(crate) fn peak_blocks(class: usize) -> u64 {
+        PEAK[class].load(Relaxed)
+    }
+
+    /// Starts the peaks again from the present.
+    pub(crate) fn reset_peaks() {
+        for class in 0..NUM_CLASSES {
+            PEAK[class].store(OUT[class].load(Relaxed), Relaxed);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Statistics as data ([`stats()`]), as text ([`write_stats`], [`print_stats`]), and at exit.
+//!
+//! Counts of allocations and frees per class need the `stats` cargo feature (they cost a few
+//! instructions on the fast paths); without it those fields read 0 and everything else (large
+//! blocks, chunks) is still counted. Counts are exact when no other thread is allocating.
+//!
+//! At exit: when the environment variable `FAM_STATS` is `1`, `text` or `table` (a table for
+//! people), `bmalloc` (the classic `V`/`B`/`H`/`S` lines) or `json`, the report is written to
+//! stderr when the process exits, or to the file named by `FAM_STATS_FILE`. The handler is
+//! installed the first time a thread registers with the allocator (its first allocation or
+//! free). Writing it allocates nothing: the snapshot lives on the stack and the text goes through
+//! a fixed buffer straight to `write(2)`.
+
+use core::fmt;
+use core::sync::atomic::Ordering::Relaxed;
+
+use stats::{Format, HeapStats, SinkWriter, Snapshot};
+
+use crate::class::{CLASSES, NUM_CLASSES};
+use crate::counters;
+use crate::global::{chunk_counts, large_cached_chunks};
+
+/// The version string every report carries.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A snapshot of the process-wide statistics of the global heap.
+pub fn stats() -> Snapshot {
+    let mut s = Snapshot::new(VERSION, NUM_CLASSES);
+    let totals = counters::class_totals();
+    for class in 0..NUM_CLASSES {
+        let c = &mut s.classes[class];
+        c.block_size = CLASSES[class].size as u64;
+        c.allocs = totals[class].0;
+        c.frees = totals[class].1;
+        c.cached = totals[class].2;
+        c.peak_blocks = counters::peak_blocks(class);
+    }
+    s.large.allocs = counters::LARGE_ALLOCS.load(Relaxed);
+    s.large.frees = counters::LARGE_FREES.load(Relaxed);
+    s.large.bytes_in_use = counters::LARGE_BYTES.load(Relaxed);
+    s.large.peak_bytes = counters::LARGE_PEAK.load(Relaxed);
+    s.large.cached_chunks = large_cached_chunks() as u64;
+    let counts = chunk_counts();
+    s.chunks.mapped = counters::CHUNKS_MAPPED.load(Relaxed);
+    s.chunks.active = counters::CHUNKS_ACTIVE.load(Relaxed);
+    s.chunks.empty_committed = counts.empty_committed as u64;
+    s.chunks.empty_decommitted = counts.empty_decommitted as u64;
+    s.chunks.large = counters::LARGE_CHUNKS.load(Relaxed);
+    s.threads_live = counters::threads_live();
+    s.threads_exited = counters::THREADS_EXITED.load(Relaxed);
+    s
+}
+
+/// Starts the peak counters (per-class peaks and the large-block peak) again from the present.
+pub fn reset_peaks() {
+    counters::reset_peaks();
+    counters::LARGE_PEAK.store(counters::LARGE_BYTES.load(Relaxed), Relaxed);
+}
+
+/// Writes the report in `format` to `w`, with a view per thread heap when counting is on.
+///
+/// The thread list is locked while the per-heap views are written: `w` must not block on
+/// another thread that is starting or exiting.
+pub fn write_stats(w: &mut dyn fmt::Write, format: Format) -> fmt::Result {
+    let snap = stats();
+    let mut heaps = counters::heaps();
+    stats::write_report(
+        w,
+        format,
+        &snap,
+        &mut heaps as &mut dyn Iterator<Item = HeapStats>,
+    )
+}
+
+/// Writes the report in `format` to file descriptor `fd` without allocating.
+pub fn print_stats_to_fd(fd: i32, format: Format) {
+    let mut sink = |bytes: &[u8]| write_all(fd, bytes);
+    let mut w = SinkWriter::<2048>::new(&mut sink);
+    let _ = write_stats(&mut w, format);
+    w.flush();
+}
+
+/// Writes the report in `format` to stderr without allocating.
+pub fn print_stats(format: Format) {
+    print_stats_to_fd(2, format);
+}
+
+fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid, initialised slice for its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            // SAFETY: reading errno has no preconditions.
+            if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// Reads `FAM_STATS` and, if it asks for a report, arranges for one at exit.
+pub(crate) fn install_exit_report() {
+    if exit_format().is_some() {
+        // SAFETY: the handler is an `extern "C"` fn that lives for the whole program.
+        unsafe { libc::atexit(report_at_exit) };
+    }
+}
+
+/// The format `FAM_STATS` asks for, if any. Reads the environment without allocating.
+fn exit_format() -> Option<Format> {
+    let value = getenv(c"FAM_STATS")?;
+    Format::from_env(core::str::from_utf8(value).ok()?)
+}
+
+fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that stays
+    // valid while the environment is not modified (it is not, at exit).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a NUL-terminated C string (see above).
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+extern "C" fn report_at_exit() {
+    let Some(format) = exit_format() else { return };
+    match getenv(c"FAM_STATS_FILE") {
+        Some(_) => {
+            // SAFETY: the name is the NUL-terminated environment string read above.
+            let path = unsafe { libc::getenv(c"FAM_STATS_FILE".as_ptr()) };
+            // SAFETY: `path` is a valid C string; flags and mode are plain integers.
+            let fd = unsafe {
+                libc::open(
+                    path,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if fd >= 0 {
+                print_stats_to_fd(fd, format);
+                // SAFETY: `fd` was opened above and is closed once.
+                unsafe { libc::close(fd) };
+            } else {
+                print_stats(format);
+            }
+        }
+        None => print_stats(format),
+    }
+}
