@@ -295,31 +295,36 @@ mod enabled {
         fn next(&mut self) -> Option<HeapStats> {
             if !self.exited_done {
                 self.exited_done = true;
-                let mut h = HeapStats::new(0, NUM_CLASSES);
-                for class in 0..NUM_CLASSES {
-                    let cs = &mut h.classes[class];
-                    cs.block_size = CLASSES[class].size as u64;
-                    cs.allocs = EXITED_ALLOCS[class].load(Relaxed);
-                    cs.frees = EXITED_FREES[class].load(Relaxed);
-                }
-                return Some(h);
+                return Some(view(0, |class| {
+                    let allocs = EXITED_ALLOCS[class].load(Relaxed);
+                    (allocs, EXITED_FREES[class].load(Relaxed), 0)
+                }));
             }
             if self.next.is_null() {
                 return None;
             }
             // SAFETY: list members are live thread blocks; the guard we hold keeps them listed.
             let c = unsafe { &*self.next };
-            let mut h = HeapStats::new(c.id.load(Relaxed), NUM_CLASSES);
-            for class in 0..NUM_CLASSES {
-                let cs = &mut h.classes[class];
-                cs.block_size = CLASSES[class].size as u64;
-                cs.allocs = c.allocs[class].load(Relaxed);
-                cs.frees = c.frees[class].load(Relaxed);
-                cs.cached = c.cached(class);
-            }
+            let h = view(c.id.load(Relaxed), |class| {
+                let allocs = c.allocs[class].load(Relaxed);
+                (allocs, c.frees[class].load(Relaxed), c.cached(class))
+            });
             self.next = c.next.load(Relaxed);
             Some(h)
         }
+    }
+
+    /// A heap view whose class `c` has the counts `counts(c)` = (allocs, frees, cached).
+    fn view(id: u64, counts: impl Fn(usize) -> (u64, u64, u64)) -> HeapStats {
+        let mut h = HeapStats::new(id, NUM_CLASSES);
+        for (class, cs) in h.classes[..NUM_CLASSES].iter_mut().enumerate() {
+            let (allocs, frees, cached) = counts(class);
+            cs.block_size = CLASSES[class].size as u64;
+            cs.allocs = allocs;
+            cs.frees = frees;
+            cs.cached = cached;
+        }
+        h
     }
 
     /// Live registered threads.

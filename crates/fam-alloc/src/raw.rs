@@ -190,8 +190,8 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     }
     match classify("malloc_usable_size", ptr) {
         Owned::Small { class } => CLASSES[class].size as usize,
-        // SAFETY: the registry says `ptr` is in a large run; the header read checks the magic.
         Owned::Large => {
+            // SAFETY: the registry says `ptr` is in a large run; the header read checks the magic.
             match unsafe { LargeAlloc::<OsSource>::usable_size(NonNull::new_unchecked(ptr)) } {
                 Ok(n) => n,
                 Err(_) => report::bad_free(
