@@ -24,7 +24,7 @@ const NO_STD_CRATES: &[&str] = &[
 const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("chunk-source", &["mmap", "sbrk", "shm", "std"]),
     ("large-alloc", &["mmap", "sbrk", "shm"]),
-    ("fam-alloc", &["mmap", "sbrk", "shm"]),
+    ("fam-alloc", &["mmap", "sbrk", "stats", "allocator-api2-04"]),
 ];
 
 /// Backends that the allocator's own test suite also runs under (the default, mmap, runs in the

@@ -27,9 +27,6 @@ pub(crate) static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
 pub(crate) static LARGE_PEAK: AtomicU64 = AtomicU64::new(0);
 /// Chunks in live large blocks.
 pub(crate) static LARGE_CHUNKS: AtomicU64 = AtomicU64::new(0);
-/// Slab chunks ever obtained from the OS, and those holding a class now.
-pub(crate) static CHUNKS_MAPPED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static CHUNKS_ACTIVE: AtomicU64 = AtomicU64::new(0);
 
 /// Records a large block of `bytes` over `chunks` chunks coming (`sign` 1) or going (-1).
 pub(crate) fn large_changed(bytes: usize, chunks: usize, sign: i64) {

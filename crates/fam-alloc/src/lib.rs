@@ -23,11 +23,17 @@
 //! ```
 //!
 //! # Features
-//! - `mmap` (default): chunks from private anonymous mappings. Always compiled in; it is the
-//!   backend unless another is chosen.
-//! - `sbrk`: chunks from the program break instead.
-//! - `shm`: shared mappings (for shared arenas).
+//! - `mmap` (default): the global heap's chunks come from private anonymous mappings. Always
+//!   compiled in; it is the backend unless another is chosen.
+//! - `sbrk`: the global heap's chunks come from the program break instead.
+//! - `stats` (default): per-thread counters on the fast paths, for exact per-class statistics
+//!   (one instruction per allocation and per free).
+//! - `allocator-api2-04`: `Arena` also implements allocator-api2 0.4's `Allocator`.
+//!
+//! Shared arenas ([`Arena::shared`]) and the shared global heap ([`init_global_allocator`]) are
+//! always available: they map their own shared regions.
 
+mod arena;
 mod chunk;
 mod class;
 mod counters;
@@ -39,10 +45,13 @@ mod pool;
 pub mod raw;
 mod registry;
 mod report;
+mod shared;
 mod statistics;
 
+pub use arena::{Arena, ArenaError, ArenaUsage};
 pub use global::{chunk_counts, flush_thread_cache, owns, thread_cached_bytes, trim, FamAlloc};
 pub use pool::ChunkCounts;
+pub use shared::{alloc, init_global_allocator, release, resize, shared_usage, SHARED_ALIGN};
 pub use statistics::{print_stats, print_stats_to_fd, reset_peaks, stats, write_stats, VERSION};
 pub use stats::{ClassStats, Format, HeapStats, Snapshot};
 

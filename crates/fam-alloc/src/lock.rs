@@ -55,6 +55,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The protected value, for a holder of a raw lock.
+    pub(crate) fn get(&self) -> *mut T {
+        self.value.get()
+    }
+
     /// Releases a lock taken with [`raw_lock`](Self::raw_lock).
     ///
     /// # Safety

@@ -21,7 +21,7 @@
 //! chunk pointers safely (see [`crate::chunk`]).
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{fence, AtomicPtr, Ordering};
+use core::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
 
 use chunk_source::{ChunkSource, CHUNK_SIZE};
 use slab_bitmap::ReleaseError;
@@ -31,7 +31,7 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::lock::SpinLock;
 use crate::registry::{Kind, Registry};
-use crate::{counters, report};
+use crate::report;
 
 /// Empty chunks kept with their pages before the oldest is decommitted.
 pub(crate) const MAX_COMMITTED_EMPTY: usize = 4;
@@ -48,6 +48,12 @@ struct ChunkList {
 // SAFETY: the list only holds pointers to chunks, which live for the process; it is only reached
 // through the SpinLock around it.
 unsafe impl Send for ChunkList {}
+
+// SAFETY: the registry pointer is only read (the registry is itself thread-safe); everything else
+// in the pool is atomics and spin-locked lists.
+unsafe impl<S: ChunkSource + Send> Send for SlabPool<S> {}
+// SAFETY: as above; `S: ChunkSource` is `Sync` by the trait's bound.
+unsafe impl<S: ChunkSource> Sync for SlabPool<S> {}
 
 impl ChunkList {
     const fn new() -> Self {
@@ -135,9 +141,14 @@ struct EmptyPool {
 /// The central store behind every thread heap: slab chunks per class over a chunk source.
 pub struct SlabPool<S: ChunkSource> {
     source: S,
-    registry: &'static Registry,
+    /// Where the pool records its chunks; null when nobody needs to find them (a shared arena,
+    /// whose region is released whole).
+    registry: *const Registry,
     classes: [ClassPool; NUM_CLASSES],
     empty: SpinLock<EmptyPool>,
+    /// Chunks obtained from the source, and those holding a class now.
+    mapped: AtomicUsize,
+    active: AtomicUsize,
 }
 
 /// Counts of the chunks a pool holds.
@@ -154,6 +165,15 @@ pub struct ChunkCounts {
 impl<S: ChunkSource> SlabPool<S> {
     /// A pool over `source`, registering its chunks in `registry`.
     pub(crate) const fn new(source: S, registry: &'static Registry) -> Self {
+        // SAFETY: a 'static registry outlives the pool.
+        unsafe { Self::with_registry(source, registry) }
+    }
+
+    /// A pool over `source`, registering its chunks in `registry` unless it is null.
+    ///
+    /// # Safety
+    /// A non-null `registry` stays valid for as long as the pool is used.
+    pub(crate) const unsafe fn with_registry(source: S, registry: *const Registry) -> Self {
         Self {
             source,
             registry,
@@ -163,6 +183,8 @@ impl<S: ChunkSource> SlabPool<S> {
                     partial: SpinLock::new(ChunkList::new()),
                 }
             }; NUM_CLASSES],
+            mapped: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             empty: SpinLock::new(EmptyPool {
                 committed: ChunkList::new(),
                 decommitted: ChunkList::new(),
@@ -221,7 +243,7 @@ impl<S: ChunkSource> SlabPool<S> {
         let h = self.take_empty()?;
         // SAFETY: `take_empty` hands out an EMPTY chunk that no thread holds bits of.
         unsafe { (*h).activate(class) };
-        counters::CHUNKS_ACTIVE.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as above, the chunk is ours until published.
         let chunk = unsafe { &*h };
         chunk.listed.store(true, Ordering::SeqCst);
@@ -358,7 +380,7 @@ impl<S: ChunkSource> SlabPool<S> {
                 Ordering::Relaxed,
             );
         }
-        counters::CHUNKS_ACTIVE.fetch_sub(1, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::Relaxed);
         self.put_empty(h);
     }
 
@@ -378,17 +400,15 @@ impl<S: ChunkSource> SlabPool<S> {
         // SAFETY: the source handed us a whole chunk nobody else uses. Its header area reads as
         // zero if the source zeroes; `format` and `activate` write every field and word they use.
         let h = unsafe { ChunkHeader::format(base) };
-        if !self.registry.insert(
-            base.as_ptr() as usize,
-            1,
-            Kind::Slab,
-            base.as_ptr() as usize,
-        ) {
+        // SAFETY: a non-null registry outlives the pool (constructor contract).
+        let registry = unsafe { self.registry.as_ref() };
+        let addr = base.as_ptr() as usize;
+        if registry.is_some_and(|r| !r.insert(addr, 1, Kind::Slab, addr)) {
             // SAFETY: the chunk came from this source a moment ago and was never published.
             let _ = unsafe { self.source.dealloc(base, 1) };
             return None;
         }
-        counters::CHUNKS_MAPPED.fetch_add(1, Ordering::Relaxed);
+        self.mapped.fetch_add(1, Ordering::Relaxed);
         Some(h)
     }
 
@@ -492,6 +512,30 @@ impl<S: ChunkSource> SlabPool<S> {
             empty_decommitted: d,
             partial,
         }
+    }
+
+    /// Chunks obtained from the source (slab chunks are never given back while the pool lives).
+    pub(crate) fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Chunks holding a class now.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The chunk source.
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Sets where chunks are registered.
+    ///
+    /// # Safety
+    /// As for [`with_registry`](Self::with_registry); the pool has no chunks yet.
+    pub(crate) unsafe fn set_registry(&mut self, registry: *const Registry) {
+        debug_assert_eq!(self.mapped(), 0);
+        self.registry = registry;
     }
 
     /// Takes every lock of the pool (before `fork()`).

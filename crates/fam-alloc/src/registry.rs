@@ -112,6 +112,44 @@ impl Registry {
         }
     }
 
+    /// Calls `f(base, chunks, kind)` once for every registered run (a slab chunk is a run of one),
+    /// in address order.
+    pub(crate) fn for_each_run(&self, mut f: impl FnMut(usize, usize, Kind)) {
+        let mut current: Option<(usize, usize, Kind)> = None;
+        for (r, slot) in self.root.iter().enumerate() {
+            let leaf = slot.load(Ordering::Acquire);
+            if leaf.is_null() {
+                continue;
+            }
+            // SAFETY: installed leaves stay mapped while the registry exists.
+            for (l, e) in unsafe { &*leaf }.iter().enumerate() {
+                let raw = e.load(Ordering::Acquire);
+                let addr = ((r << LEAF_BITS) | l) << CHUNK_SHIFT;
+                let kind = match raw & KIND_MASK {
+                    1 => Kind::Slab,
+                    2 => Kind::Large,
+                    _ => continue,
+                };
+                let base = raw & !KIND_MASK;
+                match current {
+                    Some((b, n, k)) if b == base && k == kind && kind == Kind::Large => {
+                        current = Some((b, n + 1, k));
+                    }
+                    _ => {
+                        if let Some((b, n, k)) = current.take() {
+                            f(b, n, k);
+                        }
+                        debug_assert_eq!(base, addr, "a run starts at its base");
+                        current = Some((base, 1, kind));
+                    }
+                }
+            }
+        }
+        if let Some((b, n, k)) = current {
+            f(b, n, k);
+        }
+    }
+
     fn store(&self, addr: usize, value: usize) {
         if let Some(leaf) = self.leaf_for(addr) {
             let (_, l) = Self::split(addr).expect("leaf_for checked the range");
@@ -145,6 +183,17 @@ impl Registry {
     }
 }
 
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for slot in &self.root {
+            let leaf = slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !leaf.is_null() {
+                unmap_leaf(leaf);
+            }
+        }
+    }
+}
+
 fn map_leaf() -> Option<*mut Leaf> {
     // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result
     // is checked against MAP_FAILED. Zero-filled pages are valid `AtomicUsize`s with value 0.
@@ -166,7 +215,8 @@ fn map_leaf() -> Option<*mut Leaf> {
 }
 
 fn unmap_leaf(leaf: *mut Leaf) {
-    // SAFETY: `leaf` came from `map_leaf` and lost the install race, so nobody else has seen it.
+    // SAFETY: `leaf` came from `map_leaf` and nobody can reach it any more (it lost the install
+    // race, or its registry is being dropped).
     unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
 }
 
@@ -203,6 +253,15 @@ mod tests {
         assert_eq!(r.lookup(base - 1), None);
         assert!(r.insert(base + 3 * CHUNK_SIZE, 1, Kind::Slab, base + 3 * CHUNK_SIZE));
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);
+        let mut runs = Vec::new();
+        r.for_each_run(|b, n, k| runs.push((b, n, k)));
+        assert_eq!(
+            runs,
+            vec![
+                (base, 3, Kind::Large),
+                (base + 3 * CHUNK_SIZE, 1, Kind::Slab)
+            ]
+        );
         r.remove(base, 3);
         assert_eq!(r.lookup(base), None);
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);

@@ -18,7 +18,7 @@ use stats::{Format, HeapStats, SinkWriter, Snapshot};
 
 use crate::class::{CLASSES, NUM_CLASSES};
 use crate::counters;
-use crate::global::{chunk_counts, large_cached_chunks};
+use crate::global::{chunk_counts, large_cached_chunks, pool};
 
 /// The version string every report carries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,8 +41,8 @@ pub fn stats() -> Snapshot {
     s.large.peak_bytes = counters::LARGE_PEAK.load(Relaxed);
     s.large.cached_chunks = large_cached_chunks() as u64;
     let counts = chunk_counts();
-    s.chunks.mapped = counters::CHUNKS_MAPPED.load(Relaxed);
-    s.chunks.active = counters::CHUNKS_ACTIVE.load(Relaxed);
+    s.chunks.mapped = pool().mapped() as u64;
+    s.chunks.active = pool().active() as u64;
     s.chunks.empty_committed = counts.empty_committed as u64;
     s.chunks.empty_decommitted = counts.empty_decommitted as u64;
     s.chunks.large = counters::LARGE_CHUNKS.load(Relaxed);

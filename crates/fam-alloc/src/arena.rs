@@ -1,0 +1,954 @@
+//! `Arena`: an owned heap for allocator-api2 collections, private or shared with forked children.
+//!
+//! An arena is built from the same parts as the global heap: a [`SlabPool`] of 4 MiB chunks with
+//! slot bitmaps, a [`LargeAlloc`] for big blocks, and a [`ThreadHeap`] of bounded buckets in front.
+//! What differs is who owns them:
+//!
+//! - **Private** ([`Arena::new`]): chunks come from private anonymous mappings and are recorded in
+//!   the arena's own chunk registry, so dropping the arena unmaps every one of them at once.
+//! - **Shared** ([`Arena::shared`]): all memory is one `MAP_SHARED` region of a fixed number of
+//!   chunks, preallocated; the pool's own state lives in the region's first chunk, so after
+//!   `fork()` parent and children allocate from the same pool and see each other's data. Large
+//!   blocks take contiguous chunks of the region. When the region is full, allocation fails.
+//!
+//! # The owner's fast path
+//!
+//! One thread at a time *owns* the arena's bucket heap: the first thread to allocate takes it,
+//! and from then on its allocations and frees are bucket pops and pushes with no atomic
+//! instruction (a thread-local address compared with the owner, and the fork generation checked).
+//! Other threads are served straight from the pool, lock-free: a claim of one bitmap bit to
+//! allocate, a release to free. So the arena is `Send + Sync` and fast for the common case of one
+//! thread doing most of the work.
+//!
+//! # Fork
+//!
+//! A forked child gets a copy of the owner's buckets. For a private arena that copy is the
+//! child's own (its memory is copy-on-write) and stays valid. For a shared arena those blocks are
+//! the parent's too, so the child *forgets* them (never flushes them): the first use in the child
+//! sees that the fork generation changed and drops the inherited buckets. A child that exits
+//! should drop its `Arena` (or call [`Arena::flush_thread_cache`]) to give back what its own
+//! buckets hold.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use chunk_source::{ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE};
+use large_alloc::LargeAlloc;
+use thread_heap::{CentralStore, Chain, ThreadHeap};
+
+use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
+use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
+use crate::fork;
+use crate::lock::SpinLock;
+use crate::pool::SlabPool;
+use crate::registry::{Kind, Registry};
+use crate::report;
+
+/// Why an arena could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaError {
+    /// The OS refused the memory (mapping the shared region, or the arena's own state).
+    OutOfMemory,
+    /// A shared arena needs at least one chunk of room.
+    NoChunks,
+    /// The shared global heap was already set up.
+    AlreadyInitialized,
+    /// The chunk source failed otherwise.
+    Source(ChunkError),
+}
+
+impl core::fmt::Display for ArenaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::OutOfMemory => f.write_str("out of memory"),
+            Self::NoChunks => f.write_str("a shared arena needs at least one chunk"),
+            Self::AlreadyInitialized => {
+                f.write_str("the shared global heap is already initialised")
+            }
+            Self::Source(e) => write!(f, "chunk source: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ArenaError {}
+
+/// What an arena holds and hands out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaUsage {
+    /// Bytes of the blocks handed out and not yet freed (block sizes, as seen by this process).
+    pub bytes_in_use: usize,
+    /// Blocks handed out and not yet freed (as seen by this process).
+    pub blocks_in_use: usize,
+    /// Chunks the arena holds: slab chunks ever taken plus chunks of live large blocks.
+    pub chunks_held: usize,
+    /// For a shared arena, the chunks of its region still free; for a private one, `None`.
+    pub chunks_free: Option<usize>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sources
+
+/// Chunk kinds recorded in a shared region's table (one byte per chunk).
+const SHM_NONE: u8 = 0;
+const SHM_SLAB: u8 = 1;
+const SHM_LARGE: u8 = 2;
+
+/// The chunk source of an arena's pool or large allocator.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Private anonymous mappings.
+    Mmap,
+    /// A shared region, recording each run's kind in the region's table.
+    Shm {
+        region: *const chunk_source::ShmSource,
+        kinds: *const AtomicU8,
+        kind: u8,
+    },
+}
+
+// SAFETY: the pointers name the region's source and kind table, which live as long as the arena
+// that owns this value and are only used through thread-safe methods and atomics.
+unsafe impl Send for Source {}
+// SAFETY: as above.
+unsafe impl Sync for Source {}
+
+impl Source {
+    fn mark(&self, ptr: NonNull<u8>, n: usize, value: u8) {
+        if let Source::Shm { region, kinds, .. } = *self {
+            // SAFETY: the region outlives the arena's use of it.
+            let base = unsafe { (*region).base() }.as_ptr() as usize;
+            let first = (ptr.as_ptr() as usize - base) >> chunk_source::CHUNK_SHIFT;
+            for i in first..first + n {
+                // SAFETY: the table has one entry per chunk of the region; `i` is inside it.
+                unsafe { (*kinds.add(i)).store(value, Ordering::Release) };
+            }
+        }
+    }
+}
+
+// SAFETY: forwards to a real source; every property and promise is that source's.
+unsafe impl ChunkSource for Source {
+    fn props(&self) -> SourceProps {
+        match *self {
+            Source::Mmap => MmapSource::new().props(),
+            // SAFETY: the region outlives the arena's use of it.
+            Source::Shm { region, .. } => unsafe { (*region).props() },
+        }
+    }
+
+    fn alloc(&self, n: usize) -> Result<NonNull<u8>, ChunkError> {
+        let p = match *self {
+            Source::Mmap => MmapSource::new().alloc(n)?,
+            Source::Shm { region, kind, .. } => {
+                // SAFETY: the region outlives the arena's use of it.
+                let p = unsafe { (*region).alloc(n)? };
+                self.mark(p, n, kind);
+                p
+            }
+        };
+        Ok(p)
+    }
+
+    unsafe fn dealloc(&self, ptr: NonNull<u8>, n: usize) -> Result<(), ChunkError> {
+        match *self {
+            // SAFETY: forwarded from the caller.
+            Source::Mmap => unsafe { MmapSource::new().dealloc(ptr, n) },
+            Source::Shm { region, .. } => {
+                self.mark(ptr, n, SHM_NONE);
+                // SAFETY: forwarded from the caller; the region outlives the arena.
+                unsafe { (*region).dealloc(ptr, n) }
+            }
+        }
+    }
+
+    unsafe fn decommit(&self, ptr: NonNull<u8>, len: usize) -> Result<(), ChunkError> {
+        match *self {
+            // SAFETY: forwarded from the caller.
+            Source::Mmap => unsafe { MmapSource::new().decommit(ptr, len) },
+            // SAFETY: forwarded from the caller; the region outlives the arena.
+            Source::Shm { region, .. } => unsafe { (*region).decommit(ptr, len) },
+        }
+    }
+
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old_n: usize,
+        new_n: usize,
+    ) -> Result<NonNull<u8>, ChunkError> {
+        match *self {
+            // SAFETY: forwarded from the caller.
+            Source::Mmap => unsafe { MmapSource::new().resize(ptr, old_n, new_n) },
+            Source::Shm { .. } => Err(ChunkError::Unsupported),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+/// The state every user of the arena shares: in the arena's box (private) or in the first
+/// chunk of the region (shared, so every process sees the same pool).
+struct Core {
+    pool: SlabPool<Source>,
+    large: LargeAlloc<Source>,
+    /// Chunks in live large blocks.
+    large_chunks: AtomicUsize,
+}
+
+/// What only this process (and, for the buckets, only the owner thread) uses.
+struct Local {
+    /// The owning thread's token, [`NO_OWNER`], or [`ADOPTING`] while a thread takes over.
+    owner: AtomicUsize,
+    /// The fork generation when the owner took the heap.
+    fork_gen: AtomicU64,
+    heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    /// Blocks and bytes handed out: the owner's share (written by the owner alone) and the
+    /// others' (shared atomics, on the slower path anyway).
+    owner_blocks: AtomicI64,
+    owner_bytes: AtomicI64,
+    other_blocks: AtomicI64,
+    other_bytes: AtomicI64,
+}
+
+const NO_OWNER: usize = 0;
+const ADOPTING: usize = 1;
+
+/// A private arena's box: the registry its pool records chunks in, and the core.
+struct PrivateParts {
+    registry: Registry,
+    core: Core,
+}
+
+enum Backing {
+    Private(Box<PrivateParts>),
+    Shared {
+        region: Box<chunk_source::ShmSource>,
+        core: NonNull<Core>,
+        kinds: *const AtomicU8,
+    },
+}
+
+/// An owned heap that implements allocator-api2's `Allocator`.
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// use fam_alloc::Arena;
+///
+/// let arena = Arena::new();
+/// let mut v = Vec::new_in(&arena);
+/// v.extend(0..1000u32);
+/// assert_eq!(v.iter().sum::<u32>(), 499_500);
+/// assert!(arena.usage().bytes_in_use >= 4000);
+/// drop(v);
+/// assert_eq!(arena.usage().bytes_in_use, 0);
+/// ```
+pub struct Arena {
+    backing: Backing,
+    local: Box<Local>,
+}
+
+// SAFETY: the bucket heap is only touched by the owner thread (checked on every use), the pool
+// and large allocator are thread-safe, and the rest is atomics.
+unsafe impl Send for Arena {}
+// SAFETY: as above.
+unsafe impl Sync for Arena {}
+
+/// Private arenas alive in this process, so the fork handlers can lock their pools.
+struct ArenaList {
+    items: [*const SlabPool<Source>; 64],
+    len: usize,
+    overflow: bool,
+}
+// SAFETY: pointers to pools of live arenas, only used under the lock.
+unsafe impl Send for ArenaList {}
+
+static ARENAS: SpinLock<ArenaList> = SpinLock::new(ArenaList {
+    items: [ptr::null(); 64],
+    len: 0,
+    overflow: false,
+});
+
+/// Takes the locks of every private arena's pool (fork `prepare`). Arenas beyond the first 64
+/// are not tracked; a child should not use one that another thread was using during the fork.
+pub(crate) fn lock_all_for_fork() {
+    ARENAS.raw_lock();
+    // SAFETY: we hold the lock taken just above, and release it only in `unlock_all_after_fork`.
+    let list = unsafe { &*ARENAS.get() };
+    for &p in &list.items[..list.len] {
+        // SAFETY: listed pools belong to live arenas (they leave the list before they drop).
+        unsafe { (*p).lock_all() };
+    }
+}
+
+/// Releases what [`lock_all_for_fork`] took.
+///
+/// # Safety
+/// The calling thread ran `lock_all_for_fork`.
+pub(crate) unsafe fn unlock_all_after_fork() {
+    // SAFETY: the list lock is held by this thread (contract).
+    let list = unsafe { &*ARENAS.get() };
+    for &p in list.items[..list.len].iter().rev() {
+        // SAFETY: this thread locked each of these pools in `lock_all_for_fork`.
+        unsafe { (*p).unlock_all() };
+    }
+    // SAFETY: taken by `lock_all_for_fork` on this thread.
+    unsafe { ARENAS.raw_unlock() };
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Arena {
+    /// A private arena over anonymous mappings. Memory is taken lazily, a chunk at a time.
+    pub fn new() -> Self {
+        fork::install_handlers();
+        let mut parts = Box::new(PrivateParts {
+            registry: Registry::new(),
+            core: Core {
+                // SAFETY: the registry is set right below, before the pool is used.
+                pool: unsafe { SlabPool::with_registry(Source::Mmap, ptr::null()) },
+                large: LargeAlloc::new(Source::Mmap),
+                large_chunks: AtomicUsize::new(0),
+            },
+        });
+        let registry = &parts.registry as *const Registry;
+        // SAFETY: the registry lives in the same box as the pool and is dropped after it.
+        unsafe { parts.core.pool.set_registry(registry) };
+        {
+            let mut list = ARENAS.lock();
+            if list.len < list.items.len() {
+                let n = list.len;
+                list.items[n] = &parts.core.pool;
+                list.len += 1;
+            } else {
+                list.overflow = true;
+            }
+        }
+        Self {
+            backing: Backing::Private(parts),
+            local: Box::new(Local::new()),
+        }
+    }
+
+    /// A shared arena: `num_chunks` chunks of 4 MiB in one `MAP_SHARED` region, mapped now, plus
+    /// one more chunk for the arena's own shared state. After `fork()` the parent and its
+    /// children allocate from it concurrently and see each other's data; blocks are plain memory
+    /// at the same address in every process.
+    pub fn shared(num_chunks: usize) -> Result<Self, ArenaError> {
+        if num_chunks == 0 {
+            return Err(ArenaError::NoChunks);
+        }
+        fork::install_handlers();
+        let total = num_chunks.checked_add(1).ok_or(ArenaError::OutOfMemory)?;
+        let region = Box::new(chunk_source::ShmSource::new(total).map_err(|e| match e {
+            ChunkError::OutOfMemory => ArenaError::OutOfMemory,
+            e => ArenaError::Source(e),
+        })?);
+        let meta = region.alloc(1).map_err(|_| ArenaError::OutOfMemory)?;
+        let core = meta.as_ptr().cast::<Core>();
+        // The kind table follows the core in the metadata chunk.
+        let kinds_off = core::mem::size_of::<Core>().next_multiple_of(64);
+        if kinds_off + total > CHUNK_SIZE {
+            return Err(ArenaError::OutOfMemory);
+        }
+        // SAFETY: the metadata chunk is ours, zeroed (a fresh shared chunk), and big enough.
+        let kinds = unsafe { meta.as_ptr().add(kinds_off) }.cast::<AtomicU8>();
+        let region_ptr: *const chunk_source::ShmSource = &*region;
+        let slab = Source::Shm {
+            region: region_ptr,
+            kinds,
+            kind: SHM_SLAB,
+        };
+        let large = Source::Shm {
+            region: region_ptr,
+            kinds,
+            kind: SHM_LARGE,
+        };
+        // SAFETY: `core` points at the start of a chunk we own, aligned to 4 MiB, big enough for a
+        // `Core` (checked above); the pool registers nothing (null registry).
+        unsafe {
+            core.write(Core {
+                pool: SlabPool::with_registry(slab, ptr::null()),
+                large: LargeAlloc::new(large),
+                large_chunks: AtomicUsize::new(0),
+            });
+        }
+        Ok(Self {
+            backing: Backing::Shared {
+                region,
+                // SAFETY: just written, non-null.
+                core: unsafe { NonNull::new_unchecked(core) },
+                kinds,
+            },
+            local: Box::new(Local::new()),
+        })
+    }
+
+    #[inline(always)]
+    fn core(&self) -> &Core {
+        match &self.backing {
+            Backing::Private(parts) => &parts.core,
+            // SAFETY: the core lives in the region, which this arena keeps mapped.
+            Backing::Shared { core, .. } => unsafe { core.as_ref() },
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Shared { .. })
+    }
+
+    /// The bucket heap, if the calling thread owns it (taking it if nobody does).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    fn local_heap(&self) -> Option<&mut ThreadHeap<NUM_CLASSES>> {
+        let me = fork::thread_token();
+        let l = &*self.local;
+        if l.owner.load(Ordering::Relaxed) == me
+            && l.fork_gen.load(Ordering::Relaxed) == fork::generation()
+        {
+            // SAFETY: only the owner thread gets here, and it does not re-enter the arena while
+            // using the heap, so this is the only reference.
+            return Some(unsafe { &mut *l.heap.get() });
+        }
+        self.adopt_heap(me)
+    }
+
+    /// Slow part of [`local_heap`](Self::local_heap): takes the heap when it has no owner, or
+    /// when a fork happened since its owner took it (the owner may not exist in this process).
+    #[cold]
+    #[allow(clippy::mut_from_ref)]
+    fn adopt_heap(&self, me: usize) -> Option<&mut ThreadHeap<NUM_CLASSES>> {
+        let l = &*self.local;
+        let generation = fork::generation();
+        let owner = l.owner.load(Ordering::Acquire);
+        let stale = l.fork_gen.load(Ordering::Relaxed) != generation;
+        if owner == ADOPTING || !(owner == NO_OWNER || stale) {
+            return None;
+        }
+        // Acquire: see the heap as the previous owner left it.
+        if l.owner
+            .compare_exchange(owner, ADOPTING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: ADOPTING excludes every other thread from the heap.
+        let heap = unsafe { &mut *l.heap.get() };
+        if stale && owner != NO_OWNER && self.is_shared() {
+            // Blocks cached before the fork belong to the parent as much as to us: drop them.
+            heap.forget_all();
+            l.owner_blocks.store(0, Ordering::Relaxed);
+            l.owner_bytes.store(0, Ordering::Relaxed);
+        }
+        l.fork_gen.store(generation, Ordering::Relaxed);
+        // Release: the next owner check (even on another thread) sees the heap as we leave it.
+        l.owner.store(me, Ordering::Release);
+        Some(heap)
+    }
+
+    /// Allocates `size` bytes aligned to `align`, or returns null (for the untyped entry points).
+    pub(crate) fn alloc_raw(&self, size: usize, align: usize) -> *mut u8 {
+        self.alloc_block(size, align)
+            .map_or(ptr::null_mut(), |(p, _)| p.as_ptr())
+    }
+
+    /// Allocates a block for `layout`; returns it and its usable size.
+    #[inline]
+    fn alloc_block(&self, size: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+        match small_class(size, align) {
+            Some(class) => {
+                let core = self.core();
+                let block = match self.local_heap() {
+                    Some(heap) => {
+                        let p = heap.alloc(class, &PoolStore(&core.pool))?;
+                        self.local.count_owner(1, CLASSES[class].size as i64);
+                        p
+                    }
+                    None => {
+                        let p = core.pool.refill(class, 1)?.head.cast();
+                        self.local.count_other(1, CLASSES[class].size as i64);
+                        p
+                    }
+                };
+                Some((block, CLASSES[class].size as usize))
+            }
+            None => self.alloc_large(size, align),
+        }
+    }
+
+    #[cold]
+    fn alloc_large(&self, size: usize, align: usize) -> Option<(NonNull<u8>, usize)> {
+        if size > isize::MAX as usize - MAX_SMALL_ALIGN {
+            return None;
+        }
+        let core = self.core();
+        let block = core.large.alloc(size, align).ok()?;
+        if let Backing::Private(parts) = &self.backing {
+            let base = block.base.as_ptr() as usize;
+            if !parts
+                .registry
+                .insert(base, block.nchunks, Kind::Large, base)
+            {
+                // SAFETY: the block was just allocated and never published.
+                let _ = unsafe { core.large.dealloc(block.ptr) };
+                return None;
+            }
+        }
+        core.large_chunks
+            .fetch_add(block.nchunks, Ordering::Relaxed);
+        self.local.count_other(1, size as i64);
+        Some((block.ptr, size))
+    }
+
+    /// Frees a block allocated by this arena with a layout of `size` and `align`.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this arena, allocated with a size that maps to the same class.
+    #[inline]
+    unsafe fn free_block(&self, ptr: NonNull<u8>, size: usize, align: usize) {
+        match small_class(size, align) {
+            Some(class) => {
+                let core = self.core();
+                match self.local_heap() {
+                    Some(heap) => {
+                        // SAFETY: `ptr` is a live block of `class` from this arena's pool.
+                        unsafe { heap.dealloc(class, ptr, &PoolStore(&core.pool)) };
+                        self.local.count_owner(-1, -(CLASSES[class].size as i64));
+                    }
+                    None => {
+                        // SAFETY: as above; a single block is a well-formed chain.
+                        unsafe { core.pool.flush(class, Chain::single(ptr.cast())) };
+                        self.local.count_other(-1, -(CLASSES[class].size as i64));
+                    }
+                }
+            }
+            // SAFETY: a large layout was allocated as a large block of this arena.
+            None => unsafe { self.free_large(ptr) },
+        }
+    }
+
+    #[cold]
+    unsafe fn free_large(&self, ptr: NonNull<u8>) {
+        let core = self.core();
+        // SAFETY: per the caller, `ptr` is a live large block of this arena.
+        let (base, n, size) = match unsafe { LargeAlloc::<Source>::header(ptr) } {
+            Ok(h) => (h.base() as usize, h.nchunks(), h.size()),
+            Err(_) => report::bad_free(
+                "Arena::deallocate",
+                ptr.as_ptr() as usize,
+                "not a large block of this arena",
+            ),
+        };
+        if let Backing::Private(parts) = &self.backing {
+            parts.registry.remove(base, n);
+        }
+        // SAFETY: as above.
+        if unsafe { core.large.dealloc(ptr) }.is_err() {
+            report::bad_free(
+                "Arena::deallocate",
+                ptr.as_ptr() as usize,
+                "double free of a large block",
+            );
+        }
+        core.large_chunks.fetch_sub(n, Ordering::Relaxed);
+        self.local.count_other(-1, -(size as i64));
+    }
+
+    /// Moves a block to a new size, in place when the class does not change (or a large block
+    /// can be resized in place).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this arena for `old`; `new.align() == old.align()`.
+    unsafe fn resize_block(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zero_tail: bool,
+    ) -> Option<(NonNull<u8>, usize)> {
+        let old_class = small_class(old.size(), old.align());
+        let new_class = small_class(new.size(), new.align());
+        if let (Some(a), Some(b)) = (old_class, new_class) {
+            if a == b {
+                if zero_tail && new.size() > old.size() {
+                    // SAFETY: the block holds the class size, at least `new.size()` bytes.
+                    unsafe {
+                        ptr::write_bytes(ptr.as_ptr().add(old.size()), 0, new.size() - old.size())
+                    };
+                }
+                return Some((ptr, CLASSES[a].size as usize));
+            }
+        }
+        if old_class.is_none() && new_class.is_none() && old.align() <= CHUNK_SIZE {
+            // SAFETY: forwarded from the caller: a live large block of this arena.
+            return unsafe { self.resize_large(ptr, old.size(), new.size(), zero_tail) };
+        }
+        let (p, usable) = self.alloc_block(new.size(), new.align())?;
+        let keep = old.size().min(new.size());
+        // SAFETY: both blocks hold at least `keep` bytes and are distinct.
+        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), p.as_ptr(), keep) };
+        if zero_tail && new.size() > keep {
+            // SAFETY: the new block holds `new.size()` bytes.
+            unsafe { ptr::write_bytes(p.as_ptr().add(keep), 0, new.size() - keep) };
+        }
+        // SAFETY: the old block is live and given up now.
+        unsafe { self.free_block(ptr, old.size(), old.align()) };
+        Some((p, usable))
+    }
+
+    /// Resizes a large block: in place when its chunk count holds, by `mremap` for a private
+    /// arena otherwise, by copying as a last resort.
+    ///
+    /// # Safety
+    /// `ptr` is a live large block of this arena of `old_size` bytes.
+    #[cold]
+    unsafe fn resize_large(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        zero_tail: bool,
+    ) -> Option<(NonNull<u8>, usize)> {
+        if new_size > isize::MAX as usize - MAX_SMALL_ALIGN {
+            return None;
+        }
+        let core = self.core();
+        // SAFETY: forwarded from the caller.
+        let r = unsafe { core.large.realloc(ptr, new_size) }.ok()?;
+        if r.run_changed() {
+            if let Backing::Private(parts) = &self.backing {
+                parts
+                    .registry
+                    .remove(r.old_base.as_ptr() as usize, r.old_nchunks);
+                let base = r.block.base.as_ptr() as usize;
+                if !parts
+                    .registry
+                    .insert(base, r.block.nchunks, Kind::Large, base)
+                {
+                    report::bad_free(
+                        "Arena::grow",
+                        ptr.as_ptr() as usize,
+                        "out of memory for the chunk registry",
+                    );
+                }
+            }
+            core.large_chunks
+                .fetch_add(r.block.nchunks, Ordering::Relaxed);
+            core.large_chunks
+                .fetch_sub(r.old_nchunks, Ordering::Relaxed);
+        }
+        self.local.count_other(0, new_size as i64 - old_size as i64);
+        if zero_tail && new_size > old_size {
+            // SAFETY: the block now holds `new_size` bytes.
+            unsafe { ptr::write_bytes(r.block.ptr.as_ptr().add(old_size), 0, new_size - old_size) };
+        }
+        Some((r.block.ptr, new_size))
+    }
+
+    /// What the arena holds and hands out (blocks as seen by this process).
+    pub fn usage(&self) -> ArenaUsage {
+        let l = &*self.local;
+        let blocks =
+            l.owner_blocks.load(Ordering::Relaxed) + l.other_blocks.load(Ordering::Relaxed);
+        let bytes = l.owner_bytes.load(Ordering::Relaxed) + l.other_bytes.load(Ordering::Relaxed);
+        let core = self.core();
+        ArenaUsage {
+            bytes_in_use: bytes.max(0) as usize,
+            blocks_in_use: blocks.max(0) as usize,
+            chunks_held: core.pool.mapped() + core.large_chunks.load(Ordering::Relaxed),
+            chunks_free: match &self.backing {
+                Backing::Private(_) => None,
+                Backing::Shared { region, .. } => Some(region.chunks_free()),
+            },
+        }
+    }
+
+    /// Gives the blocks cached in the owner's buckets back to the arena's pool, if the calling
+    /// thread owns them. A forked child of a shared arena should call this (or drop the arena)
+    /// before it exits.
+    pub fn flush_thread_cache(&self) {
+        if let Some(heap) = self.local_heap() {
+            heap.flush_all(&PoolStore(&self.core().pool));
+        }
+    }
+
+    /// Decommits the arena's empty chunks now.
+    pub fn trim(&self) -> usize {
+        self.core().pool.trim() + self.core().large.trim()
+    }
+
+    /// Whether `ptr` lies in this arena's shared region (always false for a private arena).
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        match &self.backing {
+            Backing::Private(_) => false,
+            Backing::Shared { region, .. } => region.contains(ptr),
+        }
+    }
+
+    /// Frees a block of a shared arena from its pointer alone (the classic `release`).
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this arena, not used after the call.
+    pub(crate) unsafe fn release_raw(&self, op: &str, ptr: *mut u8) {
+        let Some(nn) = NonNull::new(ptr) else { return };
+        let (class, large) = self.classify_raw(op, ptr);
+        if large {
+            // SAFETY: `classify_raw` checked it is the start of a large run of this arena.
+            unsafe { self.free_large(nn) };
+        } else {
+            // SAFETY: `classify_raw` checked it is a claimed block of `class`; any size of the
+            // class routes to it.
+            unsafe { self.free_block(nn, CLASSES[class].size as usize, 1) };
+        }
+    }
+
+    /// The usable size of a block of a shared arena, from its pointer alone.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this arena.
+    pub(crate) unsafe fn usable_raw(&self, op: &str, ptr: *mut u8) -> usize {
+        match self.classify_raw(op, ptr) {
+            (class, false) => CLASSES[class].size as usize,
+            // SAFETY: checked by `classify_raw`.
+            (_, true) => unsafe { LargeAlloc::<Source>::usable_size(NonNull::new_unchecked(ptr)) }
+                .unwrap_or(0),
+        }
+    }
+
+    /// `(class, is_large)` of a pointer into a shared arena's region, checked; reports and
+    /// aborts when it is not a live block's start.
+    fn classify_raw(&self, op: &str, ptr: *mut u8) -> (usize, bool) {
+        let addr = ptr as usize;
+        let Backing::Shared { region, kinds, .. } = &self.backing else {
+            report::bad_free(op, addr, "not a shared arena");
+        };
+        if !region.contains(ptr) {
+            report::bad_free(op, addr, "pointer not allocated by this shared heap");
+        }
+        let index = (addr - region.base().as_ptr() as usize) >> chunk_source::CHUNK_SHIFT;
+        // SAFETY: `index` is a chunk of the region, and the table has an entry per chunk.
+        match unsafe { (*kinds.add(index)).load(Ordering::Acquire) } {
+            SHM_SLAB => {
+                // SAFETY: slab chunks keep their header mapped for the region's life.
+                let chunk = unsafe { &*ChunkHeader::of(addr) };
+                let tag = chunk.tag.load(Ordering::Acquire);
+                let class = tag_class(tag);
+                if tag_state(tag) != STATE_ACTIVE {
+                    report::bad_free(op, addr, "double free (the block's chunk is empty)");
+                }
+                match chunk.slot_of(class, addr) {
+                    Some(slot) if chunk.slots(class).is_claimed(slot) => (class, false),
+                    Some(_) => report::bad_free(op, addr, "double free (block already free)"),
+                    None => report::bad_free(op, addr, "pointer to the inside of a block"),
+                }
+            }
+            SHM_LARGE => {
+                // SAFETY: the chunk is part of a live large run of the region, so readable.
+                match unsafe { LargeAlloc::<Source>::header(NonNull::new_unchecked(ptr)) } {
+                    Ok(_) => (0, true),
+                    Err(_) => report::bad_free(op, addr, "not the start of a large block"),
+                }
+            }
+            _ => report::bad_free(op, addr, "pointer into free memory of the shared heap"),
+        }
+    }
+}
+
+impl Local {
+    fn new() -> Self {
+        Self {
+            owner: AtomicUsize::new(NO_OWNER),
+            fork_gen: AtomicU64::new(0),
+            heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            owner_blocks: AtomicI64::new(0),
+            owner_bytes: AtomicI64::new(0),
+            other_blocks: AtomicI64::new(0),
+            other_bytes: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts on the owner's path: only the owner writes these, so a relaxed load and store do.
+    #[inline(always)]
+    fn count_owner(&self, blocks: i64, bytes: i64) {
+        self.owner_blocks.store(
+            self.owner_blocks.load(Ordering::Relaxed) + blocks,
+            Ordering::Relaxed,
+        );
+        self.owner_bytes.store(
+            self.owner_bytes.load(Ordering::Relaxed) + bytes,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn count_other(&self, blocks: i64, bytes: i64) {
+        self.other_blocks.fetch_add(blocks, Ordering::Relaxed);
+        self.other_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The arena's pool as the owner heap's central store.
+struct PoolStore<'a>(&'a SlabPool<Source>);
+
+// SAFETY: forwards to the pool, which hands out free blocks of the requested class only.
+unsafe impl CentralStore for PoolStore<'_> {
+    #[inline]
+    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+        self.0.refill(class, max)
+    }
+
+    #[inline]
+    unsafe fn flush(&self, class: usize, chain: Chain) {
+        // SAFETY: the heap flushes only blocks of `class` that came from this pool.
+        unsafe { self.0.flush(class, chain) }
+    }
+
+    fn cap(&self, class: usize) -> u32 {
+        CLASSES[class].cap
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        match &mut self.backing {
+            Backing::Private(parts) => {
+                {
+                    let mut list = ARENAS.lock();
+                    let me: *const SlabPool<Source> = &parts.core.pool;
+                    let n = list.len;
+                    if let Some(i) = list.items[..n].iter().position(|&p| p == me) {
+                        list.items[i] = list.items[n - 1];
+                        list.len -= 1;
+                    }
+                }
+                // Every chunk the arena holds is in its registry: give them all back at once.
+                parts.core.large.trim();
+                let source = *parts.core.pool.source();
+                parts.registry.for_each_run(|base, n, _| {
+                    // SAFETY: the run came from this source and nothing uses it any more (the
+                    // arena is being dropped, so no block of it is alive).
+                    let _ = unsafe { source.dealloc(NonNull::new_unchecked(base as *mut u8), n) };
+                });
+            }
+            Backing::Shared { core, .. } => {
+                // This process's buckets go back to the shared pool (if they are this process's:
+                // a child that never used the arena holds the parent's, which it must not flush).
+                let l = &*self.local;
+                if l.fork_gen.load(Ordering::Relaxed) == fork::generation()
+                    && l.owner.load(Ordering::Relaxed) > ADOPTING
+                {
+                    // SAFETY: `&mut self`: no other thread uses the arena now.
+                    let heap = unsafe { &mut *l.heap.get() };
+                    // SAFETY: the core lives in the region, still mapped until `region` drops.
+                    heap.flush_all(&PoolStore(&unsafe { core.as_ref() }.pool));
+                }
+                // The region is unmapped from this process when `region` drops; other processes
+                // keep their mappings and the shared state in them.
+            }
+        }
+    }
+}
+
+macro_rules! impl_allocator {
+    ($api:ident) => {
+        // SAFETY: blocks come from the arena's pool or large allocator, are at least as large
+        // and as aligned as asked, and stay valid until freed or the arena drops; `&Arena`
+        // shares one heap, so memory from one reference can be freed through another.
+        unsafe impl $api::alloc::Allocator for Arena {
+            #[inline]
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                match self.alloc_block(layout.size(), layout.align()) {
+                    Some((p, len)) => Ok(NonNull::slice_from_raw_parts(p, len)),
+                    None => Err($api::alloc::AllocError),
+                }
+            }
+
+            fn allocate_zeroed(
+                &self,
+                layout: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                let block = self.allocate(layout)?;
+                // SAFETY: the block holds at least `layout.size()` writable bytes.
+                unsafe { ptr::write_bytes(block.cast::<u8>().as_ptr(), 0, layout.size()) };
+                Ok(block)
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+                // SAFETY: the caller passes a block of this arena with a layout that fits it.
+                unsafe { self.free_block(ptr, layout.size(), layout.align()) }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                // SAFETY: forwarded from the caller (a live block for `old`).
+                unsafe { self.resize_to(ptr, old, new, false) }.ok_or($api::alloc::AllocError)
+            }
+
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.resize_to(ptr, old, new, true) }.ok_or($api::alloc::AllocError)
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                // SAFETY: forwarded from the caller.
+                unsafe { self.resize_to(ptr, old, new, false) }.ok_or($api::alloc::AllocError)
+            }
+        }
+    };
+}
+
+impl Arena {
+    /// Common body of grow and shrink.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this arena that fits `old`.
+    unsafe fn resize_to(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+        zero: bool,
+    ) -> Option<NonNull<[u8]>> {
+        if new.align() != old.align() {
+            let (p, len) = self.alloc_block(new.size(), new.align())?;
+            // SAFETY: both blocks hold at least the smaller size and are distinct.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr.as_ptr(), p.as_ptr(), old.size().min(new.size()))
+            };
+            if zero && new.size() > old.size() {
+                // SAFETY: the new block holds `new.size()` bytes.
+                unsafe { ptr::write_bytes(p.as_ptr().add(old.size()), 0, new.size() - old.size()) };
+            }
+            // SAFETY: the old block is live and given up now.
+            unsafe { self.free_block(ptr, old.size(), old.align()) };
+            return Some(NonNull::slice_from_raw_parts(p, len));
+        }
+        // SAFETY: forwarded from the caller; same alignment.
+        let (p, len) = unsafe { self.resize_block(ptr, old, new, zero) }?;
+        Some(NonNull::slice_from_raw_parts(p, len))
+    }
+}
+
+impl_allocator!(allocator_api2);
+#[cfg(feature = "allocator-api2-04")]
+impl_allocator!(allocator_api2_04);
