@@ -173,7 +173,11 @@ pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> 
 pub(crate) unsafe fn large_free(ptr: *mut u8) {
     let addr = ptr as usize;
     let Some(entry) = REGISTRY.lookup(addr).filter(|e| e.kind == Kind::Large) else {
-        report::bad_free("free", addr, "not a block of this allocator");
+        report::bad_free(
+            "free",
+            addr,
+            "not a live block of this allocator (foreign pointer or double free)",
+        );
     };
     // SAFETY: the registry says the chunk is part of a live large run, so its header is mapped.
     let header = match unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) } {

@@ -272,8 +272,17 @@ impl<S: ChunkSource> SlabPool<S> {
                 node = unsafe { (*node).next };
             }
             let h = ChunkHeader::of(addr);
-            // SAFETY: the block came from this pool, so its chunk is a live slab chunk, whose
-            // header is never unmapped or decommitted.
+            // The fast free path trusts its caller; this cold path checks, before touching the
+            // chunk, that the block lies in a slab chunk of this pool.
+            // SAFETY: a non-null registry outlives the pool (constructor contract).
+            if let Some(registry) = unsafe { self.registry.as_ref() } {
+                match registry.lookup(addr) {
+                    Some(e) if e.kind == Kind::Slab && e.base == h as usize => {}
+                    _ => report::bad_free("free", addr, "pointer not allocated by fam-alloc"),
+                }
+            }
+            // SAFETY: the block lies in a slab chunk (checked above when there is a registry;
+            // trusted from the caller otherwise), whose header is never unmapped or decommitted.
             let chunk = unsafe { &*h };
             debug_assert!(chunk.has_magic(), "flushed block outside a slab chunk");
             let Some(slot) = chunk.slot_of(class, addr) else {
@@ -310,18 +319,26 @@ impl<S: ChunkSource> SlabPool<S> {
     }
 
     fn release(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) {
-        // SAFETY: `h` is the header of a live slab chunk (it held the blocks being released).
+        // SAFETY: `h` is the header of a live slab chunk (checked in `flush`).
         let chunk = unsafe { &*h };
+        let first_addr = |bits: u64| {
+            let slot = word * 64 + bits.trailing_zeros() as usize;
+            chunk.base() + SLOT_OFFSET + slot * CLASSES[class].size as usize
+        };
+        // A chunk only leaves ACTIVE once every block is back, so a block freed into a chunk
+        // that is not (or no longer) of its class was freed twice.
+        let tag = chunk.tag.load(Ordering::Acquire);
+        if tag_state(tag) != STATE_ACTIVE || tag_class(tag) != class {
+            report::bad_free(
+                "free",
+                first_addr(mask),
+                "double free (the block's chunk is empty)",
+            );
+        }
         let released = match chunk.release(class, word, mask) {
             Ok(n) => n,
             Err(ReleaseError::NotClaimed { mask: bad, .. }) => {
-                let first =
-                    (word * 64 + bad.trailing_zeros() as usize) * CLASSES[class].size as usize;
-                report::bad_free(
-                    "free",
-                    chunk.base() + SLOT_OFFSET + first,
-                    "double free (block already free)",
-                );
+                report::bad_free("free", first_addr(bad), "double free (block already free)");
             }
             Err(ReleaseError::OutOfRange { slot }) => {
                 report::bad_free("free", chunk.base() + slot, "slot out of range");

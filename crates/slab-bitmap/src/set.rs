@@ -497,7 +497,19 @@ impl<'a> SlotSet<'a> {
         if old & mask == 0 {
             return Err(ReleaseError::NotClaimed { word: w, mask });
         }
+        self.pull_hint(w);
         Ok(())
+    }
+
+    /// Moves the search hint back to `word` if it lies past it, so the lowest free slots are
+    /// claimed first: address-ordered reuse keeps the claimed slots packed at the low end (fewer
+    /// pages touched when slots stand for memory) instead of cycling through the whole set.
+    #[inline]
+    fn pull_hint(&self, word: usize) {
+        // Relaxed: the hint is only where searches start; any value is correct.
+        if word < self.hint.load(Relaxed) {
+            self.hint.store(word, Relaxed);
+        }
     }
 
     /// Releases the slots `word * 64 + i` for every bit `i` of `mask`, with one `fetch_and`
@@ -525,6 +537,9 @@ impl<'a> SlotSet<'a> {
         }
         // Release: as in `release`, for every slot of the mask.
         let old = atom.fetch_and(!mask, Release);
+        if mask & old != 0 {
+            self.pull_hint(word);
+        }
         let not_claimed = mask & !old;
         if not_claimed != 0 {
             return Err(ReleaseError::NotClaimed {
