@@ -32,7 +32,9 @@
 //! The hint is moved, with a plain store and only when its value changes, to the first word the
 //! search did not find full (past the claimed word if that claim filled it). So full words are
 //! skipped by later searches instead of rescanned, while a search still visits every word before
-//! it reports the set full.
+//! it reports the set full. A release into a word before the hint pulls the hint back to it, so
+//! the lowest free slots are claimed first: when slots stand for memory, reuse stays packed at
+//! the low end instead of cycling through the whole set.
 //!
 //! # Releasing
 //!

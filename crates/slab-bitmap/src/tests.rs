@@ -463,8 +463,11 @@ fn hint_skips_full_words_and_wraps_around() {
     assert_eq!(hint(), 1);
     assert_eq!(set.claim(), Some(64));
     assert_eq!(hint(), 1);
-    // Free a slot behind the hint: claims keep going forward from the hint first.
+    // Free a slot behind the hint: the release pulls the hint back, so the lowest free slot is
+    // claimed next (address-ordered reuse).
     set.release(5).unwrap();
+    assert_eq!(hint(), 0);
+    assert_eq!(set.claim(), Some(5));
     assert_eq!(set.claim(), Some(65));
     // Fill words 1, 2, 3 (word 3 holds 8 slots): the hint wraps to word 0.
     assert!(set.claim_batch(64).is_some_and(|b| b.word == 1));
@@ -479,13 +482,16 @@ fn hint_skips_full_words_and_wraps_around() {
         })
     );
     assert_eq!(hint(), 0);
-    // ... where slot 5 is found.
-    assert_eq!(set.claim(), Some(5));
-    assert_eq!(hint(), 1);
+    // Everything is claimed now.
     assert_eq!(set.claim(), None);
 
     // A search from the hint that finds its word full moves on and wraps.
     set.release(130).unwrap();
+    assert_eq!(
+        hint(),
+        0,
+        "a release in word 2 does not move the hint forward"
+    );
     owned.hint.store(3, Relaxed);
     assert_eq!(set.claim(), Some(130));
     assert_eq!(hint(), 3);
@@ -553,14 +559,18 @@ fn raw_memory_round_trip() {
         b.release(x).unwrap();
         a.release_mask(batch.word, batch.mask).unwrap();
         assert_eq!(b.count_free(), len);
-        // Word 0 was filled by the batch, so the hint moved on to word 1.
+        // Word 0 was filled by the batch, so the hint moved on to word 1; releasing into word 0
+        // pulled it back, so the lowest slot is claimed again.
         let y = a.claim().unwrap();
-        assert_eq!(y, 64);
+        assert_eq!(y, 0);
         assert!(b.is_claimed(y));
+        // Fill word 0 and claim once more: the hint moves on to word 1.
+        assert_eq!(a.claim_batch(64).map(|b| b.word), Some(0));
+        assert_eq!(a.claim(), Some(64));
     }
     // The layout: hint word, then the slot words; the word after them is untouched.
     assert_eq!(memory[0], 1, "the hint");
-    assert_eq!(memory[1], 0);
+    assert_eq!(memory[1], !0u64, "word 0 full");
     assert_eq!(memory[2], 1, "slot 64 is bit 0 of the second slot word");
     assert_eq!(memory[3], !0u64 << (len % 64));
     assert_eq!(memory[4], 0xDEAD_BEEF);
