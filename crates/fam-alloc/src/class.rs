@@ -2,9 +2,9 @@
 //! at compile time.
 //!
 //! Classes come from [`size_class::Fine`]: 8 B steps up to 64 B, then four per doubling up to
-//! 1 MiB. A slab chunk lays its blocks back to back from [`SLOT_OFFSET`], a page-aligned offset,
-//! so a block of class `c` is aligned to `min(natural_align(size), 4096)`: requests with a larger
-//! alignment go to the large path.
+//! 1 MiB. A slab chunk lays its blocks back to back from [`SLOT_OFFSET`], a 128 KiB-aligned
+//! offset, so a block of class `c` is aligned to `min(natural_align(size), 128 KiB)`: requests
+//! with a larger alignment go to the large path.
 
 use chunk_source::CHUNK_SIZE;
 #[cfg(test)]
@@ -15,15 +15,18 @@ use size_class::Fine;
 pub(crate) const NUM_CLASSES: usize = Fine::NUM_CLASSES;
 /// The largest request served from a slab.
 pub(crate) const MAX_SMALL: usize = Fine::MAX_SIZE;
-/// The largest alignment a slab block can be guaranteed (the alignment of the slot area).
-pub(crate) const MAX_SMALL_ALIGN: usize = 4096;
+/// The largest alignment a slab block can be guaranteed (the alignment of the slot area): so
+/// requests aligned up to 128 KiB (64 KiB-aligned buffers, say) stay on the slab path.
+pub(crate) const MAX_SMALL_ALIGN: usize = 128 * 1024;
 
 /// Bytes at the start of a chunk before the bitmap words: the chunk header.
 pub(crate) const HEADER_SIZE: usize = 128;
 /// Bitmap words every chunk reserves, enough for the smallest class; see [`crate::chunk`] for why
 /// the bitmap area does not depend on the class.
 pub(crate) const MAX_WORDS: usize = (CHUNK_SIZE / 8).div_ceil(64);
-/// Offset of the first block in a slab chunk: header and bitmap area, rounded up to 4 KiB.
+/// Offset of the first block in a slab chunk: header and bitmap area, rounded up to the largest
+/// slab alignment (the bitmap area needs 64 KiB and a bit; the rest of the 128 KiB is never
+/// touched, so it costs address space, not memory).
 pub(crate) const SLOT_OFFSET: usize =
     (HEADER_SIZE + MAX_WORDS * 8).next_multiple_of(MAX_SMALL_ALIGN);
 
@@ -140,7 +143,11 @@ mod tests {
             align *= 2;
         }
         assert_eq!(small_class(MAX_SMALL + 1, 8), None);
-        assert_eq!(small_class(8, 8192), None);
+        assert_eq!(small_class(8, 2 * MAX_SMALL_ALIGN), None);
+        assert!(
+            small_class(8, 65536).is_some(),
+            "64 KiB alignment stays on the slab path"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `FamAlloc`: the process-wide allocator, for `#[global_allocator]`.
 //!
-//! Small requests (up to 1 MiB, alignment up to 4 KiB) go through the calling thread's heap; the
+//! Small requests (up to 1 MiB, alignment up to 128 KiB) go through the calling thread's heap; the
 //! rest are large blocks, each its own run of chunks. Which path a request takes depends only on
 //! its `Layout`, and `dealloc`/`realloc` receive the same layout, so a free never has to look at
 //! the block to know where it belongs.

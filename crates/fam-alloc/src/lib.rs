@@ -5,7 +5,7 @@
 //!                 │ refill: a word of slot bits claimed at once / flush: one release per word
 //!                 v
 //!              slab pool (per class: 4 MiB chunks with slot bitmaps) ──> chunk source (mmap, sbrk)
-//!              large blocks (> 1 MiB or alignment > 4 KiB): runs of chunks with a header
+//!              large blocks (> 1 MiB or alignment > 128 KiB): runs of chunks with a header
 //!              chunk registry: which chunks are ours, without touching them
 //! ```
 //!

@@ -21,7 +21,7 @@
 //! chunk pointers safely (see [`crate::chunk`]).
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use chunk_source::{ChunkSource, CHUNK_SIZE};
 use slab_bitmap::ReleaseError;
@@ -33,8 +33,9 @@ use crate::lock::SpinLock;
 use crate::registry::{Kind, Registry};
 use crate::report;
 
-/// Empty chunks kept with their pages before the oldest is decommitted.
-pub(crate) const MAX_COMMITTED_EMPTY: usize = 4;
+/// Empty chunks kept with their pages before the oldest is decommitted (64 MiB): enough that a
+/// program which frees a large batch and allocates it again does not fault every page back in.
+pub(crate) const MAX_COMMITTED_EMPTY: usize = 16;
 /// How long an empty chunk keeps its pages, at most, when the pool is in use.
 pub(crate) const DECOMMIT_DELAY_NS: u64 = 250_000_000;
 
@@ -229,8 +230,10 @@ impl<S: ChunkSource> SlabPool<S> {
             unsafe { list.unlink(h) };
             chunk.listed.store(false, Ordering::SeqCst);
             // A flush may have freed blocks before it could see `listed` cleared: look again.
-            fence(Ordering::SeqCst);
-            if chunk.slots(class).count_free() > 0 {
+            // Flushes lower `used` with a SeqCst RMW *after* releasing the bits and then read
+            // `listed` (SeqCst); in the single order of SeqCst operations either that read sees
+            // our store (and the flush relinks the chunk) or this load sees the lower count.
+            if chunk.used.load(Ordering::SeqCst) < CLASSES[class].slots as usize {
                 if let Some(chain) = chunk.claim(class, max) {
                     chunk.listed.store(true, Ordering::SeqCst);
                     // SAFETY: `h` was just unlinked and we hold the lock.
@@ -257,13 +260,15 @@ impl<S: ChunkSource> SlabPool<S> {
 
     /// Gives the blocks of `chain` (all of class `class`) back to their chunks.
     ///
+    /// The blocks are gathered by bitmap word in a small table and each word's mask released
+    /// with one atomic; the released counts are gathered by chunk, so each chunk's `used` is
+    /// lowered once per flush (and the chunk relinked or retired then).
+    ///
     /// # Safety
     /// Every block of the chain is a block of class `class` handed out by this pool and not in use.
     pub(crate) unsafe fn flush(&self, class: usize, chain: Chain) {
-        const WAYS: usize = 8;
-        let mut pending: [(usize, usize, u64); WAYS] = [(0, 0, 0); WAYS];
-        let mut used = 0usize;
-        let mut victim = 0usize;
+        let mut words = WordTable::new();
+        let mut chunks = ChunkTable::new();
         let mut node = chain.head.as_ptr();
         for i in 0..chain.len {
             let addr = node as usize;
@@ -272,85 +277,91 @@ impl<S: ChunkSource> SlabPool<S> {
                 node = unsafe { (*node).next };
             }
             let h = ChunkHeader::of(addr);
-            // The fast free path trusts its caller; this cold path checks, before touching the
-            // chunk, that the block lies in a slab chunk of this pool.
-            // SAFETY: a non-null registry outlives the pool (constructor contract).
-            if let Some(registry) = unsafe { self.registry.as_ref() } {
-                match registry.lookup(addr) {
-                    Some(e) if e.kind == Kind::Slab && e.base == h as usize => {}
-                    _ => report::bad_free("free", addr, "pointer not allocated by fam-alloc"),
+            if !chunks.contains(h) {
+                self.check_chunk(class, h, addr);
+                if let Some((done, n)) = chunks.insert(h) {
+                    self.finish_chunk(class, done, n);
                 }
             }
-            // SAFETY: the block lies in a slab chunk (checked above when there is a registry;
-            // trusted from the caller otherwise), whose header is never unmapped or decommitted.
+            // SAFETY: `check_chunk` proved (or, without a registry, the caller promises) that `h`
+            // is a live slab chunk of this class, whose header is never unmapped.
             let chunk = unsafe { &*h };
-            debug_assert!(chunk.has_magic(), "flushed block outside a slab chunk");
             let Some(slot) = chunk.slot_of(class, addr) else {
-                report::bad_free("flush", addr, "not the start of a block of its class");
+                report::bad_free("free", addr, "not the start of a block of its class");
             };
-            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-            let key = h as usize;
-            match pending[..used]
-                .iter_mut()
-                .find(|e| e.0 == key && e.1 == word)
-            {
-                Some(e) => {
-                    if e.2 & bit != 0 {
-                        report::bad_free("free", addr, "double free (block returned twice)");
-                    }
-                    e.2 |= bit;
-                }
-                None => {
-                    if used < WAYS {
-                        pending[used] = (key, word, bit);
-                        used += 1;
-                    } else {
-                        let (k, w, m) = pending[victim];
-                        self.release(class, k as *mut ChunkHeader, w, m);
-                        pending[victim] = (key, word, bit);
-                        victim = (victim + 1) % WAYS;
-                    }
+            if let Some((ch, word, mask)) = words.add(h, slot / 64, 1u64 << (slot % 64), addr) {
+                let n = self.release_word(class, ch, word, mask);
+                if let Some((done, m)) = chunks.add(ch, n) {
+                    self.finish_chunk(class, done, m);
                 }
             }
         }
-        for &(k, w, m) in &pending[..used] {
-            self.release(class, k as *mut ChunkHeader, w, m);
+        for (ch, word, mask) in words.drain() {
+            let n = self.release_word(class, ch, word, mask);
+            if let Some((done, m)) = chunks.add(ch, n) {
+                self.finish_chunk(class, done, m);
+            }
+        }
+        for (ch, n) in chunks.drain() {
+            self.finish_chunk(class, ch, n);
         }
     }
 
-    fn release(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) {
-        // SAFETY: `h` is the header of a live slab chunk (checked in `flush`).
+    /// Checks, before touching it, that `h` is a slab chunk of this pool holding `class`; a
+    /// block that says otherwise was not allocated here, or was freed twice.
+    #[inline]
+    fn check_chunk(&self, class: usize, h: *mut ChunkHeader, addr: usize) {
+        // The fast free path trusts its caller; this cold path asks the registry first.
+        // SAFETY: a non-null registry outlives the pool (constructor contract).
+        if let Some(registry) = unsafe { self.registry.as_ref() } {
+            match registry.lookup(addr) {
+                Some(e) if e.kind == Kind::Slab && e.base == h as usize => {}
+                _ => report::bad_free("free", addr, "pointer not allocated by fam-alloc"),
+            }
+        }
+        // SAFETY: as in `flush`.
         let chunk = unsafe { &*h };
-        let first_addr = |bits: u64| {
-            let slot = word * 64 + bits.trailing_zeros() as usize;
-            chunk.base() + SLOT_OFFSET + slot * CLASSES[class].size as usize
-        };
-        // A chunk only leaves ACTIVE once every block is back, so a block freed into a chunk
-        // that is not (or no longer) of its class was freed twice.
+        debug_assert!(chunk.has_magic(), "flushed block outside a slab chunk");
+        // A chunk only leaves ACTIVE once every block is back, so a block freed into a chunk that
+        // is not (or no longer) of its class was freed twice.
         let tag = chunk.tag.load(Ordering::Acquire);
         if tag_state(tag) != STATE_ACTIVE || tag_class(tag) != class {
-            report::bad_free(
-                "free",
-                first_addr(mask),
-                "double free (the block's chunk is empty)",
-            );
+            report::bad_free("free", addr, "double free (the block's chunk is empty)");
         }
-        let released = match chunk.release(class, word, mask) {
-            Ok(n) => n,
+    }
+
+    /// Releases `mask` of bitmap word `word`; returns how many blocks that gave back.
+    fn release_word(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) -> usize {
+        // SAFETY: `h` passed `check_chunk`.
+        let chunk = unsafe { &*h };
+        match chunk.release(class, word, mask) {
+            Ok(n) => n as usize,
             Err(ReleaseError::NotClaimed { mask: bad, .. }) => {
-                report::bad_free("free", first_addr(bad), "double free (block already free)");
+                let slot = word * 64 + bad.trailing_zeros() as usize;
+                let addr = chunk.base() + SLOT_OFFSET + slot * CLASSES[class].size as usize;
+                report::bad_free("free", addr, "double free (block already free)");
             }
             Err(ReleaseError::OutOfRange { slot }) => {
                 report::bad_free("free", chunk.base() + slot, "slot out of range");
             }
-        };
-        let before = chunk.used.fetch_sub(released as usize, Ordering::AcqRel);
-        if before == released as usize {
+        }
+    }
+
+    /// `n` blocks of chunk `h` came back: lower its count, then retire it if it is now empty, or
+    /// relink it if a refill had unlinked it as full.
+    fn finish_chunk(&self, class: usize, h: *mut ChunkHeader, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: `h` passed `check_chunk`.
+        let chunk = unsafe { &*h };
+        // SeqCst: pairs with the unlink in `refill_slow` (see there).
+        let before = chunk.used.fetch_sub(n, Ordering::SeqCst);
+        debug_assert!(before >= n, "more blocks came back than went out");
+        if before == n {
             self.retire(class, h);
             return;
         }
-        // Pairs with the fence in `refill_slow`: either we see `listed` cleared, or it sees our release.
-        fence(Ordering::SeqCst);
         if !chunk.listed.load(Ordering::SeqCst) {
             let mut list = self.classes[class].partial.lock();
             let tag = chunk.tag.load(Ordering::Acquire);
@@ -587,6 +598,117 @@ fn now_ns() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Blocks of one flush gathered by bitmap word: `(chunk, word, mask)`, a few ways.
+struct WordTable {
+    ways: [(usize, usize, u64); 8],
+    used: usize,
+    victim: usize,
+}
+
+impl WordTable {
+    fn new() -> Self {
+        Self {
+            ways: [(0, 0, 0); 8],
+            used: 0,
+            victim: 0,
+        }
+    }
+
+    /// Adds `bit` of `word` of chunk `h`; returns an evicted entry to release, if one had to go.
+    #[inline]
+    fn add(
+        &mut self,
+        h: *mut ChunkHeader,
+        word: usize,
+        bit: u64,
+        addr: usize,
+    ) -> Option<(*mut ChunkHeader, usize, u64)> {
+        let key = h as usize;
+        if let Some(e) = self.ways[..self.used]
+            .iter_mut()
+            .find(|e| e.0 == key && e.1 == word)
+        {
+            if e.2 & bit != 0 {
+                report::bad_free("free", addr, "double free (block returned twice)");
+            }
+            e.2 |= bit;
+            return None;
+        }
+        if self.used < self.ways.len() {
+            self.ways[self.used] = (key, word, bit);
+            self.used += 1;
+            return None;
+        }
+        let (k, w, m) = self.ways[self.victim];
+        self.ways[self.victim] = (key, word, bit);
+        self.victim = (self.victim + 1) % self.ways.len();
+        Some((k as *mut ChunkHeader, w, m))
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (*mut ChunkHeader, usize, u64)> + '_ {
+        let n = core::mem::take(&mut self.used);
+        self.ways[..n]
+            .iter()
+            .map(|&(k, w, m)| (k as *mut ChunkHeader, w, m))
+    }
+}
+
+/// Released block counts of one flush gathered by chunk, a few ways.
+struct ChunkTable {
+    ways: [(usize, usize); 4],
+    used: usize,
+    victim: usize,
+}
+
+impl ChunkTable {
+    fn new() -> Self {
+        Self {
+            ways: [(0, 0); 4],
+            used: 0,
+            victim: 0,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, h: *mut ChunkHeader) -> bool {
+        self.ways[..self.used].iter().any(|e| e.0 == h as usize)
+    }
+
+    /// Starts counting for chunk `h`; returns an evicted `(chunk, count)` to finish, if any.
+    fn insert(&mut self, h: *mut ChunkHeader) -> Option<(*mut ChunkHeader, usize)> {
+        if self.used < self.ways.len() {
+            self.ways[self.used] = (h as usize, 0);
+            self.used += 1;
+            return None;
+        }
+        let (k, n) = self.ways[self.victim];
+        self.ways[self.victim] = (h as usize, 0);
+        self.victim = (self.victim + 1) % self.ways.len();
+        Some((k as *mut ChunkHeader, n))
+    }
+
+    /// Adds `n` released blocks to chunk `h` (inserting it if it was evicted meanwhile).
+    fn add(&mut self, h: *mut ChunkHeader, n: usize) -> Option<(*mut ChunkHeader, usize)> {
+        if let Some(e) = self.ways[..self.used]
+            .iter_mut()
+            .find(|e| e.0 == h as usize)
+        {
+            e.1 += n;
+            return None;
+        }
+        let evicted = self.insert(h);
+        self.add(h, n);
+        evicted
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (*mut ChunkHeader, usize)> + '_ {
+        let n = core::mem::take(&mut self.used);
+        self.ways[..n]
+            .iter()
+            .map(|&(k, c)| (k as *mut ChunkHeader, c))
+    }
 }
 
 // Flush reads a block's link through `Block`; blocks are at least one word.
