@@ -22,10 +22,12 @@
 //!
 //! # Fork
 //!
-//! A forked child gets a copy of the owner's buckets. For a private arena that copy is the
-//! child's own (its memory is copy-on-write) and stays valid. For a shared arena those blocks are
-//! the parent's too, so the child *forgets* them (never flushes them): the first use in the child
-//! sees that the fork generation changed and drops the inherited buckets. A child that exits
+//! A forked child gets a copy of the owner's buckets. The first use in the child sees that the
+//! fork generation changed. For a private arena whose owner was the forking thread, the copy is
+//! the child's own (copy-on-write) and consistent, and stays. Otherwise the child *forgets* the
+//! buckets (never flushes them): a shared arena's cached blocks are the parent's too, and an
+//! owner other than the forking thread may have been halfway through a push when memory was
+//! copied. A child that exits
 //! should drop its `Arena` (or call [`Arena::flush_thread_cache`]) to give back what its own
 //! buckets hold.
 
@@ -440,8 +442,11 @@ impl Arena {
         }
         // SAFETY: ADOPTING excludes every other thread from the heap.
         let heap = unsafe { &mut *l.heap.get() };
-        if stale && owner != NO_OWNER && self.is_shared() {
-            // Blocks cached before the fork belong to the parent as much as to us: drop them.
+        // After a fork, the inherited buckets can be kept only if this thread owned them in the
+        // parent (it was in `fork()`, not halfway through a push or pop) and the arena is
+        // private. A shared arena's cached blocks belong to the parent as much as to us, and
+        // another owner may have been mid-operation when the fork copied the heap: drop them.
+        if stale && owner != NO_OWNER && (self.is_shared() || owner != me) {
             heap.forget_all();
             l.owner_blocks.store(0, Ordering::Relaxed);
             l.owner_bytes.store(0, Ordering::Relaxed);

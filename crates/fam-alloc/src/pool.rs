@@ -20,6 +20,7 @@
 //! decommits them all at once. Chunks are never unmapped, which is what lets readers hold stale
 //! chunk pointers safely (see [`crate::chunk`]).
 
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
@@ -267,8 +268,8 @@ impl<S: ChunkSource> SlabPool<S> {
     /// # Safety
     /// Every block of the chain is a block of class `class` handed out by this pool and not in use.
     pub(crate) unsafe fn flush(&self, class: usize, chain: Chain) {
-        let mut words = WordTable::new();
-        let mut chunks = ChunkTable::new();
+        let mut groups = WordGroups::new();
+        let mut checked: [usize; 4] = [0; 4];
         let mut node = chain.head.as_ptr();
         for i in 0..chain.len {
             let addr = node as usize;
@@ -277,33 +278,46 @@ impl<S: ChunkSource> SlabPool<S> {
                 node = unsafe { (*node).next };
             }
             let h = ChunkHeader::of(addr);
-            if !chunks.contains(h) {
-                self.check_chunk(class, h, addr);
-                if let Some((done, n)) = chunks.insert(h) {
-                    self.finish_chunk(class, done, n);
+            if checked[0] != h as usize {
+                if !checked.contains(&(h as usize)) {
+                    self.check_chunk(class, h, addr);
                 }
+                checked.rotate_right(1);
+                checked[0] = h as usize;
             }
             // SAFETY: `check_chunk` proved (or, without a registry, the caller promises) that `h`
             // is a live slab chunk of this class, whose header is never unmapped.
-            let chunk = unsafe { &*h };
-            let Some(slot) = chunk.slot_of(class, addr) else {
+            let Some(slot) = unsafe { &*h }.slot_of(class, addr) else {
                 report::bad_free("free", addr, "not the start of a block of its class");
             };
-            if let Some((ch, word, mask)) = words.add(h, slot / 64, 1u64 << (slot % 64), addr) {
-                let n = self.release_word(class, ch, word, mask);
-                if let Some((done, m)) = chunks.add(ch, n) {
-                    self.finish_chunk(class, done, m);
+            if !groups.add(h as usize | slot / 64, 1u64 << (slot % 64)) {
+                report::bad_free("free", addr, "double free (block returned twice)");
+            }
+            if groups.is_full() {
+                self.release_groups(class, &mut groups);
+            }
+        }
+        self.release_groups(class, &mut groups);
+    }
+
+    /// Releases every gathered word (one atomic each), then lowers each chunk's count once.
+    fn release_groups(&self, class: usize, groups: &mut WordGroups) {
+        let mut counts: [(usize, usize); 4] = [(0, 0); 4];
+        for (key, mask) in groups.drain() {
+            let h = key & !(CHUNK_SIZE - 1);
+            let n = self.release_word(class, h as *mut ChunkHeader, key & (CHUNK_SIZE - 1), mask);
+            match counts.iter_mut().find(|c| c.0 == h || c.1 == 0) {
+                Some(c) => *c = (h, c.1 + n),
+                None => {
+                    let (old, m) = counts[3];
+                    self.finish_chunk(class, old as *mut ChunkHeader, m);
+                    counts.rotate_right(1);
+                    counts[0] = (h, n);
                 }
             }
         }
-        for (ch, word, mask) in words.drain() {
-            let n = self.release_word(class, ch, word, mask);
-            if let Some((done, m)) = chunks.add(ch, n) {
-                self.finish_chunk(class, done, m);
-            }
-        }
-        for (ch, n) in chunks.drain() {
-            self.finish_chunk(class, ch, n);
+        for (h, n) in counts {
+            self.finish_chunk(class, h as *mut ChunkHeader, n);
         }
     }
 
@@ -331,6 +345,7 @@ impl<S: ChunkSource> SlabPool<S> {
     }
 
     /// Releases `mask` of bitmap word `word`; returns how many blocks that gave back.
+    #[inline]
     fn release_word(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) -> usize {
         // SAFETY: `h` passed `check_chunk`.
         let chunk = unsafe { &*h };
@@ -600,116 +615,75 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Blocks of one flush gathered by bitmap word: `(chunk, word, mask)`, a few ways.
-struct WordTable {
-    ways: [(usize, usize, u64); 8],
-    used: usize,
-    victim: usize,
+/// Blocks of one flush gathered by bitmap word: an open-addressing table keyed by
+/// `chunk base | word index` (a chunk is 4 MiB aligned and has fewer than 2^22 words), so every
+/// pair of blocks of the same word within a flush shares one release.
+struct WordGroups {
+    keys: [usize; GROUP_SLOTS],
+    /// A slot's mask is meaningful only while its key is non-zero (written when the key is).
+    masks: [MaybeUninit<u64>; GROUP_SLOTS],
+    /// Occupied slots, in insertion order; the first `len` are meaningful.
+    order: [MaybeUninit<u8>; GROUP_LIMIT],
+    len: usize,
 }
 
-impl WordTable {
+const GROUP_SLOTS: usize = 64;
+/// Entries before the table is drained (keeps probes short).
+const GROUP_LIMIT: usize = 48;
+
+impl WordGroups {
     fn new() -> Self {
         Self {
-            ways: [(0, 0, 0); 8],
-            used: 0,
-            victim: 0,
+            keys: [0; GROUP_SLOTS],
+            masks: [MaybeUninit::uninit(); GROUP_SLOTS],
+            order: [MaybeUninit::uninit(); GROUP_LIMIT],
+            len: 0,
         }
     }
 
-    /// Adds `bit` of `word` of chunk `h`; returns an evicted entry to release, if one had to go.
+    /// Adds `bit` to the group of `key`; false if the bit was already there (freed twice).
     #[inline]
-    fn add(
-        &mut self,
-        h: *mut ChunkHeader,
-        word: usize,
-        bit: u64,
-        addr: usize,
-    ) -> Option<(*mut ChunkHeader, usize, u64)> {
-        let key = h as usize;
-        if let Some(e) = self.ways[..self.used]
-            .iter_mut()
-            .find(|e| e.0 == key && e.1 == word)
-        {
-            if e.2 & bit != 0 {
-                report::bad_free("free", addr, "double free (block returned twice)");
+    fn add(&mut self, key: usize, bit: u64) -> bool {
+        let mut i =
+            key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - GROUP_SLOTS.trailing_zeros());
+        loop {
+            if self.keys[i] == key {
+                // SAFETY: the slot's key is set, so its mask was written with it.
+                let mask = unsafe { self.masks[i].assume_init() };
+                self.masks[i] = MaybeUninit::new(mask | bit);
+                return mask & bit == 0;
             }
-            e.2 |= bit;
-            return None;
+            if self.keys[i] == 0 {
+                self.keys[i] = key;
+                self.masks[i] = MaybeUninit::new(bit);
+                self.order[self.len] = MaybeUninit::new(i as u8);
+                self.len += 1;
+                return true;
+            }
+            i = (i + 1) % GROUP_SLOTS;
         }
-        if self.used < self.ways.len() {
-            self.ways[self.used] = (key, word, bit);
-            self.used += 1;
-            return None;
-        }
-        let (k, w, m) = self.ways[self.victim];
-        self.ways[self.victim] = (key, word, bit);
-        self.victim = (self.victim + 1) % self.ways.len();
-        Some((k as *mut ChunkHeader, w, m))
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = (*mut ChunkHeader, usize, u64)> + '_ {
-        let n = core::mem::take(&mut self.used);
-        self.ways[..n]
-            .iter()
-            .map(|&(k, w, m)| (k as *mut ChunkHeader, w, m))
+    fn is_full(&self) -> bool {
+        self.len == GROUP_LIMIT
+    }
+
+    /// Takes every group out, leaving the table empty.
+    fn drain(&mut self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let n = core::mem::take(&mut self.len);
+        self.order[..n].iter().map(|i| {
+            // SAFETY: the first `len` entries of `order` were written by `add`.
+            let i = unsafe { i.assume_init() } as usize;
+            // SAFETY: slot `i` is occupied, so its mask was written.
+            (core::mem::take(&mut self.keys[i]), unsafe {
+                self.masks[i].assume_init()
+            })
+        })
     }
 }
 
-/// Released block counts of one flush gathered by chunk, a few ways.
-struct ChunkTable {
-    ways: [(usize, usize); 4],
-    used: usize,
-    victim: usize,
-}
-
-impl ChunkTable {
-    fn new() -> Self {
-        Self {
-            ways: [(0, 0); 4],
-            used: 0,
-            victim: 0,
-        }
-    }
-
-    #[inline]
-    fn contains(&self, h: *mut ChunkHeader) -> bool {
-        self.ways[..self.used].iter().any(|e| e.0 == h as usize)
-    }
-
-    /// Starts counting for chunk `h`; returns an evicted `(chunk, count)` to finish, if any.
-    fn insert(&mut self, h: *mut ChunkHeader) -> Option<(*mut ChunkHeader, usize)> {
-        if self.used < self.ways.len() {
-            self.ways[self.used] = (h as usize, 0);
-            self.used += 1;
-            return None;
-        }
-        let (k, n) = self.ways[self.victim];
-        self.ways[self.victim] = (h as usize, 0);
-        self.victim = (self.victim + 1) % self.ways.len();
-        Some((k as *mut ChunkHeader, n))
-    }
-
-    /// Adds `n` released blocks to chunk `h` (inserting it if it was evicted meanwhile).
-    fn add(&mut self, h: *mut ChunkHeader, n: usize) -> Option<(*mut ChunkHeader, usize)> {
-        if let Some(e) = self.ways[..self.used]
-            .iter_mut()
-            .find(|e| e.0 == h as usize)
-        {
-            e.1 += n;
-            return None;
-        }
-        let evicted = self.insert(h);
-        self.add(h, n);
-        evicted
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = (*mut ChunkHeader, usize)> + '_ {
-        let n = core::mem::take(&mut self.used);
-        self.ways[..n]
-            .iter()
-            .map(|&(k, c)| (k as *mut ChunkHeader, c))
-    }
-}
+static_assertions::const_assert!(GROUP_SLOTS.is_power_of_two() && GROUP_LIMIT < GROUP_SLOTS);
+static_assertions::const_assert!(GROUP_SLOTS <= u8::MAX as usize + 1);
 
 // Flush reads a block's link through `Block`; blocks are at least one word.
 static_assertions::assert_eq_size!(Block, usize);
