@@ -290,7 +290,7 @@ impl<S: ChunkSource> SlabPool<S> {
             let Some(slot) = unsafe { &*h }.slot_of(class, addr) else {
                 report::bad_free("free", addr, "not the start of a block of its class");
             };
-            if !groups.add(h as usize | slot / 64, 1u64 << (slot % 64)) {
+            if !groups.add(h as usize | (slot / 64), 1u64 << (slot % 64)) {
                 report::bad_free("free", addr, "double free (block returned twice)");
             }
             if groups.is_full() {
