@@ -49,6 +49,7 @@ mod shared;
 mod statistics;
 
 pub use arena::{Arena, ArenaError, ArenaUsage};
+pub use chunk_source::CHUNK_SIZE;
 pub use global::{chunk_counts, flush_thread_cache, owns, thread_cached_bytes, trim, FamAlloc};
 pub use pool::ChunkCounts;
 pub use shared::{alloc, init_global_allocator, release, resize, shared_usage, SHARED_ALIGN};

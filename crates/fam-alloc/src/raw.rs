@@ -27,7 +27,7 @@ use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
 use crate::local::{with_heap, GlobalStore};
 use crate::registry::Kind;
-use crate::report;
+use crate::{counters, report};
 
 /// The secret that marks a block freed through this module; chosen once per process.
 static FREE_MARK: AtomicUsize = AtomicUsize::new(0);
@@ -76,6 +76,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     match small_class(size, align) {
         Some(class) => match with_heap(|h| h.alloc(class, &GlobalStore)) {
             Some(p) => {
+                counters::count_alloc(class);
                 let p = p.as_ptr().cast::<u8>();
                 if CLASSES[class].size >= 16 {
                     // SAFETY: the block is ours and at least two words long; clearing the free
@@ -174,6 +175,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
                 // SAFETY: `classify` proved `ptr` is the start of a claimed block of `class`.
                 unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
             });
+            counters::count_free(class);
         }
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },

@@ -100,9 +100,18 @@ fn write_all(fd: i32, mut bytes: &[u8]) {
     }
 }
 
+/// A copy of stderr taken when the exit report was arranged: some programs close their standard
+/// streams in their own exit handlers (coreutils' `close_stdout`), which run before ours.
+static EXIT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
 /// Reads `FAM_STATS` and, if it asks for a report, arranges for one at exit.
 pub(crate) fn install_exit_report() {
     if exit_format().is_some() {
+        // SAFETY: duplicating a descriptor has no memory-safety preconditions; -1 is checked.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd >= 0 {
+            EXIT_FD.store(fd, Relaxed);
+        }
         // SAFETY: the handler is an `extern "C"` fn that lives for the whole program.
         unsafe { libc::atexit(report_at_exit) };
     }
@@ -144,9 +153,9 @@ extern "C" fn report_at_exit() {
                 // SAFETY: `fd` was opened above and is closed once.
                 unsafe { libc::close(fd) };
             } else {
-                print_stats(format);
+                print_stats_to_fd(EXIT_FD.load(Relaxed), format);
             }
         }
-        None => print_stats(format),
+        None => print_stats_to_fd(EXIT_FD.load(Relaxed), format),
     }
 }

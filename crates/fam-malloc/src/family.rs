@@ -1,0 +1,205 @@
+//! The malloc family itself.
+//!
+//! Each function maps a C request onto [`fam_alloc::raw`]: a size and a power-of-two alignment
+//! for allocation, the pointer alone for the rest. The C rules live here: the alignment each
+//! function guarantees, overflow checks, what a size of zero means, and `errno`.
+//!
+//! The facade refuses any size whose block would pass `isize::MAX` bytes (it returns null), so a
+//! request near `SIZE_MAX` can never wrap into a small block; these functions only have to check
+//! the products they compute themselves (`calloc`, `reallocarray`) and the roundings (`pvalloc`,
+//! `memalign`).
+
+use core::ffi::{c_int, c_void};
+use core::mem::size_of;
+use core::ptr;
+
+use fam_alloc::raw;
+
+use crate::errno::{invalid, out_of_memory, page_size};
+
+/// The alignment `malloc` guarantees for a request of `size` bytes: 16, what `max_align_t`
+/// needs on x86-64 and AArch64, for anything that could hold one; 8 for smaller requests, which
+/// cannot (the guarantee glibc and mimalloc give too).
+#[inline(always)]
+const fn malloc_align(size: usize) -> usize {
+    if size <= 8 {
+        8
+    } else {
+        16
+    }
+}
+
+static_assertions::const_assert!(malloc_align(0).is_power_of_two());
+static_assertions::const_assert_eq!(malloc_align(8), size_of::<*mut c_void>());
+static_assertions::const_assert_eq!(malloc_align(9), 2 * size_of::<usize>());
+
+/// Allocates `size` bytes aligned to at least `align` and to what `malloc` gives that size.
+#[inline(always)]
+fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
+    let p = raw::alloc(size, align.max(malloc_align(size)));
+    if p.is_null() {
+        return out_of_memory();
+    }
+    p.cast()
+}
+
+/// Allocates `size` bytes, aligned to 16 when `size > 8` and to 8 otherwise.
+///
+/// `malloc(0)` returns a unique minimal block (to be freed like any other). Returns null with
+/// `errno = ENOMEM` when memory is exhausted or `size` cannot be met (near `SIZE_MAX`).
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    alloc_aligned(size, 8)
+}
+
+/// Frees a block of this allocator; null is ignored.
+///
+/// A pointer the allocator does not own, a pointer into the middle of a block, or a block that
+/// is already free is reported on stderr (`fam-alloc: free(0x...): ...`) and the process aborts.
+///
+/// # Safety
+/// If `ptr` is a live block, nobody uses it after the call.
+#[no_mangle]
+pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    // SAFETY: per this function's contract; `raw::free` checks the pointer before it obeys.
+    unsafe { raw::free("free", ptr.cast()) }
+}
+
+/// Allocates a zeroed array of `n` elements of `size` bytes, aligned like `malloc(n * size)`.
+///
+/// Returns null with `errno = ENOMEM` when `n * size` overflows or memory is exhausted. Memory
+/// fresh from the OS is known to be zero and is not cleared again.
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        return out_of_memory();
+    };
+    let p = raw::alloc_zeroed(total, malloc_align(total));
+    if p.is_null() {
+        return out_of_memory();
+    }
+    p.cast()
+}
+
+/// Resizes the block at `ptr` to `size` bytes, keeping its content up to the smaller size.
+///
+/// - `ptr` null: `malloc(size)`.
+/// - `size` 0 and `ptr` not null: frees `ptr` and returns null (glibc's behaviour; `errno` is
+///   not changed).
+/// - Otherwise returns the resized block, which stays in place when the new size fits the same
+///   block, and is aligned like `malloc(size)`. On failure returns null with `errno = ENOMEM`
+///   and leaves the old block as it was.
+///
+/// # Safety
+/// `ptr` is null or a live block of this allocator (checked: anything else aborts with a
+/// message); after a non-null return the old pointer is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // SAFETY: per the contract `ptr` is a live block, and the caller gives it up.
+        unsafe { raw::free("realloc", ptr.cast()) };
+        return ptr::null_mut();
+    }
+    // SAFETY: `ptr` is a live block (checked by `raw::realloc`). Its alignment was at least
+    // `malloc_align` of its own size, and the new block only has to be aligned like
+    // `malloc(size)`: `raw::realloc` keeps a block in place only when its class satisfies the
+    // alignment asked for.
+    let p = unsafe { raw::realloc(ptr.cast(), size, malloc_align(size)) };
+    if p.is_null() {
+        return out_of_memory();
+    }
+    p.cast()
+}
+
+/// `realloc(ptr, n * size)`, except that an overflowing product fails (null, `errno = ENOMEM`,
+/// the old block untouched).
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        return out_of_memory();
+    };
+    // SAFETY: forwarded under the same contract.
+    unsafe { realloc(ptr, total) }
+}
+
+/// Stores in `*memptr` a block of `size` bytes aligned to `align`, and returns 0.
+///
+/// Returns `EINVAL` (without touching `errno` or `*memptr`) unless `align` is a power of two
+/// and a multiple of `sizeof(void *)`, and `ENOMEM` (leaving `*memptr` alone) when memory is
+/// exhausted. A `size` of 0 gets a unique minimal block.
+///
+/// # Safety
+/// `memptr` is valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(
+    memptr: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    if !align.is_power_of_two() || !align.is_multiple_of(size_of::<*mut c_void>()) {
+        return libc::EINVAL;
+    }
+    let p = raw::alloc(size, align.max(malloc_align(size)));
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller guarantees `memptr` is writable.
+    unsafe { memptr.write(p.cast()) };
+    0
+}
+
+/// Allocates `size` bytes aligned to `align`, which must be a power of two (glibc 2.38's rule):
+/// any other alignment, zero included, returns null with `errno = EINVAL`. `size` need not be a
+/// multiple of `align`. Null with `errno = ENOMEM` when memory is exhausted.
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        return invalid();
+    }
+    alloc_aligned(size, align)
+}
+
+/// Allocates `size` bytes aligned to `align`, rounded up to the next power of two when it is not
+/// one (as glibc does); an alignment of 0 or 1 gives `malloc`'s. Null with `errno = EINVAL` when
+/// no power of two is that large, with `errno = ENOMEM` when memory is exhausted.
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(align) = align.max(1).checked_next_power_of_two() else {
+        return invalid();
+    };
+    alloc_aligned(size, align)
+}
+
+/// `memalign(page size, size)`.
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    alloc_aligned(size, page_size())
+}
+
+/// Allocates `size` rounded up to a whole number of pages (at least one), page aligned. Null with
+/// `errno = ENOMEM` when the rounding overflows or memory is exhausted.
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    let Some(rounded) = size.max(1).checked_next_multiple_of(page) else {
+        return out_of_memory();
+    };
+    alloc_aligned(rounded, page)
+}
+
+/// The number of bytes the block at `ptr` can hold (at least what was asked for); 0 for null.
+///
+/// # Safety
+/// `ptr` is null or a live block of this allocator (checked: anything else aborts with a
+/// message).
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    // SAFETY: per the contract; `raw::usable_size` checks the pointer.
+    unsafe { raw::usable_size(ptr.cast()) }
+}
