@@ -82,6 +82,8 @@ mod disabled {
     pub(crate) fn thread_started() {}
     #[inline(always)]
     pub(crate) fn thread_exited() {}
+    #[inline(always)]
+    pub(crate) fn exited_op(_class: usize, _alloc: bool) {}
     pub(crate) fn heaps() -> core::iter::Empty<stats::HeapStats> {
         core::iter::empty()
     }
@@ -236,6 +238,16 @@ mod enabled {
             live.head = me;
             live.len += 1;
         });
+    }
+
+    /// Counts an allocation (or a free) made by a thread after its exit destructor ran.
+    pub(crate) fn exited_op(class: usize, alloc: bool) {
+        let c = if alloc {
+            &EXITED_ALLOCS[class]
+        } else {
+            &EXITED_FREES[class]
+        };
+        c.fetch_add(1, Relaxed);
     }
 
     /// Folds this thread's counts into the exited totals and takes it off the list.

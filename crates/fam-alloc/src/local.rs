@@ -60,12 +60,20 @@ unsafe impl CentralStore for GlobalStore {
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
         let chain = pool().refill(class, max)?;
         counters::refilled(class, chain.len);
+        if STATE.with(Cell::get) == EXITED {
+            // The thread's counters left the live list at exit; count with the exited threads.
+            counters::exited_op(class, true);
+        }
         Some(chain)
     }
 
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
         counters::flushed(class, chain.len, bucket_cap(class));
+        if STATE.with(Cell::get) == EXITED {
+            // After exit every free flushes its own block (capacity 0): count it as above.
+            counters::exited_op(class, false);
+        }
         // SAFETY: the thread heap only flushes blocks of `class` that came from the global pool.
         unsafe { pool().flush(class, chain) }
     }
@@ -143,12 +151,22 @@ fn exit_key() -> Option<libc::pthread_key_t> {
 
 /// The pthread key destructor: everything the thread caches goes back to the pool.
 extern "C" fn thread_exit(_marker: *mut libc::c_void) {
-    STATE.with(|s| s.set(EXITED));
     with_heap(|heap| {
         heap.flush_all(&GlobalStore);
         heap.reset_caps();
     });
     counters::thread_exited();
+    // From now on every allocation and free of this thread takes the slow path (capacity 0),
+    // which counts it with the exited threads.
+    STATE.with(|s| s.set(EXITED));
+}
+
+/// Registers the calling thread if it has not used the allocator yet, so that code which takes
+/// the statistics lock and then allocates does not register (and take that lock) inside it.
+pub(crate) fn ensure_registered() {
+    if STATE.with(Cell::get) == NEW {
+        let _ = GlobalStore.cap(0);
+    }
 }
 
 /// The capacity a bucket of `class` has on this thread (what `cap` handed out).

@@ -62,6 +62,9 @@ pub fn reset_peaks() {
 /// The thread list is locked while the per-heap views are written: `w` must not block on
 /// another thread that is starting or exiting.
 pub fn write_stats(w: &mut dyn fmt::Write, format: Format) -> fmt::Result {
+    // `w` may allocate; a thread's first allocation registers it, which takes the lock held
+    // below. Register first.
+    crate::local::ensure_registered();
     let snap = stats();
     let mut heaps = counters::heaps();
     stats::write_report(
