@@ -207,10 +207,10 @@ struct Local {
     /// The fork generation when the owner took the heap.
     fork_gen: AtomicU64,
     heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
-    /// Blocks and bytes handed out: the owner's share (written by the owner alone) and the
-    /// others' (shared atomics, on the slower path anyway).
-    owner_blocks: AtomicI64,
-    owner_bytes: AtomicI64,
+    /// Blocks handed out by the owner's path, per class (written by the owner alone, one
+    /// relaxed load and store per operation; bytes are derived when asked).
+    owner_blocks: [AtomicI64; NUM_CLASSES],
+    /// Blocks and bytes handed out by the other paths (shared atomics, on slower paths anyway).
     other_blocks: AtomicI64,
     other_bytes: AtomicI64,
 }
@@ -448,8 +448,9 @@ impl Arena {
         // another owner may have been mid-operation when the fork copied the heap: drop them.
         if stale && owner != NO_OWNER && (self.is_shared() || owner != me) {
             heap.forget_all();
-            l.owner_blocks.store(0, Ordering::Relaxed);
-            l.owner_bytes.store(0, Ordering::Relaxed);
+            for c in &l.owner_blocks {
+                c.store(0, Ordering::Relaxed);
+            }
         }
         l.fork_gen.store(generation, Ordering::Relaxed);
         // Release: the next owner check (even on another thread) sees the heap as we leave it.
@@ -472,7 +473,7 @@ impl Arena {
                 let block = match self.local_heap() {
                     Some(heap) => {
                         let p = heap.alloc(class, &PoolStore(&core.pool))?;
-                        self.local.count_owner(1, CLASSES[class].size as i64);
+                        self.local.count_owner(class, 1);
                         p
                     }
                     None => {
@@ -524,7 +525,7 @@ impl Arena {
                     Some(heap) => {
                         // SAFETY: `ptr` is a live block of `class` from this arena's pool.
                         unsafe { heap.dealloc(class, ptr, &PoolStore(&core.pool)) };
-                        self.local.count_owner(-1, -(CLASSES[class].size as i64));
+                        self.local.count_owner(class, -1);
                     }
                     None => {
                         // SAFETY: as above; a single block is a well-formed chain.
@@ -659,9 +660,13 @@ impl Arena {
     /// What the arena holds and hands out (blocks as seen by this process).
     pub fn usage(&self) -> ArenaUsage {
         let l = &*self.local;
-        let blocks =
-            l.owner_blocks.load(Ordering::Relaxed) + l.other_blocks.load(Ordering::Relaxed);
-        let bytes = l.owner_bytes.load(Ordering::Relaxed) + l.other_bytes.load(Ordering::Relaxed);
+        let mut blocks = l.other_blocks.load(Ordering::Relaxed);
+        let mut bytes = l.other_bytes.load(Ordering::Relaxed);
+        for (class, c) in l.owner_blocks.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            blocks += n;
+            bytes += n * CLASSES[class].size as i64;
+        }
         let core = self.core();
         ArenaUsage {
             bytes_in_use: bytes.max(0) as usize,
@@ -771,8 +776,7 @@ impl Local {
             owner: AtomicUsize::new(NO_OWNER),
             fork_gen: AtomicU64::new(0),
             heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
-            owner_blocks: AtomicI64::new(0),
-            owner_bytes: AtomicI64::new(0),
+            owner_blocks: [const { AtomicI64::new(0) }; NUM_CLASSES],
             other_blocks: AtomicI64::new(0),
             other_bytes: AtomicI64::new(0),
         }
@@ -780,15 +784,9 @@ impl Local {
 
     /// Counts on the owner's path: only the owner writes these, so a relaxed load and store do.
     #[inline(always)]
-    fn count_owner(&self, blocks: i64, bytes: i64) {
-        self.owner_blocks.store(
-            self.owner_blocks.load(Ordering::Relaxed) + blocks,
-            Ordering::Relaxed,
-        );
-        self.owner_bytes.store(
-            self.owner_bytes.load(Ordering::Relaxed) + bytes,
-            Ordering::Relaxed,
-        );
+    fn count_owner(&self, class: usize, blocks: i64) {
+        let c = &self.owner_blocks[class];
+        c.store(c.load(Ordering::Relaxed) + blocks, Ordering::Relaxed);
     }
 
     fn count_other(&self, blocks: i64, bytes: i64) {

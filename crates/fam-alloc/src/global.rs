@@ -246,9 +246,12 @@ pub fn thread_cached_bytes() -> usize {
     with_heap(|h| h.cached_total_bytes(|c| CLASSES[c].size as usize))
 }
 
-/// Gives the calling thread's cached blocks back to the central pool.
+/// Gives the calling thread's cached blocks back: those of the global heap to its central pool,
+/// and those of the shared global heap (see [`crate::init_global_allocator`]) to it. A forked
+/// child that leaves with `_exit` should call this first.
 pub fn flush_thread_cache() {
     crate::local::flush_current();
+    crate::shared::flush_shared();
 }
 
 /// Whether `ptr` points into memory this allocator manages (a slab chunk or a large run).

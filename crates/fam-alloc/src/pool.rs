@@ -374,7 +374,7 @@ impl<S: ChunkSource> SlabPool<S> {
         let before = chunk.used.fetch_sub(n, Ordering::SeqCst);
         debug_assert!(before >= n, "more blocks came back than went out");
         if before == n {
-            self.retire(class, h);
+            self.retire(class, h, false);
             return;
         }
         if !chunk.listed.load(Ordering::SeqCst) {
@@ -391,8 +391,9 @@ impl<S: ChunkSource> SlabPool<S> {
         }
     }
 
-    /// Moves a chunk whose blocks all came back to the empty pool, if nothing raced it.
-    fn retire(&self, class: usize, h: *mut ChunkHeader) {
+    /// Moves a chunk whose blocks all came back to the empty pool, if nothing raced it (and,
+    /// unless `force`, if it is not its class's current chunk).
+    fn retire(&self, class: usize, h: *mut ChunkHeader, force: bool) {
         let cp = &self.classes[class];
         {
             let mut list = cp.partial.lock();
@@ -400,6 +401,11 @@ impl<S: ChunkSource> SlabPool<S> {
             let chunk = unsafe { &*h };
             let tag = chunk.tag.load(Ordering::Acquire);
             if tag_state(tag) != STATE_ACTIVE || tag_class(tag) != class {
+                return;
+            }
+            // The chunk refills go to first stays: a class used one block at a time must not
+            // retire and reactivate its chunk on every free. `trim` retires it when it is empty.
+            if cp.current.load(Ordering::Acquire) == h && !force {
                 return;
             }
             if chunk.used.load(Ordering::Acquire) != 0 || !chunk.try_retire(class) {
@@ -526,8 +532,16 @@ impl<S: ChunkSource> SlabPool<S> {
         }
     }
 
-    /// Decommits every empty chunk now. Returns how many were decommitted.
+    /// Retires the current chunks that are empty, then decommits every empty chunk now. Returns
+    /// how many were decommitted.
     pub(crate) fn trim(&self) -> usize {
+        for (class, cp) in self.classes.iter().enumerate() {
+            let h = cp.current.load(Ordering::Acquire);
+            // SAFETY: chunk pointers stay valid forever.
+            if !h.is_null() && unsafe { &*h }.used.load(Ordering::Acquire) == 0 {
+                self.retire(class, h, true);
+            }
+        }
         let mut total = 0;
         loop {
             let mut victims = [ptr::null_mut(); 8];

@@ -14,6 +14,10 @@
 //!
 //! `release` and `resize` find a block's size from the block itself, like `free` and `realloc`:
 //! a pointer that is not a live block of the shared heap is reported and aborts.
+//!
+//! Each process caches a few freed blocks of the shared heap for reuse. A process that exits
+//! normally gives them back (an `atexit` handler); one that leaves with `_exit` must call
+//! [`crate::flush_thread_cache`] first, or those blocks stay unusable.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -35,12 +39,30 @@ pub fn init_global_allocator(num_chunks: usize) -> Result<(), ArenaError> {
     let arena = Box::into_raw(Box::new(Arena::shared(num_chunks)?));
     // AcqRel: publish the arena to every thread that later loads it.
     match SHARED.compare_exchange(ptr::null_mut(), arena, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            // A process that exits normally gives back what its buckets of the shared heap hold
+            // (a child that leaves with `_exit` must call `flush_thread_cache` first).
+            // SAFETY: the handler is an `extern "C"` fn that lives for the whole program.
+            unsafe { libc::atexit(flush_shared_at_exit) };
+            Ok(())
+        }
         Err(_) => {
             // SAFETY: our arena lost the race and was never published.
             drop(unsafe { Box::from_raw(arena) });
             Err(ArenaError::AlreadyInitialized)
         }
+    }
+}
+
+extern "C" fn flush_shared_at_exit() {
+    flush_shared();
+}
+
+/// Gives the blocks the calling thread caches from the shared global heap back to it (if it
+/// owns the heap's buckets in this process). Called by [`crate::flush_thread_cache`].
+pub(crate) fn flush_shared() {
+    if let Some(a) = shared() {
+        a.flush_thread_cache();
     }
 }
 

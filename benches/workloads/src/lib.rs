@@ -1,0 +1,43 @@
+//! Allocator workloads that run on whatever `malloc` the process has.
+//!
+//! Each workload is a program of its own (`src/bin/*.rs`) in the shape of one of the classic
+//! allocator benchmarks. They allocate through the C library's `malloc`, `free` and `realloc`
+//! (the functions in [`block`]), never through a Rust allocator of their own, so the allocator
+//! under test is chosen from outside: the C library's by default, or any other with
+//! `LD_PRELOAD=liballoc.so workload ...`. `cargo xtask bench` runs every workload once per
+//! allocator and compares them.
+//!
+//! | program | shape |
+//! |---|---|
+//! | `larson` | Larson's server: threads replace random objects in their own arrays; each round new threads take over the arrays of the old ones |
+//! | `xmalloc` | xmalloc-test: producer threads allocate, consumer threads free |
+//! | `cache-thrash` | Hoard's cache-thrash: each thread allocates small objects and writes to them (active false sharing) |
+//! | `cache-scratch` | Hoard's cache-scratch: objects allocated by one thread are freed by others, which then allocate and write (passive false sharing) |
+//! | `mstress` | mimalloc's test-stress: a large working set per thread, random replacement, objects handed between threads, occasional big blocks |
+//! | `mixed` | many sizes (8 B .. 32 KiB) allocated and freed in random order |
+//! | `glibc-simple` | glibc's bench-malloc-simple: one thread allocates N blocks of one size and frees them |
+//! | `glibc-thread` | glibc's bench-malloc-thread: threads replace random blocks of a working set, sizes biased to small |
+//! | `large` | large blocks, 64 KiB .. 32 MiB, every page written |
+//! | `realloc` | many buffers grown by small steps with `realloc` |
+//!
+//! Every program takes `--threads N` and `--scale F` (the work done is proportional to `F`; at
+//! 1.0 a run takes a second or a few on two cores), checks its own results (every block
+//! carries a pattern derived from a tag, written after `malloc` and checked before `free`; a
+//! mismatch ends the program with exit status 1), and ends its output with
+//!
+//! ```text
+//! malloc_from=<the shared object that defines the malloc in use>
+//! time_s=<seconds of the measured part>
+//! peak_rss_kib=<VmHWM of /proc/self/status>
+//! ```
+//!
+//! Every random choice comes from a seeded [`Rng`], so every run does the same work.
+
+pub mod args;
+pub mod block;
+pub mod report;
+mod rng;
+
+pub use args::Args;
+pub use report::{fail, finish, peak_rss_kib, Work};
+pub use rng::Rng;

@@ -1,0 +1,102 @@
+//! What a workload prints at the end, and how it fails.
+//!
+//! The last three lines of a successful run are machine-readable (`cargo xtask bench` reads
+//! them):
+//!
+//! ```text
+//! malloc_from=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+//! time_s=1.234567
+//! peak_rss_kib=56789
+//! ```
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io::Write as _;
+use std::process::exit;
+use std::time::Duration;
+
+use crate::Args;
+
+/// What a workload did in its measured part, for the throughput line.
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    /// Operations done (what an operation is, `unit` says).
+    pub ops: u64,
+    /// The operation's name, plural: `"malloc/free pairs"`, `"replacements"`, ...
+    pub unit: &'static str,
+    /// How long the measured part took.
+    pub elapsed: Duration,
+}
+
+/// Prints that a check failed (naming the program) and exits with status 1.
+pub fn fail(msg: fmt::Arguments<'_>) -> ! {
+    let name = std::env::args()
+        .next()
+        .and_then(|p| p.rsplit('/').next().map(str::to_owned))
+        .unwrap_or_default();
+    // Flush what the program printed so far so the message comes after it.
+    let _ = std::io::stdout().flush();
+    eprintln!("{name}: CHECK FAILED: {msg}");
+    exit(1)
+}
+
+/// The process's peak resident set size in KiB (`VmHWM` of `/proc/self/status`).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The path of the shared object (or program) that defines the `malloc` this process calls,
+/// as the dynamic linker resolved it: the C library's, or a preloaded allocator's.
+pub fn malloc_from() -> Option<String> {
+    let malloc: unsafe extern "C" fn(libc::size_t) -> *mut libc::c_void = libc::malloc;
+    // SAFETY: an all-zero `Dl_info` is a valid value (null pointers); dladdr fills it in.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr reads no memory at the address, it looks it up in the loaded objects;
+    // `info` is a valid place to write the answer.
+    let found = unsafe { libc::dladdr(malloc as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr set `dli_fname` to a NUL-terminated path owned by the dynamic linker,
+    // which lives as long as the object stays loaded (for the process's life here).
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Prints the throughput line and the machine-readable lines that end every run:
+/// `malloc_from=`, `time_s=` and, last, `peak_rss_kib=`.
+pub fn finish(name: &str, args: &Args, work: Work) {
+    let secs = work.elapsed.as_secs_f64();
+    let rate = work.ops as f64 / secs.max(1e-9);
+    println!(
+        "{name}: {} threads, scale {}: {} {} in {secs:.3} s, {:.3} M/s",
+        args.threads,
+        args.scale,
+        work.ops,
+        work.unit,
+        rate / 1e6
+    );
+    println!(
+        "malloc_from={}",
+        malloc_from().unwrap_or_else(|| "?".to_owned())
+    );
+    println!("time_s={secs:.6}");
+    match peak_rss_kib() {
+        Some(kib) => println!("peak_rss_kib={kib}"),
+        None => fail(format_args!("cannot read VmHWM from /proc/self/status")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_peak_and_finds_malloc() {
+        assert!(peak_rss_kib().is_some_and(|k| k > 0));
+        let from = malloc_from().expect("dladdr knows malloc");
+        assert!(!from.is_empty());
+    }
+}
