@@ -2,7 +2,10 @@
 //!
 //! `cargo xtask ci` runs every check that CI runs, in the same order, and prints how long each
 //! took. `cargo xtask ci --skip tests` leaves out the test suite (CI runs it first on its own, as
-//! the README's test command). `cargo xtask help` lists the tasks.
+//! the README's test command). `cargo xtask bench` runs the allocator benchmark suite (the
+//! `bench` module). `cargo xtask help` lists the tasks.
+
+mod bench;
 
 use std::env;
 use std::process::{exit, Command};
@@ -29,7 +32,7 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
 
 /// Backends that the allocator's own test suite also runs under (the default, mmap, runs in the
 /// main test command).
-const BACKEND_TESTS: &[(&str, &str)] = &[("fam-alloc", "sbrk")];
+const BACKEND_TESTS: &[(&str, &str)] = &[("fam-alloc", "sbrk,stats")];
 
 struct Step {
     name: String,
@@ -41,6 +44,7 @@ fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("help") | None => help(),
         Some(other) => {
             eprintln!("xtask: unknown task `{other}`");
@@ -53,6 +57,7 @@ fn main() {
 fn help() {
     println!("cargo xtask ci [--skip STEP]...   run every CI check in CI's order");
     println!("    steps: fmt clippy tests features no-std backends loom miri");
+    println!("{}", bench::USAGE);
 }
 
 fn ci(args: &[String]) {

@@ -22,6 +22,9 @@
 //! The exit report is checked in child processes: the binary runs itself with `--exact child`
 //! and [`CHILD_VAR`] naming what the child does.
 
+// The per-class counts these tests check exist only with the `stats` feature (on by default).
+#![cfg(feature = "stats")]
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeSet;
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,209 @@
+//! The command line of `cargo xtask bench`.
+
+use super::workloads::{Workload, WORKLOADS};
+
+/// Rounds of a full run.
+pub const FULL_ROUNDS: usize = 5;
+/// Rounds of a `--quick` run.
+pub const QUICK_ROUNDS: usize = 2;
+/// Work scale of a `--quick` run (a full run uses 1.0).
+pub const QUICK_SCALE: f64 = 0.5;
+/// Seconds a single workload run may take before it is killed and counted as failed.
+pub const DEFAULT_TIMEOUT_S: u64 = 120;
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// `--quick`: fewer rounds, less work per run.
+    pub quick: bool,
+    /// Rounds: every workload runs once per allocator per round.
+    pub rounds: usize,
+    /// The workloads to run, in the suite's order.
+    pub workloads: Vec<&'static Workload>,
+    /// Threads each workload runs.
+    pub threads: usize,
+    /// Work scale passed to each workload.
+    pub scale: f64,
+    /// Also run the criterion suite and include its summary.
+    pub criterion: bool,
+    /// Install missing allocator packages with apt-get.
+    pub install: bool,
+    /// Seconds one run may take.
+    pub timeout_s: u64,
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+cargo xtask bench [OPTIONS]   the allocator benchmark suite (glibc, fam, jemalloc, mimalloc)
+    --quick              2 rounds at scale 0.5 (a minute or two); default 5 rounds at scale 1
+    --rounds N           rounds (each runs every workload once per allocator)
+    --only W[,W...]      only these workloads
+    --threads N          threads per workload (default: the CPUs available, at least 2)
+    --scale F            work per run (default 1.0, --quick 0.5)
+    --criterion          also run `cargo bench -p fam-benches --bench alloc` and add its summary
+    --no-install         do not install missing allocators with apt-get
+    --timeout S          seconds one run may take before it is killed (default 120)";
+
+impl Options {
+    /// Parses the arguments after `bench`; `Ok(None)` for `--help`.
+    pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
+        let mut quick = false;
+        let mut rounds = None;
+        let mut only: Option<Vec<&'static Workload>> = None;
+        let mut threads = None;
+        let mut scale = None;
+        let mut criterion = false;
+        let mut install = true;
+        let mut timeout_s = DEFAULT_TIMEOUT_S;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let (key, inline) = match arg.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| format!("{key} needs a value"))
+            };
+            match key {
+                "--quick" => quick = true,
+                "--criterion" => criterion = true,
+                "--no-install" => install = false,
+                "--rounds" => rounds = Some(positive(key, &value()?)?),
+                "--threads" => threads = Some(positive(key, &value()?)?),
+                "--timeout" => timeout_s = positive(key, &value()?)? as u64,
+                "--scale" => {
+                    let v = value()?;
+                    scale = match v.parse::<f64>() {
+                        Ok(f) if f.is_finite() && f > 0.0 => Some(f),
+                        _ => return Err(format!("--scale: {v:?} is not a number > 0")),
+                    };
+                }
+                "--only" => {
+                    let mut list = only.take().unwrap_or_default();
+                    for name in value()?.split(',').filter(|s| !s.is_empty()) {
+                        let w = WORKLOADS.iter().find(|w| w.name == name).ok_or_else(|| {
+                            let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+                            format!("--only: no workload {name:?}; one of {}", names.join(", "))
+                        })?;
+                        if !list.iter().any(|x| x.name == w.name) {
+                            list.push(w);
+                        }
+                    }
+                    only = Some(list);
+                }
+                "-h" | "--help" => return Ok(None),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        let workloads = match only {
+            Some(list) if list.is_empty() => return Err("--only: no workload named".into()),
+            // Keep the suite's order whatever order they were named in.
+            Some(list) => WORKLOADS
+                .iter()
+                .filter(|w| list.iter().any(|x| x.name == w.name))
+                .collect(),
+            None => WORKLOADS.iter().collect(),
+        };
+        Ok(Some(Options {
+            quick,
+            rounds: rounds.unwrap_or(if quick { QUICK_ROUNDS } else { FULL_ROUNDS }),
+            workloads,
+            threads: threads.unwrap_or_else(default_threads),
+            scale: scale.unwrap_or(if quick { QUICK_SCALE } else { 1.0 }),
+            criterion,
+            install,
+            timeout_s,
+        }))
+    }
+
+    /// The options as a command line that repeats this run (`cargo xtask bench ...`).
+    pub fn command_line(&self) -> String {
+        let mut s = String::from("cargo xtask bench");
+        if self.quick {
+            s.push_str(" --quick");
+        }
+        let default_rounds = if self.quick {
+            QUICK_ROUNDS
+        } else {
+            FULL_ROUNDS
+        };
+        if self.rounds != default_rounds {
+            s.push_str(&format!(" --rounds {}", self.rounds));
+        }
+        if self.workloads.len() != WORKLOADS.len() {
+            let names: Vec<&str> = self.workloads.iter().map(|w| w.name).collect();
+            s.push_str(&format!(" --only {}", names.join(",")));
+        }
+        if self.threads != default_threads() {
+            s.push_str(&format!(" --threads {}", self.threads));
+        }
+        let default_scale = if self.quick { QUICK_SCALE } else { 1.0 };
+        if self.scale != default_scale {
+            s.push_str(&format!(" --scale {}", self.scale));
+        }
+        if self.criterion {
+            s.push_str(" --criterion");
+        }
+        s
+    }
+}
+
+/// The default thread count: the CPUs this process may run on, at least 2 (so the
+/// multi-threaded shapes always have threads to hand objects between).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+}
+
+fn positive(key: &str, v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{key}: {v:?} is not a count >= 1")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Options>, String> {
+        Options::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_quick_and_full() {
+        let full = parse(&[]).unwrap().unwrap();
+        assert_eq!(
+            (full.rounds, full.scale, full.quick),
+            (FULL_ROUNDS, 1.0, false)
+        );
+        assert_eq!(full.workloads.len(), WORKLOADS.len());
+        assert!(full.threads >= 2);
+        assert_eq!(full.command_line(), "cargo xtask bench");
+        let quick = parse(&["--quick"]).unwrap().unwrap();
+        assert_eq!((quick.rounds, quick.scale), (QUICK_ROUNDS, QUICK_SCALE));
+        assert_eq!(quick.command_line(), "cargo xtask bench --quick");
+    }
+
+    #[test]
+    fn only_keeps_the_suite_order_and_refuses_unknown_names() {
+        let o = parse(&["--only", "realloc,larson", "--rounds=3", "--threads", "4"])
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = o.workloads.iter().map(|w| w.name).collect();
+        assert_eq!(names, ["larson", "realloc"]);
+        assert_eq!(o.rounds, 3);
+        assert_eq!(o.threads, 4);
+        assert!(o.command_line().contains("--only larson,realloc"));
+        assert!(parse(&["--only", "nope"]).unwrap_err().contains("larson"));
+        assert!(parse(&["--only", ","]).is_err());
+        assert!(parse(&["--rounds", "0"]).is_err());
+        assert!(parse(&["--scale", "x"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert_eq!(parse(&["--help"]).unwrap(), None);
+    }
+}

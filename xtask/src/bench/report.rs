@@ -1,0 +1,621 @@
+//! From runs to numbers: medians, ratios, geometric means, and the report's markdown and CSV.
+//!
+//! Each (workload, allocator) cell keeps the median over its successful rounds of the
+//! program's time, the process's wall time and the peak RSS. Ratios compare medians
+//! (fam-alloc's over mimalloc's, over glibc's); the geometric mean of a ratio is taken over
+//! the workloads where both sides have a number. The targets are fixed here: fam-alloc's
+//! time geometric mean at most [`TIME_TARGET`] times mimalloc's, its peak RSS geometric mean
+//! at most [`RSS_TARGET`] times mimalloc's.
+
+use std::fmt::Write as _;
+
+use super::allocators::Allocator;
+use super::runner::Sample;
+use super::workloads::Workload;
+
+/// The most fam-alloc's time may be, as a fraction of mimalloc's (geometric mean).
+pub const TIME_TARGET: f64 = 0.9;
+/// The most fam-alloc's peak RSS may be, as a fraction of mimalloc's (geometric mean).
+pub const RSS_TARGET: f64 = 1.2;
+
+/// One run of one workload on one allocator.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Round number, from 1.
+    pub round: usize,
+    /// The workload's name.
+    pub workload: &'static str,
+    /// The allocator's name.
+    pub alloc: &'static str,
+    /// What it measured, or why it failed.
+    pub result: Result<Sample, String>,
+}
+
+/// The medians of one (workload, allocator) cell.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cell {
+    /// Median of the program's own time, seconds.
+    pub time_s: f64,
+    /// Fastest and slowest round of the program's time, seconds.
+    pub time_range: (f64, f64),
+    /// Median wall time of the process, seconds.
+    pub wall_s: f64,
+    /// Median CPU time of the process (user + system, all threads), seconds.
+    pub cpu_s: f64,
+    /// Median peak RSS, KiB.
+    pub rss_kib: f64,
+    /// Successful rounds.
+    pub ok: usize,
+    /// Failed rounds.
+    pub failed: usize,
+}
+
+/// A measured quantity of a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// The program's own time.
+    Time,
+    /// The process's wall time.
+    Wall,
+    /// The process's CPU time.
+    Cpu,
+    /// Peak RSS.
+    Rss,
+}
+
+impl Cell {
+    /// The value of `m`.
+    pub fn get(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Time => self.time_s,
+            Metric::Wall => self.wall_s,
+            Metric::Cpu => self.cpu_s,
+            Metric::Rss => self.rss_kib,
+        }
+    }
+}
+
+/// Every cell of a run: `cells[w][a]` for `workloads[w]` and `allocs[a]`; `None` where no
+/// round succeeded.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// Workload names, in the suite's order.
+    pub workloads: Vec<&'static str>,
+    /// Allocator names, in the report's order.
+    pub allocs: Vec<&'static str>,
+    /// The cells.
+    pub cells: Vec<Vec<Option<Cell>>>,
+    /// Failed rounds per cell, also where no round succeeded.
+    pub failures: Vec<Vec<usize>>,
+}
+
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
+/// The geometric mean of `v`; `None` when empty.
+pub fn geomean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
+}
+
+impl Table {
+    /// Gathers `runs` into cells.
+    pub fn new(runs: &[Run], workloads: &[&'static str], allocs: &[&'static str]) -> Table {
+        let mut cells = vec![vec![None; allocs.len()]; workloads.len()];
+        let mut failures = vec![vec![0; allocs.len()]; workloads.len()];
+        for (wi, w) in workloads.iter().enumerate() {
+            for (ai, a) in allocs.iter().enumerate() {
+                let mine = runs.iter().filter(|r| r.workload == *w && r.alloc == *a);
+                let ok: Vec<Sample> = mine.clone().filter_map(|r| r.result.clone().ok()).collect();
+                let failed = mine.filter(|r| r.result.is_err()).count();
+                failures[wi][ai] = failed;
+                let pick = |f: fn(&Sample) -> f64| ok.iter().map(f).collect::<Vec<f64>>();
+                let times = pick(|s| s.time_s);
+                if let Some(time_s) = median(&times) {
+                    let lo = times.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = times.iter().copied().fold(0.0, f64::max);
+                    cells[wi][ai] = Some(Cell {
+                        time_s,
+                        time_range: (lo, hi),
+                        wall_s: median(&pick(|s| s.wall_s)).unwrap_or(f64::NAN),
+                        cpu_s: median(&pick(|s| s.cpu_s)).unwrap_or(f64::NAN),
+                        rss_kib: median(&pick(|s| s.rss_kib as f64)).unwrap_or(f64::NAN),
+                        ok: ok.len(),
+                        failed,
+                    });
+                }
+            }
+        }
+        Table {
+            workloads: workloads.to_vec(),
+            allocs: allocs.to_vec(),
+            cells,
+            failures,
+        }
+    }
+
+    fn alloc_index(&self, name: &str) -> Option<usize> {
+        self.allocs.iter().position(|a| *a == name)
+    }
+
+    /// The cell of workload `w` (by index) on allocator `a` (by name).
+    pub fn cell(&self, w: usize, a: &str) -> Option<Cell> {
+        self.cells[w][self.alloc_index(a)?]
+    }
+
+    /// `a`'s value of `m` over `b`'s for workload `w`.
+    pub fn ratio(&self, w: usize, a: &str, b: &str, m: Metric) -> Option<f64> {
+        let (x, y) = (self.cell(w, a)?.get(m), self.cell(w, b)?.get(m));
+        (x.is_finite() && y.is_finite() && y > 0.0 && x > 0.0).then(|| x / y)
+    }
+
+    /// The geometric mean over the workloads of `a`'s value of `m` over `b`'s.
+    pub fn geomean_ratio(&self, a: &str, b: &str, m: Metric) -> Option<f64> {
+        let v: Vec<f64> = (0..self.workloads.len())
+            .filter_map(|w| self.ratio(w, a, b, m))
+            .collect();
+        geomean(&v)
+    }
+
+    /// Whether every workload has a number for `a`, so its geometric means cover the suite.
+    pub fn complete(&self, a: &str) -> bool {
+        (0..self.workloads.len()).all(|w| self.cell(w, a).is_some())
+    }
+}
+
+/// How far `r` is over `target`, in percent: "9.5 %", "24 %".
+fn over(r: f64, target: f64) -> String {
+    let p = (r / target - 1.0) * 100.0;
+    if p < 10.0 {
+        format!("{p:.1} %")
+    } else {
+        format!("{p:.0} %")
+    }
+}
+
+fn ratio_text(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// The summary: fam-alloc's ratios per workload, their geometric means and the targets.
+pub fn summary_markdown(t: &Table) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| workload | time fam/mimalloc | time fam/glibc | peak RSS fam/mimalloc | peak RSS fam/glibc | wall fam/mimalloc | cpu fam/mimalloc |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for (w, name) in t.workloads.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Time)),
+            ratio_text(t.ratio(w, "fam", "glibc", Metric::Time)),
+            ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Rss)),
+            ratio_text(t.ratio(w, "fam", "glibc", Metric::Rss)),
+            ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Wall)),
+            ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Cpu)),
+        );
+    }
+    let g = |b: &str, m: Metric| format!("**{}**", ratio_text(t.geomean_ratio("fam", b, m)));
+    let _ = writeln!(
+        s,
+        "| **geometric mean** | {} | {} | {} | {} | {} | {} |",
+        g("mimalloc", Metric::Time),
+        g("glibc", Metric::Time),
+        g("mimalloc", Metric::Rss),
+        g("glibc", Metric::Rss),
+        g("mimalloc", Metric::Wall),
+        g("mimalloc", Metric::Cpu),
+    );
+    s
+}
+
+/// Every allocator's geometric means over the workloads, normalised to glibc.
+pub fn allocators_markdown(t: &Table) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| allocator | time / glibc | peak RSS / glibc | wall / glibc |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for a in &t.allocs {
+        let _ = writeln!(
+            s,
+            "| {a} | {} | {} | {} |",
+            ratio_text(t.geomean_ratio(a, "glibc", Metric::Time)),
+            ratio_text(t.geomean_ratio(a, "glibc", Metric::Rss)),
+            ratio_text(t.geomean_ratio(a, "glibc", Metric::Wall)),
+        );
+    }
+    s
+}
+
+/// The verdict on the two targets, and every workload that misses one, by how much.
+pub fn targets_markdown(t: &Table) -> String {
+    let mut s = String::new();
+    let verdict = |m: Metric, target: f64, what: &str| -> String {
+        match t.geomean_ratio("fam", "mimalloc", m) {
+            Some(g) if !t.complete("fam") || !t.complete("mimalloc") => format!(
+                "- {what} geometric mean at most {target:.2}x mimalloc's: **not measurable** \
+                 (some workloads lack a number; over the rest: {g:.2}x)"
+            ),
+            Some(g) if g <= target => {
+                format!(
+                    "- {what} geometric mean at most {target:.2}x mimalloc's: **met** ({g:.2}x)"
+                )
+            }
+            Some(g) => format!(
+                "- {what} geometric mean at most {target:.2}x mimalloc's: **missed** ({g:.2}x, \
+                 {} over)",
+                over(g, target)
+            ),
+            None => format!(
+                "- {what} geometric mean at most {target:.2}x mimalloc's: **not measurable** \
+                 (no mimalloc or no fam-alloc numbers)"
+            ),
+        }
+    };
+    let _ = writeln!(s, "{}", verdict(Metric::Time, TIME_TARGET, "Time"));
+    let _ = writeln!(s, "{}", verdict(Metric::Rss, RSS_TARGET, "Peak RSS"));
+    let mut misses = Vec::new();
+    for (w, name) in t.workloads.iter().enumerate() {
+        let mut parts = Vec::new();
+        if let Some(r) = t.ratio(w, "fam", "mimalloc", Metric::Time) {
+            if r > TIME_TARGET {
+                parts.push(format!(
+                    "time {r:.2}x mimalloc's ({} over the {TIME_TARGET:.2}x target{})",
+                    over(r, TIME_TARGET),
+                    if r > 1.0 {
+                        ", slower than mimalloc"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        if let Some(r) = t.ratio(w, "fam", "mimalloc", Metric::Rss) {
+            if r > RSS_TARGET {
+                parts.push(format!(
+                    "peak RSS {r:.2}x mimalloc's ({} over the {RSS_TARGET:.2}x target)",
+                    over(r, RSS_TARGET)
+                ));
+            }
+        }
+        if let Some(r) = t.ratio(w, "fam", "glibc", Metric::Time) {
+            if r > 1.0 {
+                parts.push(format!("slower than glibc ({r:.2}x)"));
+            }
+        }
+        if !parts.is_empty() {
+            misses.push(format!("- `{name}`: {}", parts.join("; ")));
+        }
+    }
+    if misses.is_empty() {
+        let _ = writeln!(s, "\nEvery workload is within both targets.");
+    } else {
+        let _ = writeln!(s, "\nWorkloads that miss a per-workload target:\n");
+        for m in misses {
+            let _ = writeln!(s, "{m}");
+        }
+    }
+    s
+}
+
+/// The table of one workload: every allocator's medians and its ratios to mimalloc and glibc.
+pub fn workload_markdown(t: &Table, w: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| allocator | time s | range s | wall s | cpu s | peak RSS MiB | time / mimalloc | time / glibc | RSS / mimalloc | RSS / glibc |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (ai, a) in t.allocs.iter().enumerate() {
+        let Some(c) = t.cells[w][ai] else {
+            let why = if t.failures[w][ai] > 0 {
+                format!("FAILED ({} runs)", t.failures[w][ai])
+            } else {
+                "not run".to_owned()
+            };
+            let _ = writeln!(s, "| {a} | {why} | | | | | | | | |");
+            continue;
+        };
+        let failed = if c.failed > 0 {
+            format!(" ({} FAILED)", c.failed)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "| {a}{failed} | {:.3} | {:.3}..{:.3} | {:.3} | {:.3} | {:.1} | {} | {} | {} | {} |",
+            c.time_s,
+            c.time_range.0,
+            c.time_range.1,
+            c.wall_s,
+            c.cpu_s,
+            c.rss_kib / 1024.0,
+            ratio_text(t.ratio(w, a, "mimalloc", Metric::Time)),
+            ratio_text(t.ratio(w, a, "glibc", Metric::Time)),
+            ratio_text(t.ratio(w, a, "mimalloc", Metric::Rss)),
+            ratio_text(t.ratio(w, a, "glibc", Metric::Rss)),
+        );
+    }
+    s
+}
+
+/// What the report says about the run itself.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    /// The command that reproduces the run.
+    pub command: String,
+    /// When it started, UTC.
+    pub started: String,
+    /// How long it took, seconds (builds included).
+    pub duration_s: f64,
+    /// CPU and kernel.
+    pub machine: String,
+    /// Load averages at the start and the end.
+    pub load: (String, String),
+    /// Rounds, threads, scale.
+    pub rounds: usize,
+    /// Threads per workload.
+    pub threads: usize,
+    /// Work scale.
+    pub scale: f64,
+    /// The allocators, measured or missing.
+    pub allocators: Vec<Allocator>,
+    /// The criterion summary table, or why there is none, when it was asked for.
+    pub criterion: Option<String>,
+}
+
+/// The whole report.
+pub fn report_markdown(meta: &Meta, t: &Table, workloads: &[&Workload], runs: &[Run]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Allocator benchmarks\n");
+    let _ = writeln!(
+        s,
+        "`{}`: {} rounds, {} threads, scale {}; started {}, took {}.",
+        meta.command,
+        meta.rounds,
+        meta.threads,
+        meta.scale,
+        meta.started,
+        duration_text(meta.duration_s)
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {}; load average {} at the start, {} at the end.\n",
+        meta.machine, meta.load.0, meta.load.1
+    );
+    let _ = writeln!(
+        s,
+        "Every workload ran once per allocator per round, each run a fresh process, the \
+         allocator chosen by `LD_PRELOAD` (nothing preloaded for glibc); each round runs the \
+         allocators in a rotated order. Every program checks the content of its blocks and \
+         prints which library its `malloc` came from, which the suite checks. Numbers are \
+         medians over the rounds: time is the program's measured part (`time_s`), wall the \
+         whole process, cpu the process's user + system CPU time (all threads; it does not \
+         grow while other programs hold the CPUs, so it is the steadier number on a busy \
+         machine), peak RSS its `VmHWM`. A ratio below 1 means fam-alloc is faster or \
+         smaller. Raw runs: `results.csv`.\n"
+    );
+    let _ = writeln!(s, "| allocator | build | library |");
+    let _ = writeln!(s, "|---|---|---|");
+    for a in &meta.allocators {
+        let lib = a.preload.as_ref().map_or_else(
+            || "(none: the C library's own)".to_owned(),
+            |p| format!("`{}`", p.display()),
+        );
+        match &a.missing {
+            None => {
+                let _ = writeln!(s, "| {} | {} | {lib} |", a.name, a.version);
+            }
+            Some(why) => {
+                let _ = writeln!(s, "| {} | **MISSING**: {why} | |", a.name);
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## fam-alloc against mimalloc and glibc\n");
+    s.push_str(&summary_markdown(t));
+    let _ = writeln!(s, "\nTargets:\n");
+    s.push_str(&targets_markdown(t));
+    let _ = writeln!(
+        s,
+        "\nGeometric means over the workloads, normalised to glibc:\n"
+    );
+    s.push_str(&allocators_markdown(t));
+    let _ = writeln!(
+        s,
+        "\n![time per workload, normalised to glibc](chart.svg)\n\n\
+         ![peak RSS per workload, normalised to glibc](rss.svg)\n"
+    );
+    let _ = writeln!(s, "## Workloads\n");
+    for (w, wl) in workloads.iter().enumerate() {
+        let _ = writeln!(s, "### {}\n\n{}.\n", wl.name, wl.about);
+        s.push_str(&workload_markdown(t, w));
+        s.push('\n');
+    }
+    let failed: Vec<&Run> = runs.iter().filter(|r| r.result.is_err()).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(s, "## Failed runs\n");
+        for r in failed {
+            if let Err(e) = &r.result {
+                let _ = writeln!(
+                    s,
+                    "- round {}, `{}` on {}: {e}",
+                    r.round, r.workload, r.alloc
+                );
+            }
+        }
+        s.push('\n');
+    }
+    if let Some(c) = &meta.criterion {
+        let _ = writeln!(
+            s,
+            "## Criterion: the in-process benchmarks\n\n`cargo bench -p fam-benches --bench alloc`, \
+             summarised by `fam-bench-summary` (the allocators called through Rust's \
+             `GlobalAlloc`, side by side in one process; mimalloc and jemalloc there are the \
+             Rust crates' builds, not the Debian libraries above).\n\n{c}"
+        );
+    }
+    s
+}
+
+/// "3 min 12 s".
+pub fn duration_text(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 60 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
+/// The header of `results.csv`.
+pub const CSV_HEADER: &str =
+    "round,workload,allocator,threads,scale,ok,time_s,wall_s,cpu_s,peak_rss_kib,error";
+
+/// One line of `results.csv` (no newline).
+pub fn csv_line(r: &Run, threads: usize, scale: f64) -> String {
+    match &r.result {
+        Ok(s) => format!(
+            "{},{},{},{threads},{scale},1,{:.6},{:.6},{:.6},{},",
+            r.round, r.workload, r.alloc, s.time_s, s.wall_s, s.cpu_s, s.rss_kib
+        ),
+        Err(e) => format!(
+            "{},{},{},{threads},{scale},0,,,,,\"{}\"",
+            r.round,
+            r.workload,
+            r.alloc,
+            e.replace('"', "\"\"").replace('\n', " ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: usize, workload: &'static str, alloc: &'static str, t: f64, rss: u64) -> Run {
+        Run {
+            round,
+            workload,
+            alloc,
+            result: Ok(Sample {
+                time_s: t,
+                wall_s: t + 0.01,
+                cpu_s: 2.0 * t,
+                rss_kib: rss,
+            }),
+        }
+    }
+
+    fn table() -> Table {
+        let mut runs = Vec::new();
+        for round in 1..=3 {
+            let slow = if round == 2 { 10.0 } else { 1.0 };
+            runs.push(run(round, "a", "fam", 0.5 * slow, 2048));
+            runs.push(run(round, "a", "mimalloc", 1.0, 1024));
+            runs.push(run(round, "a", "glibc", 2.0, 4096));
+            runs.push(run(round, "b", "fam", 2.0, 1024));
+            runs.push(run(round, "b", "mimalloc", 1.0, 1024));
+            runs.push(run(round, "b", "glibc", 1.0, 1024));
+        }
+        runs.push(Run {
+            round: 4,
+            workload: "b",
+            alloc: "glibc",
+            result: Err("exit status: 1: CHECK FAILED".into()),
+        });
+        Table::new(
+            &runs,
+            &["a", "b"],
+            &["fam", "mimalloc", "jemalloc", "glibc"],
+        )
+    }
+
+    #[test]
+    fn medians_ignore_an_outlier_round() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        let t = table();
+        let c = t.cell(0, "fam").unwrap();
+        assert_eq!(c.time_s, 0.5);
+        assert_eq!(c.time_range, (0.5, 5.0));
+        assert_eq!(c.ok, 3);
+        assert_eq!(t.cell(1, "glibc").unwrap().failed, 1);
+        assert_eq!(t.cell(0, "jemalloc"), None);
+    }
+
+    #[test]
+    fn ratios_and_geometric_means() {
+        let t = table();
+        assert_eq!(t.ratio(0, "fam", "mimalloc", Metric::Time), Some(0.5));
+        assert_eq!(t.ratio(1, "fam", "mimalloc", Metric::Time), Some(2.0));
+        // sqrt(0.5 * 2) = 1.
+        let g = t.geomean_ratio("fam", "mimalloc", Metric::Time).unwrap();
+        assert!((g - 1.0).abs() < 1e-12);
+        // RSS: 2.0 and 1.0 -> sqrt(2).
+        let g = t.geomean_ratio("fam", "mimalloc", Metric::Rss).unwrap();
+        assert!((g - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(t.geomean_ratio("jemalloc", "glibc", Metric::Time), None);
+    }
+
+    #[test]
+    fn summary_and_targets_name_the_misses() {
+        let t = table();
+        let s = summary_markdown(&t);
+        assert!(s.contains("| a | 0.50 | 0.25 | 2.00 | 0.50 |"), "{s}");
+        assert!(s.contains("| **geometric mean** | **1.00** |"), "{s}");
+        let v = targets_markdown(&t);
+        assert!(
+            v.contains(
+                "Time geometric mean at most 0.90x mimalloc's: **missed** (1.00x, 11 % over)"
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains("Peak RSS geometric mean at most 1.20x mimalloc's: **missed** (1.41x"),
+            "{v}"
+        );
+        assert!(v.contains("- `a`: peak RSS 2.00x"), "{v}");
+        assert!(v.contains("- `b`: time 2.00x mimalloc's (122 % over the 0.90x target, slower than mimalloc); slower than glibc (2.00x)"), "{v}");
+        let w = workload_markdown(&t, 1);
+        assert!(w.contains("| glibc (1 FAILED) | 1.000 |"), "{w}");
+        assert!(w.contains("| 1.010 | 2.000 | 1.0 |"), "{w}");
+        assert!(w.contains("| jemalloc | not run |"), "{w}");
+    }
+
+    #[test]
+    fn csv_lines_quote_errors() {
+        let t = run(1, "a", "fam", 0.5, 10);
+        assert_eq!(
+            csv_line(&t, 2, 1.0),
+            "1,a,fam,2,1,1,0.500000,0.510000,1.000000,10,"
+        );
+        let f = Run {
+            result: Err("said \"no\"".into()),
+            ..t
+        };
+        assert_eq!(
+            csv_line(&f, 2, 0.3),
+            "1,a,fam,2,0.3,0,,,,,\"said \"\"no\"\"\""
+        );
+        assert_eq!(
+            csv_line(&t, 2, 1.0).split(',').count(),
+            CSV_HEADER.split(',').count()
+        );
+    }
+}
