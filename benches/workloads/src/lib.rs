@@ -27,6 +27,7 @@
 //!
 //! ```text
 //! malloc_from=<the shared object that defines the malloc in use>
+//! cpu_s=<user + system CPU seconds of the whole process>
 //! time_s=<seconds of the measured part>
 //! peak_rss_kib=<VmHWM of /proc/self/status>
 //! ```
@@ -39,5 +40,5 @@ pub mod report;
 mod rng;
 
 pub use args::Args;
-pub use report::{fail, finish, peak_rss_kib, Work};
+pub use report::{cpu_seconds, fail, finish, peak_rss_kib, Work};
 pub use rng::Rng;

@@ -5,9 +5,13 @@
 //!
 //! ```text
 //! malloc_from=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+//! cpu_s=2.345678
 //! time_s=1.234567
 //! peak_rss_kib=56789
 //! ```
+//!
+//! `cpu_s` is the user and system CPU time of the whole process (all its threads, set-up
+//! included): unlike the elapsed time, it does not grow while other programs hold the CPUs.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -65,8 +69,20 @@ pub fn malloc_from() -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// The user plus system CPU time of the whole process so far, seconds.
+pub fn cpu_seconds() -> Option<f64> {
+    // SAFETY: an all-zero `rusage` is a valid value; getrusage overwrites it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid place for getrusage to write to.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return None;
+    }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Some(secs(ru.ru_utime) + secs(ru.ru_stime))
+}
+
 /// Prints the throughput line and the machine-readable lines that end every run:
-/// `malloc_from=`, `time_s=` and, last, `peak_rss_kib=`.
+/// `malloc_from=`, `cpu_s=`, `time_s=` and, last, `peak_rss_kib=`.
 pub fn finish(name: &str, args: &Args, work: Work) {
     let secs = work.elapsed.as_secs_f64();
     let rate = work.ops as f64 / secs.max(1e-9);
@@ -82,6 +98,10 @@ pub fn finish(name: &str, args: &Args, work: Work) {
         "malloc_from={}",
         malloc_from().unwrap_or_else(|| "?".to_owned())
     );
+    match cpu_seconds() {
+        Some(cpu) => println!("cpu_s={cpu:.6}"),
+        None => fail(format_args!("getrusage failed")),
+    }
     println!("time_s={secs:.6}");
     match peak_rss_kib() {
         Some(kib) => println!("peak_rss_kib={kib}"),
@@ -98,5 +118,6 @@ mod tests {
         assert!(peak_rss_kib().is_some_and(|k| k > 0));
         let from = malloc_from().expect("dladdr knows malloc");
         assert!(!from.is_empty());
+        assert!(cpu_seconds().is_some_and(|c| c >= 0.0));
     }
 }

@@ -48,6 +48,8 @@ fn every_program_runs_checks_and_reports() {
         assert!(lines[lines.len() - 2].starts_with("time_s="), "{name}");
         let time: f64 = value(&stdout, "time_s").unwrap().parse().unwrap();
         assert!(time > 0.0 && time < 60.0, "{name}: {time}");
+        let cpu: f64 = value(&stdout, "cpu_s").unwrap().parse().unwrap();
+        assert!(cpu > 0.0, "{name}: cpu {cpu}");
         let rss: u64 = value(&stdout, "peak_rss_kib").unwrap().parse().unwrap();
         assert!(rss > 0, "{name}");
         let from = value(&stdout, "malloc_from").unwrap();

@@ -7,7 +7,7 @@
 //! installed is left out of the run and marked missing in the report.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// The allocators, in the order the report lists them.
 pub const NAMES: [&str; 4] = ["fam", "mimalloc", "jemalloc", "glibc"];
@@ -217,8 +217,10 @@ fn apt_install(wanted: &[&Packaged]) -> Result<(), String> {
         all.extend(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
         all.extend(args);
         println!("$ {}", all.join(" "));
+        // dpkg's progress goes to stdout; errors still reach stderr.
         let status = Command::new(all[0])
             .args(&all[1..])
+            .stdout(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run {}: {e}", all[0]))?;
         if status.success() {

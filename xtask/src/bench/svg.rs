@@ -202,12 +202,12 @@ pub fn render(c: &Chart<'_>) -> String {
                     top + 22.0
                 );
             } else {
-                // A white outline keeps the label readable over the 1.0 line.
+                // A white outline under the label keeps it readable over the 1.0 line (drawn
+                // as its own text, as not every renderer knows `paint-order`).
+                let (lx, ly) = (cx + 4.0, top - 4.0);
                 let _ = writeln!(
                     labels,
-                    r##"<text transform="translate({:.1},{:.1}) rotate(-90)" font-size="11" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">{text}</text>"##,
-                    cx + 4.0,
-                    top - 4.0
+                    r##"<text transform="translate({lx:.1},{ly:.1}) rotate(-90)" font-size="11" fill="none" stroke="white" stroke-width="3">{text}</text><text transform="translate({lx:.1},{ly:.1}) rotate(-90)" font-size="11" fill="#222">{text}</text>"##
                 );
             }
         }

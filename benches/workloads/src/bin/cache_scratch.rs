@@ -18,7 +18,7 @@ use fam_workloads::{finish, Args, Work};
 /// Object size: several fit in one cache line.
 const OBJ_SIZE: usize = 8;
 /// Objects each thread allocates at scale 1.
-const ITERATIONS: usize = 6_000;
+const ITERATIONS: usize = 16_000;
 /// Passes of writes over each object.
 const REPETITIONS: usize = 50_000;
 

@@ -18,7 +18,7 @@ const SIZES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 /// Batch lengths.
 const COUNTS: [usize; 4] = [25, 100, 400, 1600];
 /// Blocks allocated per (size, batch length) pair at scale 1.
-const BLOCKS: usize = 300_000;
+const BLOCKS: usize = 500_000;
 
 fn main() {
     let args = Args::from_env(

@@ -16,7 +16,7 @@ use fam_workloads::{finish, Args, Rng, Work};
 /// Blocks in each thread's working set.
 const WORKING_SET: usize = 1024;
 /// Replacements per thread at scale 1.
-const OPS: usize = 10_000_000;
+const OPS: usize = 18_000_000;
 const MIN_SIZE: usize = 4;
 const MAX_SIZE: usize = 32 * 1024;
 

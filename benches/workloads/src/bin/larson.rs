@@ -18,7 +18,7 @@ const SLOTS: usize = 2_000;
 /// Rounds (thread generations).
 const ROUNDS: usize = 10;
 /// Replacements per thread per round at scale 1.
-const OPS: usize = 600_000;
+const OPS: usize = 1_800_000;
 const MIN_SIZE: usize = 8;
 const MAX_SIZE: usize = 1000;
 

@@ -17,7 +17,7 @@ use fam_workloads::{finish, Args, Rng, Work};
 /// Objects per batch.
 const BATCH: usize = 10_000;
 /// Cycles per thread at scale 1.
-const CYCLES: usize = 60;
+const CYCLES: usize = 200;
 const MIN_SIZE: usize = 8;
 const MAX_SIZE: usize = 32 * 1024;
 

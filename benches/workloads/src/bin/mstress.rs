@@ -18,7 +18,7 @@ use fam_workloads::block::{alloc_stamped, check_free, tag};
 use fam_workloads::{finish, Args, Rng, Work};
 
 /// Rounds (thread generations).
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 30;
 /// Objects each thread allocates per round at scale 1; as many again it keeps to the end.
 const ALLOCS: usize = 80_000;
 /// Slots of the transfer array.

@@ -19,7 +19,7 @@ use fam_workloads::{fail, finish, Args, Rng, Work};
 /// Buffers per thread.
 const BUFFERS: usize = 64;
 /// Growth steps per thread at scale 1.
-const OPS: usize = 2_000_000;
+const OPS: usize = 7_000_000;
 const MAX_STEP: usize = 64;
 const MIN_TARGET: usize = 64;
 const MAX_TARGET: usize = 256 * 1024;

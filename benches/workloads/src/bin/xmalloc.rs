@@ -16,7 +16,7 @@ use fam_workloads::block::{tag, Slot};
 use fam_workloads::{fail, finish, Args, Rng, Work};
 
 /// Objects per producer at scale 1.
-const OBJECTS: usize = 8_000_000;
+const OBJECTS: usize = 14_000_000;
 /// Objects per batch.
 const BATCH: usize = 256;
 /// Batches the queue holds before producers wait.
