@@ -237,6 +237,14 @@ impl ChunkHeader {
         }
     }
 
+    /// Whether slot `slot` (a valid slot of the current class) is out of the chunk: a block in
+    /// use or in a bucket. A plain read of its bitmap word.
+    #[inline]
+    pub(crate) fn is_out(&self, slot: usize) -> bool {
+        // Relaxed: a snapshot for a sanity check; the caller owns the block if it is live.
+        self.words()[slot / 64].load(Ordering::Relaxed) & (1u64 << (slot % 64)) != 0
+    }
+
     /// Releases the blocks `mask` of bitmap word `word`; returns how many were released and the
     /// error for bits that were not out (a double free).
     pub(crate) fn release(

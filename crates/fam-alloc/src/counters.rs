@@ -68,10 +68,19 @@ pub(crate) use disabled::*;
 
 #[cfg(not(feature = "stats"))]
 mod disabled {
-    #[inline(always)]
-    pub(crate) fn count_alloc(_class: usize) {}
-    #[inline(always)]
-    pub(crate) fn count_free(_class: usize) {}
+    /// Without the `stats` feature a thread counts nothing: an empty type with empty methods.
+    pub(crate) struct ThreadCounters;
+
+    impl ThreadCounters {
+        pub(crate) const fn new() -> Self {
+            Self
+        }
+        #[inline(always)]
+        pub(crate) fn count_alloc(&self, _class: usize) {}
+        #[inline(always)]
+        pub(crate) fn count_free(&self, _class: usize) {}
+    }
+
     #[inline(always)]
     pub(crate) fn refilled(_class: usize, _n: usize) {}
     #[inline(always)]
@@ -109,6 +118,7 @@ mod enabled {
     use stats::HeapStats;
 
     use crate::class::{CLASSES, NUM_CLASSES};
+    use crate::local::with_counters;
     use crate::lock::SpinLock;
 
     /// One thread's counters. Written only by its thread (relaxed load + store); read by snapshots.
@@ -126,7 +136,19 @@ mod enabled {
     }
 
     impl ThreadCounters {
-        const fn new() -> Self {
+        /// An allocation of `class` on this thread's fast path.
+        #[inline(always)]
+        pub(crate) fn count_alloc(&self, class: usize) {
+            bump(&self.allocs[class]);
+        }
+
+        /// A free of `class` on this thread's fast path.
+        #[inline(always)]
+        pub(crate) fn count_free(&self, class: usize) {
+            bump(&self.frees[class]);
+        }
+
+        pub(crate) const fn new() -> Self {
             Self {
                 allocs: [const { AtomicU64::new(0) }; NUM_CLASSES],
                 frees: [const { AtomicU64::new(0) }; NUM_CLASSES],
@@ -157,10 +179,6 @@ mod enabled {
         }
     }
 
-    thread_local! {
-        static COUNTERS: ThreadCounters = const { ThreadCounters::new() };
-    }
-
     /// The counters of threads that are alive and registered, newest first.
     struct Live {
         head: *mut ThreadCounters,
@@ -189,19 +207,9 @@ mod enabled {
         c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
-    #[inline(always)]
-    pub(crate) fn count_alloc(class: usize) {
-        COUNTERS.with(|c| bump(&c.allocs[class]));
-    }
-
-    #[inline(always)]
-    pub(crate) fn count_free(class: usize) {
-        COUNTERS.with(|c| bump(&c.frees[class]));
-    }
-
     /// A refill handed this thread `n` blocks, one of which the alloc under way takes.
     pub(crate) fn refilled(class: usize, n: usize) {
-        COUNTERS.with(|c| c.publish(class, n as i64));
+        with_counters(|c| c.publish(class, n as i64));
         let out = OUT[class].fetch_add(n as u64, Relaxed) + n as u64;
         PEAK[class].fetch_max(out, Relaxed);
     }
@@ -210,13 +218,13 @@ mod enabled {
     /// any) is counted after this. See [`thread_heap`]: a full bucket keeps `cap - n` blocks and
     /// then takes the freed one; a bucket of capacity 0 passes the freed block itself (`n = 1`).
     pub(crate) fn flushed(class: usize, n: usize, bucket_cap: u32) {
-        COUNTERS.with(|c| c.publish(class, bucket_cap as i64 - n as i64));
+        with_counters(|c| c.publish(class, bucket_cap as i64 - n as i64));
         OUT[class].fetch_sub(n as u64, Relaxed);
     }
 
     /// Every bucket of this thread was just emptied (flush of the whole heap).
     pub(crate) fn emptied_buckets() {
-        COUNTERS.with(|c| {
+        with_counters(|c| {
             for class in 0..NUM_CLASSES {
                 c.publish(class, 0);
             }
@@ -225,7 +233,7 @@ mod enabled {
 
     /// Puts this thread's counters on the live list.
     pub(crate) fn thread_started() {
-        COUNTERS.with(|c| {
+        with_counters(|c| {
             let me = c as *const ThreadCounters as *mut ThreadCounters;
             c.id.store(NEXT_ID.fetch_add(1, Relaxed), Relaxed);
             let mut live = LIVE.lock();
@@ -252,7 +260,7 @@ mod enabled {
 
     /// Folds this thread's counts into the exited totals and takes it off the list.
     pub(crate) fn thread_exited() {
-        COUNTERS.with(|c| {
+        with_counters(|c| {
             let me = c as *const ThreadCounters as *mut ThreadCounters;
             let mut live = LIVE.lock();
             for class in 0..NUM_CLASSES {

@@ -11,7 +11,7 @@ use core::ptr::{self, NonNull};
 use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
-use crate::local::{with_heap, GlobalStore};
+use crate::local::{with_heap, with_local, GlobalStore};
 use crate::pool::{ChunkCounts, SlabPool};
 use crate::registry::{Kind, Registry};
 use crate::{counters, report};
@@ -73,11 +73,12 @@ unsafe impl GlobalAlloc for FamAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match small_class(layout.size(), layout.align()) {
-            Some(class) => match with_heap(|h| h.alloc(class, &GlobalStore)) {
-                Some(p) => {
-                    counters::count_alloc(class);
-                    p.as_ptr()
-                }
+            Some(class) => match with_local(|h, c| {
+                let p = h.alloc(class, &GlobalStore);
+                c.count_alloc(class);
+                p
+            }) {
+                Some(p) => p.as_ptr(),
                 None => ptr::null_mut(),
             },
             None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
@@ -88,12 +89,12 @@ unsafe impl GlobalAlloc for FamAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match small_class(layout.size(), layout.align()) {
             Some(class) => {
-                with_heap(|h| {
+                with_local(|h, c| {
                     // SAFETY: the caller passes a block this allocator returned for `layout`, so
                     // it is a non-null block of `class`.
-                    unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
+                    unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
+                    c.count_free(class);
                 });
-                counters::count_free(class);
             }
             // SAFETY: a layout above the small limit was allocated as a large block.
             None => unsafe { large_free(ptr) },

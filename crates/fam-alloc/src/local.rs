@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use thread_heap::{CentralStore, Chain, ThreadHeap};
 
 use crate::class::{CLASSES, NUM_CLASSES};
-use crate::counters;
+use crate::counters::{self, ThreadCounters};
 use crate::global::pool;
 
 /// Per-thread state.
@@ -33,22 +33,57 @@ const REGISTERING: u8 = 1;
 const REGISTERED: u8 = 2;
 const EXITED: u8 = 3;
 
+/// Everything the allocator keeps per thread, in one thread-local so that an operation reaches
+/// it with one TLS access (in a shared library, one `__tls_get_addr` call).
+struct Local {
+    heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    state: Cell<u8>,
+    counters: ThreadCounters,
+}
+
 thread_local! {
-    static HEAP: UnsafeCell<ThreadHeap<NUM_CLASSES>> =
-        const { UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])) };
-    static STATE: Cell<u8> = const { Cell::new(NEW) };
+    static LOCAL: Local = const {
+        Local {
+            heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            state: Cell::new(NEW),
+            counters: ThreadCounters::new(),
+        }
+    };
+}
+
+/// Runs `f` on the calling thread's heap and counters.
+///
+/// `f` must not reach `with_local` again with the heap (the allocator never calls itself, so it
+/// cannot); the counters and state may be reached again, they are separate fields.
+#[inline(always)]
+pub(crate) fn with_local<R>(
+    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
+) -> R {
+    LOCAL.with(|l| {
+        // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so
+        // no other reference to it is live while `f` runs.
+        f(unsafe { &mut *l.heap.get() }, &l.counters)
+    })
 }
 
 /// Runs `f` on the calling thread's heap.
-///
-/// `f` must not reach `with_heap` again (the allocator never calls itself, so it cannot).
 #[inline(always)]
 pub(crate) fn with_heap<R>(f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>) -> R) -> R {
-    HEAP.with(|h| {
-        // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so
-        // no other reference to it is live while `f` runs.
-        f(unsafe { &mut *h.get() })
-    })
+    with_local(|h, _| f(h))
+}
+
+/// Runs `f` on the calling thread's counters (slow paths).
+#[cfg(feature = "stats")]
+pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
+    LOCAL.with(|l| f(&l.counters))
+}
+
+fn state() -> u8 {
+    LOCAL.with(|l| l.state.get())
+}
+
+fn set_state(s: u8) {
+    LOCAL.with(|l| l.state.set(s));
 }
 
 /// The central store as seen from a thread heap: the global pool, plus thread registration.
@@ -60,7 +95,7 @@ unsafe impl CentralStore for GlobalStore {
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
         let chain = pool().refill(class, max)?;
         counters::refilled(class, chain.len);
-        if STATE.with(Cell::get) == EXITED {
+        if state() == EXITED {
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true);
         }
@@ -70,7 +105,7 @@ unsafe impl CentralStore for GlobalStore {
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
         counters::flushed(class, chain.len, bucket_cap(class));
-        if STATE.with(Cell::get) == EXITED {
+        if state() == EXITED {
             // After exit every free flushes its own block (capacity 0): count it as above.
             counters::exited_op(class, false);
         }
@@ -80,18 +115,18 @@ unsafe impl CentralStore for GlobalStore {
 
     #[cold]
     fn cap(&self, class: usize) -> u32 {
-        match STATE.with(Cell::get) {
+        match state() {
             REGISTERED => CLASSES[class].cap,
             NEW => {
                 // Registering may allocate inside libc (pthread_atfork's table, for one); in a C
                 // build that is this allocator again. While REGISTERING, such nested calls get
                 // capacity 0: they are served straight from the pool and do not recurse here.
-                STATE.with(|s| s.set(REGISTERING));
+                set_state(REGISTERING);
                 let ok = register_thread();
                 if ok {
                     counters::thread_started();
                 }
-                STATE.with(|s| s.set(if ok { REGISTERED } else { NEW }));
+                set_state(if ok { REGISTERED } else { NEW });
                 if ok {
                     CLASSES[class].cap
                 } else {
@@ -158,20 +193,20 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
     counters::thread_exited();
     // From now on every allocation and free of this thread takes the slow path (capacity 0),
     // which counts it with the exited threads.
-    STATE.with(|s| s.set(EXITED));
+    set_state(EXITED);
 }
 
 /// Registers the calling thread if it has not used the allocator yet, so that code which takes
 /// the statistics lock and then allocates does not register (and take that lock) inside it.
 pub(crate) fn ensure_registered() {
-    if STATE.with(Cell::get) == NEW {
+    if state() == NEW {
         let _ = GlobalStore.cap(0);
     }
 }
 
 /// The capacity a bucket of `class` has on this thread (what `cap` handed out).
 fn bucket_cap(class: usize) -> u32 {
-    if STATE.with(Cell::get) == REGISTERED {
+    if state() == REGISTERED {
         CLASSES[class].cap
     } else {
         0

@@ -25,9 +25,9 @@ use size_class::Fine;
 use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
 use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
-use crate::local::{with_heap, GlobalStore};
+use crate::local::{with_local, GlobalStore};
 use crate::registry::Kind;
-use crate::{counters, report};
+use crate::report;
 
 /// The secret that marks a block freed through this module; chosen once per process.
 static FREE_MARK: AtomicUsize = AtomicUsize::new(0);
@@ -74,9 +74,12 @@ fn mix(mut z: usize) -> usize {
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     match small_class(size, align) {
-        Some(class) => match with_heap(|h| h.alloc(class, &GlobalStore)) {
+        Some(class) => match with_local(|h, c| {
+            let p = h.alloc(class, &GlobalStore);
+            c.count_alloc(class);
+            p
+        }) {
             Some(p) => {
-                counters::count_alloc(class);
                 let p = p.as_ptr().cast::<u8>();
                 if CLASSES[class].size >= 16 {
                     // SAFETY: the block is ours and at least two words long; clearing the free
@@ -124,6 +127,7 @@ enum Owned {
     Large,
 }
 
+#[inline]
 fn classify(op: &str, ptr: *mut u8) -> Owned {
     let addr = ptr as usize;
     let Some(entry) = registry().lookup(addr) else {
@@ -142,7 +146,7 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
             let Some(slot) = chunk.slot_of(class, addr) else {
                 report::bad_free(op, addr, "pointer to the inside of a block");
             };
-            if !chunk.slots(class).is_claimed(slot) {
+            if !chunk.is_out(slot) {
                 report::bad_free(op, addr, "double free (block already free)");
             }
             Owned::Small { class }
@@ -154,6 +158,7 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
 ///
 /// # Safety
 /// If `ptr` is a live block of this allocator, nobody uses it after the call.
+#[inline]
 pub unsafe fn free(op: &str, ptr: *mut u8) {
     if ptr.is_null() {
         return;
@@ -171,11 +176,11 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
                 // SAFETY: as above, and the caller gives the block up.
                 unsafe { second.write(mark) };
             }
-            with_heap(|h| {
+            with_local(|h, c| {
                 // SAFETY: `classify` proved `ptr` is the start of a claimed block of `class`.
-                unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) }
+                unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
+                c.count_free(class);
             });
-            counters::count_free(class);
         }
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },
