@@ -21,7 +21,6 @@
 //!
 //! Every random choice comes from a seeded [`Rng`], so each run does the same work.
 
-mod rng;
 mod threads;
 mod treap;
 mod via;
@@ -34,7 +33,7 @@ use fam_alloc::FamAlloc;
 use mimalloc::MiMalloc;
 use tikv_jemallocator::Jemalloc;
 
-pub use rng::Rng;
+pub use fam_workloads::Rng;
 pub use threads::{bench_threads, cross_thread, thread_churn, ChurnConfig, CrossPlan, PARCEL};
 pub use treap::Treap;
 pub use via::Via;

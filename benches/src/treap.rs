@@ -11,7 +11,7 @@ use core::alloc::GlobalAlloc;
 
 use allocator_api2::boxed::Box;
 
-use crate::rng::mix;
+use fam_workloads::mix;
 use crate::Via;
 
 type Link<'a, A> = Option<Box<Node<'a, A>, &'a Via<A>>>;

@@ -12,7 +12,7 @@ use std::alloc::handle_alloc_error;
 use allocator_api2::vec::Vec as AVec;
 use hashbrown::HashMap;
 
-use crate::rng::mix;
+use fam_workloads::mix;
 use crate::{Rng, Treap, Via};
 
 /// Block sizes of the alloc/free pair benchmarks.

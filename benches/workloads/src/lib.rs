@@ -41,4 +41,4 @@ mod rng;
 
 pub use args::Args;
 pub use report::{cpu_seconds, fail, finish, peak_rss_kib, Work};
-pub use rng::Rng;
+pub use rng::{mix, Rng};
