@@ -11,8 +11,8 @@ use core::alloc::GlobalAlloc;
 
 use allocator_api2::boxed::Box;
 
-use fam_workloads::mix;
 use crate::Via;
+use fam_workloads::mix;
 
 type Link<'a, A> = Option<Box<Node<'a, A>, &'a Via<A>>>;
 

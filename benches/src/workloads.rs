@@ -12,8 +12,8 @@ use std::alloc::handle_alloc_error;
 use allocator_api2::vec::Vec as AVec;
 use hashbrown::HashMap;
 
-use fam_workloads::mix;
 use crate::{Rng, Treap, Via};
+use fam_workloads::mix;
 
 /// Block sizes of the alloc/free pair benchmarks.
 pub const PAIR_SIZES: [usize; 10] = [
