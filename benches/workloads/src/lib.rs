@@ -42,3 +42,47 @@ mod rng;
 pub use args::Args;
 pub use report::{cpu_seconds, fail, finish, peak_rss_kib, Work};
 pub use rng::{mix, Rng};
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Runs `work(t, start)` for every `t` in `0..threads`, each on a thread of its own. Each calls
+/// `start.wait()` once its setup is done; the clock starts when every thread (and the caller)
+/// has, and stops when the last one finishes. Returns that time.
+pub fn timed_threads<F: Fn(usize, &Barrier) + Sync>(threads: usize, work: F) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let t0 = std::thread::scope(|s| {
+        for t in 0..threads {
+            let (start, work) = (&start, &work);
+            s.spawn(move || work(t, start));
+        }
+        start.wait();
+        Instant::now()
+    });
+    t0.elapsed()
+}
+
+/// The working-set workload: each of `threads` threads keeps `working_set` blocks and `ops`
+/// times replaces a random one by a new block of `size(rng)` bytes. Every block is checked
+/// before it is freed (a mismatch names `name`). Returns the time of the replacements.
+pub fn replace_randomly(
+    name: &str,
+    threads: usize,
+    working_set: usize,
+    ops: usize,
+    size: impl Fn(&mut Rng) -> usize + Sync,
+) -> Duration {
+    timed_threads(threads, |t, start| {
+        let mut rng = Rng::new(t as u64 + 1);
+        let mut set = vec![block::Slot::EMPTY; working_set];
+        start.wait();
+        for n in 0..ops {
+            let slot = &mut set[rng.below(working_set)];
+            slot.release(name);
+            *slot = block::Slot::new(size(&mut rng), block::tag(t, n as u64));
+        }
+        for slot in &mut set {
+            slot.release(name);
+        }
+    })
+}

@@ -7,11 +7,8 @@
 //!
 //! Measured: from the start of the threads to their end.
 
-use std::sync::Barrier;
-use std::time::Instant;
-
 use fam_workloads::block::{alloc, free, write_repeatedly};
-use fam_workloads::{finish, Args, Work};
+use fam_workloads::{finish, timed_threads, Args, Work};
 
 /// Object size: several fit in one cache line.
 const OBJ_SIZE: usize = 8;
@@ -26,27 +23,18 @@ fn main() {
         "each thread allocates small objects and writes them repeatedly (active false sharing)",
     );
     let iterations = args.scaled(ITERATIONS);
-    let start = Barrier::new(args.threads + 1);
-    let t0 = std::thread::scope(|s| {
-        for t in 0..args.threads {
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for i in 0..iterations {
-                    let p = alloc(OBJ_SIZE);
-                    // SAFETY: `p` is a fresh block of OBJ_SIZE bytes of this thread; it is
-                    // freed once and not used after.
-                    unsafe {
-                        write_repeatedly(p, OBJ_SIZE, REPETITIONS, t + i);
-                        free(p);
-                    }
-                }
-            });
-        }
+    let elapsed = timed_threads(args.threads, |t, start| {
         start.wait();
-        Instant::now()
+        for i in 0..iterations {
+            let p = alloc(OBJ_SIZE);
+            // SAFETY: `p` is a fresh block of OBJ_SIZE bytes of this thread; it is
+            // freed once and not used after.
+            unsafe {
+                write_repeatedly(p, OBJ_SIZE, REPETITIONS, t + i);
+                free(p);
+            }
+        }
     });
-    let elapsed = t0.elapsed();
     finish(
         "cache-thrash",
         &args,

@@ -7,11 +7,7 @@
 //!
 //! Measured: from the start of the threads to their end, the final frees included.
 
-use std::sync::Barrier;
-use std::time::Instant;
-
-use fam_workloads::block::{tag, Slot};
-use fam_workloads::{finish, Args, Rng, Work};
+use fam_workloads::{finish, replace_randomly, Args, Work};
 
 /// Blocks in each thread's working set.
 const WORKING_SET: usize = 1024;
@@ -26,28 +22,9 @@ fn main() {
         "threads replace random blocks of a working set, sizes biased to small (bench-malloc-thread)",
     );
     let ops = args.scaled(OPS);
-    let start = Barrier::new(args.threads + 1);
-    let t0 = std::thread::scope(|s| {
-        for t in 0..args.threads {
-            let start = &start;
-            s.spawn(move || {
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut set = vec![Slot::EMPTY; WORKING_SET];
-                start.wait();
-                for n in 0..ops {
-                    let slot = &mut set[rng.below(WORKING_SET)];
-                    slot.release("glibc-thread");
-                    *slot = Slot::new(rng.inverse_square(MIN_SIZE, MAX_SIZE), tag(t, n as u64));
-                }
-                for slot in &mut set {
-                    slot.release("glibc-thread: final");
-                }
-            });
-        }
-        start.wait();
-        Instant::now()
+    let elapsed = replace_randomly("glibc-thread", args.threads, WORKING_SET, ops, |rng| {
+        rng.inverse_square(MIN_SIZE, MAX_SIZE)
     });
-    let elapsed = t0.elapsed();
     finish(
         "glibc-thread",
         &args,

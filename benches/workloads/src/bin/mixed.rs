@@ -8,11 +8,8 @@
 //!
 //! Measured: from the start of the threads to their end.
 
-use std::sync::Barrier;
-use std::time::Instant;
-
 use fam_workloads::block::{tag, Slot};
-use fam_workloads::{finish, Args, Rng, Work};
+use fam_workloads::{finish, timed_threads, Args, Rng, Work};
 
 /// Objects per batch.
 const BATCH: usize = 10_000;
@@ -27,42 +24,33 @@ fn main() {
         "batches of 8 B .. 32 KiB objects allocated and freed in random order",
     );
     let cycles = args.scaled(CYCLES);
-    let start = Barrier::new(args.threads + 1);
-    let t0 = std::thread::scope(|s| {
-        for t in 0..args.threads {
-            let start = &start;
-            s.spawn(move || {
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut order: Vec<usize> = (0..BATCH).collect();
-                let mut batch = vec![Slot::EMPTY; BATCH];
-                let mut n = 0u64;
-                let mut fresh = |rng: &mut Rng| {
-                    n += 1;
-                    Slot::new(rng.log_uniform(MIN_SIZE, MAX_SIZE), tag(t, n))
-                };
-                start.wait();
-                for _ in 0..cycles {
-                    for slot in &mut batch {
-                        *slot = fresh(&mut rng);
-                    }
-                    rng.shuffle(&mut order);
-                    for &i in &order[..BATCH / 2] {
-                        batch[i].release("mixed: half");
-                    }
-                    for &i in &order[..BATCH / 2] {
-                        batch[i] = fresh(&mut rng);
-                    }
-                    rng.shuffle(&mut order);
-                    for &i in &order {
-                        batch[i].release("mixed: all");
-                    }
-                }
-            });
-        }
+    let elapsed = timed_threads(args.threads, |t, start| {
+        let mut rng = Rng::new(t as u64 + 1);
+        let mut order: Vec<usize> = (0..BATCH).collect();
+        let mut batch = vec![Slot::EMPTY; BATCH];
+        let mut n = 0u64;
+        let mut fresh = |rng: &mut Rng| {
+            n += 1;
+            Slot::new(rng.log_uniform(MIN_SIZE, MAX_SIZE), tag(t, n))
+        };
         start.wait();
-        Instant::now()
+        for _ in 0..cycles {
+            for slot in &mut batch {
+                *slot = fresh(&mut rng);
+            }
+            rng.shuffle(&mut order);
+            for &i in &order[..BATCH / 2] {
+                batch[i].release("mixed: half");
+            }
+            for &i in &order[..BATCH / 2] {
+                batch[i] = fresh(&mut rng);
+            }
+            rng.shuffle(&mut order);
+            for &i in &order {
+                batch[i].release("mixed: all");
+            }
+        }
     });
-    let elapsed = t0.elapsed();
     finish(
         "mixed",
         &args,

@@ -10,11 +10,8 @@
 //!
 //! Measured: from the start of the threads to their end, the final frees included.
 
-use std::sync::Barrier;
-use std::time::Instant;
-
 use fam_workloads::block::{free, realloc, tag};
-use fam_workloads::{fail, finish, Args, Rng, Work};
+use fam_workloads::{fail, finish, timed_threads, Args, Rng, Work};
 
 /// Buffers per thread.
 const BUFFERS: usize = 64;
@@ -74,55 +71,46 @@ fn main() {
         "threads grow many buffers by small realloc steps, checking content",
     );
     let ops = args.scaled(OPS);
-    let start = Barrier::new(args.threads + 1);
-    let t0 = std::thread::scope(|s| {
-        for t in 0..args.threads {
-            let start = &start;
-            s.spawn(move || {
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut n = 0u64;
-                let mut bufs: Vec<Buffer> = (0..BUFFERS)
-                    .map(|_| {
-                        n += 1;
-                        Buffer {
-                            ptr: std::ptr::null_mut(),
-                            len: 0,
-                            target: rng.log_uniform(MIN_TARGET, MAX_TARGET),
-                            tag: tag(t, n),
-                        }
-                    })
-                    .collect();
-                start.wait();
-                for _ in 0..ops {
-                    let b = &mut bufs[rng.below(BUFFERS)];
-                    let old = b.len;
-                    let new = old + rng.range(1, MAX_STEP);
-                    // SAFETY: `b.ptr` is null or this thread's live block; it is replaced by
-                    // the result.
-                    b.ptr = unsafe { realloc(b.ptr, new) };
-                    if old > 0 {
-                        b.check(0..1, "first byte after realloc");
-                        b.check(old - 1..old, "last byte after realloc");
-                    }
-                    for i in old..new {
-                        // SAFETY: `i < new`, inside the grown block.
-                        unsafe { b.ptr.add(i).write(byte(b.tag, i)) };
-                    }
-                    b.len = new;
-                    if new >= b.target {
-                        n += 1;
-                        b.finish(tag(t, n), rng.log_uniform(MIN_TARGET, MAX_TARGET));
-                    }
+    let elapsed = timed_threads(args.threads, |t, start| {
+        let mut rng = Rng::new(t as u64 + 1);
+        let mut n = 0u64;
+        let mut bufs: Vec<Buffer> = (0..BUFFERS)
+            .map(|_| {
+                n += 1;
+                Buffer {
+                    ptr: std::ptr::null_mut(),
+                    len: 0,
+                    target: rng.log_uniform(MIN_TARGET, MAX_TARGET),
+                    tag: tag(t, n),
                 }
-                for b in &mut bufs {
-                    b.finish(0, 0);
-                }
-            });
-        }
+            })
+            .collect();
         start.wait();
-        Instant::now()
+        for _ in 0..ops {
+            let b = &mut bufs[rng.below(BUFFERS)];
+            let old = b.len;
+            let new = old + rng.range(1, MAX_STEP);
+            // SAFETY: `b.ptr` is null or this thread's live block; it is replaced by
+            // the result.
+            b.ptr = unsafe { realloc(b.ptr, new) };
+            if old > 0 {
+                b.check(0..1, "first byte after realloc");
+                b.check(old - 1..old, "last byte after realloc");
+            }
+            for i in old..new {
+                // SAFETY: `i < new`, inside the grown block.
+                unsafe { b.ptr.add(i).write(byte(b.tag, i)) };
+            }
+            b.len = new;
+            if new >= b.target {
+                n += 1;
+                b.finish(tag(t, n), rng.log_uniform(MIN_TARGET, MAX_TARGET));
+            }
+        }
+        for b in &mut bufs {
+            b.finish(0, 0);
+        }
     });
-    let elapsed = t0.elapsed();
     finish(
         "realloc",
         &args,
