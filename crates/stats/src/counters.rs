@@ -111,19 +111,12 @@ impl HeapStats {
 
     /// Sum of the classes' [`ClassStats::in_use_bytes`] (signed, saturating).
     pub fn used_bytes(&self) -> i64 {
-        let sum: i128 = self
-            .class_slice()
-            .iter()
-            .map(|c| i128::from(c.in_use_bytes()))
-            .sum();
-        clamp_i64(sum)
+        in_use_sum(self.class_slice())
     }
 
     /// Sum of the classes' [`ClassStats::cached_bytes`] (saturating).
     pub fn free_bytes(&self) -> u64 {
-        self.class_slice()
-            .iter()
-            .fold(0u64, |acc, c| acc.saturating_add(c.cached_bytes()))
+        cached_sum(self.class_slice())
     }
 }
 
@@ -227,19 +220,12 @@ impl Snapshot {
 
     /// Sum of the classes' [`ClassStats::in_use_bytes`] (signed, saturating).
     pub fn small_in_use_bytes(&self) -> i64 {
-        let sum: i128 = self
-            .class_slice()
-            .iter()
-            .map(|c| i128::from(c.in_use_bytes()))
-            .sum();
-        clamp_i64(sum)
+        in_use_sum(self.class_slice())
     }
 
     /// Sum of the classes' [`ClassStats::cached_bytes`] (saturating).
     pub fn cached_bytes(&self) -> u64 {
-        self.class_slice()
-            .iter()
-            .fold(0u64, |acc, c| acc.saturating_add(c.cached_bytes()))
+        cached_sum(self.class_slice())
     }
 
     /// Bytes in use, small and large: `small_in_use_bytes() + large.bytes_in_use` (saturating).
@@ -260,4 +246,16 @@ impl Snapshot {
             .iter()
             .fold(self.large.frees, |acc, c| acc.saturating_add(c.frees))
     }
+}
+
+/// Sum of the classes' [`ClassStats::in_use_bytes`] (signed, saturating).
+fn in_use_sum(classes: &[ClassStats]) -> i64 {
+    clamp_i64(classes.iter().map(|c| i128::from(c.in_use_bytes())).sum())
+}
+
+/// Sum of the classes' [`ClassStats::cached_bytes`] (saturating).
+fn cached_sum(classes: &[ClassStats]) -> u64 {
+    classes
+        .iter()
+        .fold(0u64, |acc, c| acc.saturating_add(c.cached_bytes()))
 }
