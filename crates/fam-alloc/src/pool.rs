@@ -463,8 +463,6 @@ impl<S: ChunkSource> SlabPool<S> {
 
     fn put_empty(&self, h: *mut ChunkHeader) {
         let now = now_ns();
-        let mut victims = [ptr::null_mut(); 8];
-        let n;
         {
             let mut empty = self.empty.lock();
             // SAFETY: the chunk was just retired; the pool lock now owns its plain fields.
@@ -472,9 +470,30 @@ impl<S: ChunkSource> SlabPool<S> {
                 (*h).emptied_at = now;
                 empty.committed.push_front(h);
             }
-            n = Self::pick_victims(&mut empty, now, &mut victims, false);
         }
-        self.decommit_all(&victims[..n]);
+        self.purge(now, false);
+    }
+
+    /// Decommits every committed empty chunk that waited too long (or, with `all`, every one),
+    /// a batch at a time with the lock released around the system calls. Returns how many.
+    fn purge(&self, now: u64, all: bool) -> usize {
+        let mut total = 0;
+        loop {
+            let mut victims = [ptr::null_mut(); 8];
+            let n = {
+                let mut empty = self.empty.lock();
+                Self::pick_victims(&mut empty, now, &mut victims, all)
+            };
+            if n == 0 {
+                return total;
+            }
+            let done = self.decommit_all(&victims[..n]);
+            total += done;
+            if done == 0 {
+                // The source refuses; the chunks went back as committed. Try again later.
+                return total;
+            }
+        }
     }
 
     /// Takes committed empty chunks that waited too long (or all of them) off the list.
@@ -502,10 +521,9 @@ impl<S: ChunkSource> SlabPool<S> {
     }
 
     /// Decommits the block area of each chunk (outside the lock), then files them as decommitted.
-    fn decommit_all(&self, victims: &[*mut ChunkHeader]) {
-        if victims.is_empty() {
-            return;
-        }
+    /// Returns how many were decommitted; a chunk the source refused stays committed.
+    fn decommit_all(&self, victims: &[*mut ChunkHeader]) -> usize {
+        let mut done = 0;
         for &h in victims {
             let start = h as usize + SLOT_OFFSET;
             // SAFETY: the chunk is EMPTY and off every list, so no block in it is in use; the range
@@ -518,6 +536,7 @@ impl<S: ChunkSource> SlabPool<S> {
             };
             // SAFETY: the chunk is off every list; only this thread touches its plain fields.
             unsafe { (*h).committed = r.is_err() };
+            done += usize::from(r.is_ok());
         }
         let mut empty = self.empty.lock();
         for &h in victims {
@@ -530,6 +549,7 @@ impl<S: ChunkSource> SlabPool<S> {
                 }
             }
         }
+        done
     }
 
     /// Retires the current chunks that are empty, then decommits every empty chunk now. Returns
@@ -542,19 +562,7 @@ impl<S: ChunkSource> SlabPool<S> {
                 self.retire(class, h, true);
             }
         }
-        let mut total = 0;
-        loop {
-            let mut victims = [ptr::null_mut(); 8];
-            let n = {
-                let mut empty = self.empty.lock();
-                Self::pick_victims(&mut empty, now_ns(), &mut victims, true)
-            };
-            if n == 0 {
-                return total;
-            }
-            self.decommit_all(&victims[..n]);
-            total += n;
-        }
+        self.purge(now_ns(), true)
     }
 
     /// How many chunks are where.
