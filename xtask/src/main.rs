@@ -153,13 +153,16 @@ fn ci(args: &[String]) {
         })
     });
     run_step("loom", &|| {
+        let env = [
+            ("RUSTFLAGS", "--cfg loom"),
+            ("CARGO_TARGET_DIR", "target/loom"),
+        ];
+        // The slot set's races, then the slab pool's membership protocol (its models live in
+        // the library, next to the protocol).
         cargo(
             &["test", "-p", "slab-bitmap", "--test", "loom", "--release"],
-            &[
-                ("RUSTFLAGS", "--cfg loom"),
-                ("CARGO_TARGET_DIR", "target/loom"),
-            ],
-        )
+            &env,
+        ) && cargo(&["test", "-p", "slab-pool", "--lib", "--release"], &env)
     });
     // size-class is left out: its exhaustive tests walk every size up to 1 MiB, which takes
     // hours under miri, and it has no unsafe code.

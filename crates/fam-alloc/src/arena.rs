@@ -16,8 +16,9 @@
 //! One thread at a time *owns* the arena's bucket heap: the first thread to allocate takes it,
 //! and from then on its allocations and frees are bucket pops and pushes with no atomic
 //! instruction (a thread-local address compared with the owner, and the fork generation checked).
-//! Other threads are served straight from the pool, lock-free: a claim of one bitmap bit to
-//! allocate, a release to free. So the arena is `Send + Sync` and fast for the common case of one
+//! The owner also owns the pool chunks its buckets refill from (an [`Owner`] beside the heap), so
+//! blocks it frees into them cost no atomic. Other threads are served straight from the pool,
+//! lock-free: a chunk owned just for one claim to allocate, a release to free. So the arena is `Send + Sync` and fast for the common case of one
 //! thread doing most of the work.
 //!
 //! # Fork
@@ -25,7 +26,7 @@
 //! A forked child gets a copy of the owner's buckets. The first use in the child sees that the
 //! fork generation changed. For a private arena whose owner was the forking thread, the copy is
 //! the child's own (copy-on-write) and consistent, and stays. Otherwise the child *forgets* the
-//! buckets (never flushes them): a shared arena's cached blocks are the parent's too, and an
+//! buckets and the owned chunks (never flushes or gives them back): a shared arena's cached blocks are the parent's too, and an
 //! owner other than the forking thread may have been halfway through a push when memory was
 //! copied. A child that exits
 //! should drop its `Arena` (or call [`Arena::flush_thread_cache`]) to give back what its own
@@ -40,12 +41,11 @@ use chunk_source::{ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE}
 use large_alloc::LargeAlloc;
 use thread_heap::{CentralStore, Chain, ThreadHeap};
 
-use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
+use slab_pool::{ChunkHeader, Owner, SlabPool};
+
 use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::fork;
-use crate::lock::SpinLock;
-use crate::pool::SlabPool;
-use crate::registry::{Kind, Registry};
+use crate::registry::{Kind, Registry, RegistryPtr};
 use crate::report;
 
 /// Why an arena could not be made.
@@ -194,7 +194,7 @@ unsafe impl ChunkSource for Source {
 /// The state every user of the arena shares: in the arena's box (private) or in the first
 /// chunk of the region (shared, so every process sees the same pool).
 struct Core {
-    pool: SlabPool<Source>,
+    pool: ArenaPool,
     large: LargeAlloc<Source>,
     /// Chunks in live large blocks.
     large_chunks: AtomicUsize,
@@ -207,6 +207,8 @@ struct Local {
     /// The fork generation when the owner took the heap.
     fork_gen: AtomicU64,
     heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    /// The pool chunks the owner's heap refills from; touched only with the heap.
+    chunks: UnsafeCell<Owner>,
     /// Blocks handed out by the owner's path, per class (written by the owner alone, one
     /// relaxed load and store per operation; bytes are derived when asked).
     owner_blocks: [AtomicI64; NUM_CLASSES],
@@ -258,46 +260,41 @@ unsafe impl Send for Arena {}
 // SAFETY: as above.
 unsafe impl Sync for Arena {}
 
-/// Private arenas alive in this process, so the fork handlers can lock their pools.
-struct ArenaList {
-    items: [*const SlabPool<Source>; 64],
-    len: usize,
-    overflow: bool,
-}
-// SAFETY: pointers to pools of live arenas, only used under the lock.
-unsafe impl Send for ArenaList {}
+/// An arena's slab pool: chunks recorded in the arena's registry (private) or nowhere (shared).
+type ArenaPool = SlabPool<Source, RegistryPtr>;
 
-static ARENAS: SpinLock<ArenaList> = SpinLock::new(ArenaList {
-    items: [ptr::null(); 64],
-    len: 0,
-    overflow: false,
-});
-
-/// Takes the locks of every private arena's pool (fork `prepare`). Arenas beyond the first 64
-/// are not tracked; a child should not use one that another thread was using during the fork.
-pub(crate) fn lock_all_for_fork() {
-    ARENAS.raw_lock();
-    // SAFETY: we hold the lock taken just above, and release it only in `unlock_all_after_fork`.
-    let list = unsafe { &*ARENAS.get() };
-    for &p in &list.items[..list.len] {
-        // SAFETY: listed pools belong to live arenas (they leave the list before they drop).
-        unsafe { (*p).lock_all() };
+impl Core {
+    /// Builds a core in place (its pool is too big for a temporary on a small stack).
+    ///
+    /// # Safety
+    /// `this` is valid for writes of a `Core` and aligned.
+    unsafe fn init(this: *mut Core, slab: Source, large: Source, registry: RegistryPtr) {
+        // SAFETY: `this` is valid for writes (contract); each field is written once.
+        unsafe {
+            SlabPool::init(ptr::addr_of_mut!((*this).pool), slab, registry);
+            ptr::addr_of_mut!((*this).large).write(LargeAlloc::new(large));
+            ptr::addr_of_mut!((*this).large_chunks).write(AtomicUsize::new(0));
+        }
     }
 }
 
-/// Releases what [`lock_all_for_fork`] took.
-///
-/// # Safety
-/// The calling thread ran `lock_all_for_fork`.
-pub(crate) unsafe fn unlock_all_after_fork() {
-    // SAFETY: the list lock is held by this thread (contract).
-    let list = unsafe { &*ARENAS.get() };
-    for &p in list.items[..list.len].iter().rev() {
-        // SAFETY: this thread locked each of these pools in `lock_all_for_fork`.
-        unsafe { (*p).unlock_all() };
+/// A private arena's parts, built in place on the heap.
+fn new_private_parts() -> Box<PrivateParts> {
+    let b: Box<core::mem::MaybeUninit<PrivateParts>> = Box::new_uninit();
+    let p = Box::into_raw(b).cast::<PrivateParts>();
+    // SAFETY: `p` comes from a box of this layout, so it is valid for writes and aligned. The
+    // registry is atomics whose all-zero pattern is the empty registry; the core is built in
+    // place; then the box takes back a whole value. The pool's registry is set by the caller.
+    unsafe {
+        ptr::addr_of_mut!((*p).registry).write_bytes(0, 1);
+        Core::init(
+            ptr::addr_of_mut!((*p).core),
+            Source::Mmap,
+            Source::Mmap,
+            RegistryPtr(ptr::null()),
+        );
+        Box::from_raw(p)
     }
-    // SAFETY: taken by `lock_all_for_fork` on this thread.
-    unsafe { ARENAS.raw_unlock() };
 }
 
 impl Default for Arena {
@@ -310,28 +307,10 @@ impl Arena {
     /// A private arena over anonymous mappings. Memory is taken lazily, a chunk at a time.
     pub fn new() -> Self {
         fork::install_handlers();
-        let mut parts = Box::new(PrivateParts {
-            registry: Registry::new(),
-            core: Core {
-                // SAFETY: the registry is set right below, before the pool is used.
-                pool: unsafe { SlabPool::with_registry(Source::Mmap, ptr::null()) },
-                large: LargeAlloc::new(Source::Mmap),
-                large_chunks: AtomicUsize::new(0),
-            },
-        });
-        let registry = &parts.registry as *const Registry;
-        // SAFETY: the registry lives in the same box as the pool and is dropped after it.
-        unsafe { parts.core.pool.set_registry(registry) };
-        {
-            let mut list = ARENAS.lock();
-            if list.len < list.items.len() {
-                let n = list.len;
-                list.items[n] = &parts.core.pool;
-                list.len += 1;
-            } else {
-                list.overflow = true;
-            }
-        }
+        let mut parts = new_private_parts();
+        // The registry lives in the same box as the pool and is dropped after it.
+        let registry = RegistryPtr(&parts.registry);
+        parts.core.pool.set_registry(registry);
         Self {
             backing: Backing::Private(parts),
             local: Box::new(Local::new()),
@@ -374,13 +353,7 @@ impl Arena {
         };
         // SAFETY: `core` points at the start of a chunk we own, aligned to 4 MiB, big enough for a
         // `Core` (checked above); the pool registers nothing (null registry).
-        unsafe {
-            core.write(Core {
-                pool: SlabPool::with_registry(slab, ptr::null()),
-                large: LargeAlloc::new(large),
-                large_chunks: AtomicUsize::new(0),
-            });
-        }
+        unsafe { Core::init(core, slab, large, RegistryPtr(ptr::null())) };
         Ok(Self {
             backing: Backing::Shared {
                 region,
@@ -448,6 +421,8 @@ impl Arena {
         // another owner may have been mid-operation when the fork copied the heap: drop them.
         if stale && owner != NO_OWNER && (self.is_shared() || owner != me) {
             heap.forget_all();
+            // SAFETY: ADOPTING excludes every other thread from the owned chunks too.
+            unsafe { &mut *l.chunks.get() }.forget();
             for c in &l.owner_blocks {
                 c.store(0, Ordering::Relaxed);
             }
@@ -472,12 +447,12 @@ impl Arena {
                 let core = self.core();
                 let block = match self.local_heap() {
                     Some(heap) => {
-                        let p = heap.alloc(class, &PoolStore(&core.pool))?;
+                        let p = heap.alloc(class, &self.store())?;
                         self.local.count_owner(class, 1);
                         p
                     }
                     None => {
-                        let p = core.pool.refill(class, 1)?.head.cast();
+                        let p = core.pool.refill_once(class, 1)?.head.cast();
                         self.local.count_other(1, CLASSES[class].size as i64);
                         p
                     }
@@ -524,12 +499,12 @@ impl Arena {
                 match self.local_heap() {
                     Some(heap) => {
                         // SAFETY: `ptr` is a live block of `class` from this arena's pool.
-                        unsafe { heap.dealloc(class, ptr, &PoolStore(&core.pool)) };
+                        unsafe { heap.dealloc(class, ptr, &self.store()) };
                         self.local.count_owner(class, -1);
                     }
                     None => {
                         // SAFETY: as above; a single block is a well-formed chain.
-                        unsafe { core.pool.flush(class, Chain::single(ptr.cast())) };
+                        unsafe { core.pool.flush(None, class, Chain::single(ptr.cast())) };
                         self.local.count_other(-1, -(CLASSES[class].size as i64));
                     }
                 }
@@ -684,13 +659,36 @@ impl Arena {
     /// before it exits.
     pub fn flush_thread_cache(&self) {
         if let Some(heap) = self.local_heap() {
-            heap.flush_all(&PoolStore(&self.core().pool));
+            heap.flush_all(&self.store());
         }
     }
 
-    /// Decommits the arena's empty chunks now.
+    /// Decommits the arena's empty chunks now (after giving back what the calling thread caches
+    /// and the chunks it refills from, if it owns the arena's heap).
     pub fn trim(&self) -> usize {
-        self.core().pool.trim() + self.core().large.trim()
+        let pool = &self.core().pool;
+        let n = match self.local_heap() {
+            Some(heap) => {
+                heap.flush_all(&self.store());
+                // SAFETY: the calling thread owns the heap, hence the owned chunks beside it.
+                pool.trim(Some(unsafe { &mut *self.local.chunks.get() }))
+            }
+            None => pool.trim(None),
+        };
+        n + self.core().large.trim()
+    }
+
+    /// The pool as the owner heap's central store. Only for the thread that owns the heap.
+    ///
+    /// A shared arena's heap owns no chunks between refills: processes share its fixed set of
+    /// chunks, and a chunk owned by one process would be out of reach of the others (and of a
+    /// child, which must forget what its parent owned).
+    #[inline(always)]
+    fn store(&self) -> PoolStore<'_> {
+        PoolStore {
+            pool: &self.core().pool,
+            chunks: (!self.is_shared()).then_some(&self.local.chunks),
+        }
     }
 
     /// Whether `ptr` lies in this arena's shared region (always false for a private arena).
@@ -746,16 +744,9 @@ impl Arena {
         match unsafe { (*kinds.add(index)).load(Ordering::Acquire) } {
             SHM_SLAB => {
                 // SAFETY: slab chunks keep their header mapped for the region's life.
-                let chunk = unsafe { &*ChunkHeader::of(addr) };
-                let tag = chunk.tag.load(Ordering::Acquire);
-                let class = tag_class(tag);
-                if tag_state(tag) != STATE_ACTIVE {
-                    report::bad_free(op, addr, "double free (the block's chunk is empty)");
-                }
-                match chunk.slot_of(class, addr) {
-                    Some(slot) if chunk.slots(class).is_claimed(slot) => (class, false),
-                    Some(_) => report::bad_free(op, addr, "double free (block already free)"),
-                    None => report::bad_free(op, addr, "pointer to the inside of a block"),
+                match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
+                    Ok(class) => (class, false),
+                    Err(bad) => report::bad_free(op, addr, bad.message()),
                 }
             }
             SHM_LARGE => {
@@ -776,6 +767,7 @@ impl Local {
             owner: AtomicUsize::new(NO_OWNER),
             fork_gen: AtomicU64::new(0),
             heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            chunks: UnsafeCell::new(Owner::new()),
             owner_blocks: [const { AtomicI64::new(0) }; NUM_CLASSES],
             other_blocks: AtomicI64::new(0),
             other_bytes: AtomicI64::new(0),
@@ -795,20 +787,32 @@ impl Local {
     }
 }
 
-/// The arena's pool as the owner heap's central store.
-struct PoolStore<'a>(&'a SlabPool<Source>);
+/// The arena's pool as the owner heap's central store, with the owner's chunks.
+struct PoolStore<'a> {
+    pool: &'a ArenaPool,
+    /// The owner's chunks; none for a shared arena (see [`Arena::store`]).
+    chunks: Option<&'a UnsafeCell<Owner>>,
+}
 
 // SAFETY: forwards to the pool, which hands out free blocks of the requested class only.
 unsafe impl CentralStore for PoolStore<'_> {
     #[inline]
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        self.0.refill(class, max)
+        match self.chunks {
+            // SAFETY: a store is made only for the heap's owner, whose pool calls do not nest.
+            Some(c) => self.pool.refill(unsafe { &mut *c.get() }, class, max),
+            None => self.pool.refill_once(class, max),
+        }
     }
 
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
-        // SAFETY: the heap flushes only blocks of `class` that came from this pool.
-        unsafe { self.0.flush(class, chain) }
+        // SAFETY: the heap flushes only blocks of `class` that came from this pool; the owned
+        // chunks are the owner's, as above.
+        unsafe {
+            self.pool
+                .flush(self.chunks.map(|c| &mut *c.get()), class, chain)
+        }
     }
 
     fn cap(&self, class: usize) -> u32 {
@@ -820,15 +824,6 @@ impl Drop for Arena {
     fn drop(&mut self) {
         match &mut self.backing {
             Backing::Private(parts) => {
-                {
-                    let mut list = ARENAS.lock();
-                    let me: *const SlabPool<Source> = &parts.core.pool;
-                    let n = list.len;
-                    if let Some(i) = list.items[..n].iter().position(|&p| p == me) {
-                        list.items[i] = list.items[n - 1];
-                        list.len -= 1;
-                    }
-                }
                 // Every chunk the arena holds is in its registry: give them all back at once.
                 parts.core.large.trim();
                 let source = *parts.core.pool.source();
@@ -848,7 +843,9 @@ impl Drop for Arena {
                     // SAFETY: `&mut self`: no other thread uses the arena now.
                     let heap = unsafe { &mut *l.heap.get() };
                     // SAFETY: the core lives in the region, still mapped until `region` drops.
-                    heap.flush_all(&PoolStore(&unsafe { core.as_ref() }.pool));
+                    let pool = &unsafe { core.as_ref() }.pool;
+                    // A shared arena's heap owns no chunks between refills (see `store`).
+                    heap.flush_all(&PoolStore { pool, chunks: None });
                 }
                 // The region is unmapped from this process when `region` drops; other processes
                 // keep their mappings and the shared state in them.

@@ -1,16 +1,15 @@
-//! `fork()` handling for the global heap.
+//! `fork()` handling.
 //!
-//! `pthread_atfork` handlers take every lock of the global pool before the fork and release them
-//! in both processes afterwards. Without that, a child forked while another thread held a class
-//! lock would wait on it forever; with it, the child inherits a pool in a consistent state. The
-//! forking thread's own heap is copied with the process and stays valid; the buckets of threads
-//! that do not exist in the child are simply never used there (their blocks are lost to the child,
-//! a bounded amount: at most one bucket's capacity per class per thread).
+//! The slab pools have no locks (see [`slab_pool`]), so `fork()` needs none of their state held:
+//! a thread that the fork caught in a pool operation leaves, in the child, at worst a chunk on no
+//! set, which the child never hands out. The forking thread's own heap and owned chunks are
+//! copied with the process and stay valid; those of threads that do not exist in the child are
+//! never used there (a bounded loss: one bucket per class and one chunk per class per thread).
+//!
+//! The one handler that remains runs in the child: it advances the fork generation, which arenas
+//! compare against to notice that their owner may not exist any more.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use crate::arena;
-use crate::global::pool;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -41,27 +40,9 @@ pub(crate) fn install_handlers() {
         return;
     }
     // SAFETY: the handlers are `extern "C"` functions that live for the whole program.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-}
-
-extern "C" fn prepare() {
-    arena::lock_all_for_fork();
-    pool().lock_all();
-}
-
-extern "C" fn parent() {
-    // SAFETY: `prepare` took every lock on this thread.
-    unsafe {
-        pool().unlock_all();
-        arena::unlock_all_after_fork();
-    }
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }
 
 extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: the child's only thread is the one that ran `prepare`, which took every lock.
-    unsafe {
-        pool().unlock_all();
-        arena::unlock_all_after_fork();
-    }
 }

@@ -12,9 +12,9 @@ use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
-use crate::pool::{ChunkCounts, SlabPool};
 use crate::registry::{Kind, Registry};
 use crate::{counters, report};
+use slab_pool::{ChunkCounts, SlabPool};
 
 /// The chunk source the global heap uses: the program break with the `sbrk` feature, otherwise
 /// private anonymous mappings.
@@ -25,7 +25,7 @@ pub(crate) type OsSource = chunk_source::SbrkSource;
 #[cfg(not(feature = "sbrk"))]
 pub(crate) type OsSource = chunk_source::MmapSource;
 
-pub(crate) type GlobalPool = SlabPool<OsSource>;
+pub(crate) type GlobalPool = SlabPool<OsSource, &'static Registry>;
 
 static REGISTRY: Registry = Registry::new();
 static POOL: GlobalPool = SlabPool::new(OsSource::new(), &REGISTRY);
@@ -223,13 +223,16 @@ pub(crate) unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     r.block.ptr.as_ptr()
 }
 
-/// Gives memory the allocator holds but does not use back to the OS now: empty slab chunks are
-/// decommitted and cached large runs unmapped. Returns the number of chunks affected.
+/// Gives memory the allocator holds but does not use back to the OS now: the calling thread's
+/// cached blocks go back, the chunks it refills from are given up (and retired if empty), empty
+/// slab chunks are decommitted and cached large runs unmapped. Returns the number of chunks
+/// affected. Chunks that other threads refill from stay theirs until they give them up.
 ///
 /// The allocator does this by itself after a delay; call `trim` to do it at once (for instance
 /// after freeing a large data structure, before a long idle period).
 pub fn trim() -> usize {
-    POOL.trim() + LARGE.trim()
+    crate::local::flush_current();
+    crate::local::with_owner(|o| POOL.trim(Some(o))) + LARGE.trim()
 }
 
 /// Chunks held in the large-block cache.

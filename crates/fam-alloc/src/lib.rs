@@ -34,14 +34,12 @@
 //! always available: they map their own shared regions.
 
 mod arena;
-mod chunk;
 mod class;
 mod counters;
 mod fork;
 mod global;
 mod local;
 mod lock;
-mod pool;
 pub mod raw;
 mod registry;
 mod report;
@@ -51,8 +49,8 @@ mod statistics;
 pub use arena::{Arena, ArenaError, ArenaUsage};
 pub use chunk_source::CHUNK_SIZE;
 pub use global::{chunk_counts, flush_thread_cache, owns, thread_cached_bytes, trim, FamAlloc};
-pub use pool::ChunkCounts;
 pub use shared::{alloc, init_global_allocator, release, resize, shared_usage, SHARED_ALIGN};
+pub use slab_pool::ChunkCounts;
 pub use statistics::{print_stats, print_stats_to_fd, reset_peaks, stats, write_stats, VERSION};
 pub use stats::{ClassStats, Format, HeapStats, Snapshot};
 

@@ -14,13 +14,19 @@
 //! `EXITED`: anything freed later in the thread's teardown (another library's key destructor) goes
 //! straight back to the pool instead of being stranded in a dead thread's bucket.
 //!
-//! Fork: before `fork()` the pool's locks are taken so that the child never inherits one held by
-//! a thread that does not exist there; both sides release them afterwards. The private heap is the
-//! child's own copy, so its buckets stay valid there.
+//! Beside the buckets lives the thread's [`Owner`]: the slab chunks it refills from, one per class
+//! (see [`slab_pool`]). Flushes pass it along, so blocks that come back to a chunk the thread owns
+//! are freed without an atomic. At exit the thread gives those chunks up; after exit it refills
+//! and flushes without an owner, so a dead thread never holds a chunk.
+//!
+//! Fork: the pool has no locks, so nothing is taken around `fork()`. The private heap is the
+//! child's own copy, so the forking thread's buckets and owned chunks stay valid there; other
+//! threads' are never used in the child (a bounded loss: their buckets and one chunk per class).
 
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use slab_pool::Owner;
 use thread_heap::{CentralStore, Chain, ThreadHeap};
 
 use crate::class::{CLASSES, NUM_CLASSES};
@@ -37,6 +43,8 @@ const EXITED: u8 = 3;
 /// it with one TLS access (in a shared library, one `__tls_get_addr` call).
 struct Local {
     heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    /// The chunks this thread refills from; used only by the pool calls of its own heap.
+    owner: UnsafeCell<Owner>,
     state: Cell<u8>,
     counters: ThreadCounters,
 }
@@ -45,6 +53,7 @@ thread_local! {
     static LOCAL: Local = const {
         Local {
             heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            owner: UnsafeCell::new(Owner::new()),
             state: Cell::new(NEW),
             counters: ThreadCounters::new(),
         }
@@ -78,6 +87,18 @@ pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
     LOCAL.with(|l| f(&l.counters))
 }
 
+/// Runs `f` on the calling thread's owned chunks.
+///
+/// Only the pool calls of this thread's heap reach them, and those never nest.
+#[inline]
+pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
+    LOCAL.with(|l| {
+        // SAFETY: the owner is this thread's alone; its users (refill, flush, exit, trim) are
+        // pool calls that do not call each other, so no other reference to it is live.
+        f(unsafe { &mut *l.owner.get() })
+    })
+}
+
 fn state() -> u8 {
     LOCAL.with(|l| l.state.get())
 }
@@ -93,12 +114,16 @@ pub(crate) struct GlobalStore;
 unsafe impl CentralStore for GlobalStore {
     #[inline]
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        let chain = pool().refill(class, max)?;
-        counters::refilled(class, chain.len);
         if state() == EXITED {
+            // The thread gave its chunks up at exit and must not own any again.
+            let chain = pool().refill_once(class, max)?;
+            counters::refilled(class, chain.len);
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true);
+            return Some(chain);
         }
+        let chain = with_owner(|o| pool().refill(o, class, max))?;
+        counters::refilled(class, chain.len);
         Some(chain)
     }
 
@@ -108,9 +133,12 @@ unsafe impl CentralStore for GlobalStore {
         if state() == EXITED {
             // After exit every free flushes its own block (capacity 0): count it as above.
             counters::exited_op(class, false);
+            // SAFETY: the thread heap only flushes blocks of `class` that came from the global
+            // pool (or bad pointers, which the pool's registry checks catch).
+            return unsafe { pool().flush(None, class, chain) };
         }
-        // SAFETY: the thread heap only flushes blocks of `class` that came from the global pool.
-        unsafe { pool().flush(class, chain) }
+        // SAFETY: as above.
+        with_owner(|o| unsafe { pool().flush(Some(o), class, chain) })
     }
 
     #[cold]
@@ -190,6 +218,7 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
         heap.flush_all(&GlobalStore);
         heap.reset_caps();
     });
+    with_owner(|o| pool().release_owner(o));
     counters::thread_exited();
     // From now on every allocation and free of this thread takes the slow path (capacity 0),
     // which counts it with the exited threads.

@@ -1,8 +1,7 @@
-//! A small spin lock for the slow paths that change list structure (a class gaining or losing a
-//! chunk, the empty pool). It is held for a handful of pointer updates, never across a system
-//! call that can block for long, and it does not allocate, so it is safe inside the allocator.
-//! Before `fork()` every lock is taken and after it released (see [`crate::fork`]), so a child
-//! never inherits one held by a thread that does not exist there.
+//! A small spin lock, for the one list that still has one: the statistics' list of live threads
+//! (see [`crate::counters`]). The slab pools have no locks. It is held for a handful of pointer
+//! updates or a walk of the list, never across a system call that can block for long, and it does
+//! not allocate, so it is safe inside the allocator.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -34,8 +33,8 @@ impl<T> SpinLock<T> {
         SpinGuard { lock: self }
     }
 
-    /// Takes the lock without a guard (for the fork handlers, which release it in another call).
-    pub(crate) fn raw_lock(&self) {
+    /// Takes the lock without a guard.
+    fn raw_lock(&self) {
         let mut spins = 0u32;
         // Acquire: the holder's writes made before its Release unlock are visible to us.
         while self
@@ -55,16 +54,11 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// The protected value, for a holder of a raw lock.
-    pub(crate) fn get(&self) -> *mut T {
-        self.value.get()
-    }
-
     /// Releases a lock taken with [`raw_lock`](Self::raw_lock).
     ///
     /// # Safety
     /// The caller took the lock with `raw_lock` and holds no guard on it.
-    pub(crate) unsafe fn raw_unlock(&self) {
+    unsafe fn raw_unlock(&self) {
         // Release: publishes the holder's writes to the next holder.
         self.locked.store(false, Ordering::Release);
     }

@@ -22,12 +22,12 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use large_alloc::LargeAlloc;
 use size_class::Fine;
 
-use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE};
 use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
 use crate::local::{with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
+use slab_pool::ChunkHeader;
 
 /// The secret that marks a block freed through this module; chosen once per process.
 static FREE_MARK: AtomicUsize = AtomicUsize::new(0);
@@ -137,19 +137,10 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
         Kind::Large => Owned::Large,
         Kind::Slab => {
             // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
-            let chunk = unsafe { &*ChunkHeader::of(addr) };
-            let tag = chunk.tag.load(Ordering::Acquire);
-            if tag_state(tag) != STATE_ACTIVE {
-                report::bad_free(op, addr, "double free (the block's chunk is empty)");
+            match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
+                Ok(class) => Owned::Small { class },
+                Err(bad) => report::bad_free(op, addr, bad.message()),
             }
-            let class = tag_class(tag);
-            let Some(slot) = chunk.slot_of(class, addr) else {
-                report::bad_free(op, addr, "pointer to the inside of a block");
-            };
-            if !chunk.is_out(slot) {
-                report::bad_free(op, addr, "double free (block already free)");
-            }
-            Owned::Small { class }
         }
     }
 }

@@ -220,6 +220,43 @@ fn unmap_leaf(leaf: *mut Leaf) {
     unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
 }
 
+/// The global pool registers its chunks here.
+impl slab_pool::ChunkRegistry for &'static Registry {
+    fn register(&self, base: usize) -> bool {
+        self.insert(base, 1, Kind::Slab, base)
+    }
+
+    #[inline]
+    fn is_slab(&self, addr: usize, base: usize) -> bool {
+        matches!(self.lookup(addr), Some(e) if e.kind == Kind::Slab && e.base == base)
+    }
+}
+
+/// A registry reached through a pointer, or none (null): for a pool that lives beside its
+/// registry (a private arena's box) or has none (a shared arena, whose region is released whole).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegistryPtr(pub(crate) *const Registry);
+
+// SAFETY: the registry is all atomics; the pointer is only read.
+unsafe impl Send for RegistryPtr {}
+// SAFETY: as above.
+unsafe impl Sync for RegistryPtr {}
+
+impl slab_pool::ChunkRegistry for RegistryPtr {
+    fn register(&self, base: usize) -> bool {
+        // SAFETY: a non-null pointer names a registry that outlives the pool (set by its owner).
+        unsafe { self.0.as_ref() }.is_none_or(|r| r.insert(base, 1, Kind::Slab, base))
+    }
+
+    #[inline]
+    fn is_slab(&self, addr: usize, base: usize) -> bool {
+        // SAFETY: as above.
+        unsafe { self.0.as_ref() }.is_none_or(
+            |r| matches!(r.lookup(addr), Some(e) if e.kind == Kind::Slab && e.base == base),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

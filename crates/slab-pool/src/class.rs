@@ -1,0 +1,167 @@
+//! The size classes this allocator serves from slabs, and the per-class facts computed from them
+//! at compile time.
+//!
+//! Classes come from [`size_class::Fine`]: 8 B steps up to 64 B, then four per doubling up to
+//! 1 MiB. A slab chunk lays its blocks back to back from [`SLOT_OFFSET`], a 128 KiB-aligned
+//! offset, so a block of class `c` is aligned to `min(natural_align(size), 128 KiB)`: requests
+//! with a larger alignment go to the large path.
+
+use chunk_source::CHUNK_SIZE;
+use size_class::natural_align;
+use size_class::Fine;
+
+/// Number of slab classes.
+pub const NUM_CLASSES: usize = Fine::NUM_CLASSES;
+/// The largest request served from a slab.
+pub const MAX_SMALL: usize = Fine::MAX_SIZE;
+/// The largest alignment a slab block can be guaranteed (the alignment of the slot area): so
+/// requests aligned up to 128 KiB (64 KiB-aligned buffers, say) stay on the slab path.
+pub const MAX_SMALL_ALIGN: usize = 128 * 1024;
+
+/// Bytes at the start of a chunk before the bitmap words: the chunk header (three cache lines,
+/// see [`crate::chunk`]), padded.
+pub const HEADER_SIZE: usize = 256;
+/// Offset of the first block in a slab chunk: header and the two bitmap areas, rounded up to the
+/// largest slab alignment. Blocks are therefore aligned to `min(natural_align(size), 128 KiB)`.
+pub const SLOT_OFFSET: usize = MAX_SMALL_ALIGN;
+/// The smallest block size, which has the most slots and so the longest bitmap.
+const MIN_SIZE: usize = 8;
+/// Bitmap words every chunk reserves for each of its two bitmaps, enough for the smallest class.
+/// The areas do not depend on the class, so a chunk can change class without moving them.
+pub const MAX_WORDS: usize = ((CHUNK_SIZE - SLOT_OFFSET) / MIN_SIZE).div_ceil(64);
+/// Offset of the shared slot bitmap (atomic words: a set bit is a block out of the chunk).
+pub const SHARED_BITS: usize = HEADER_SIZE;
+/// Offset of the owner's local bitmap (plain words, written only by the chunk's owner: a set bit
+/// is a block that came back to its owner and is free again, though still out in the shared one).
+pub const LOCAL_BITS: usize = SHARED_BITS + MAX_WORDS * 8;
+
+/// What a slab needs to know about one class.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassInfo {
+    /// Block size in bytes.
+    pub size: u32,
+    /// Blocks in one chunk.
+    pub slots: u32,
+    /// Bitmap words those blocks use.
+    pub words: u32,
+    /// `ceil(2^32 / size)`: `offset * recip >> 32` divides an exact multiple of `size` by it.
+    pub recip: u64,
+    /// How many blocks a thread's bucket of this class may cache.
+    pub cap: u32,
+}
+
+/// Bytes a bucket aims to cache at most, for classes where that is more than the minimum count.
+const BUCKET_BYTES: usize = 128 * 1024;
+/// Upper bound on the blocks a bucket caches, whatever their size.
+const BUCKET_MAX: usize = 256;
+
+const fn class_info(class: usize) -> ClassInfo {
+    let size = Fine::size_of(class);
+    let slots = (CHUNK_SIZE - SLOT_OFFSET) / size;
+    let cap = BUCKET_BYTES / size;
+    let cap = if cap > BUCKET_MAX {
+        BUCKET_MAX
+    } else if cap < 1 {
+        1
+    } else {
+        cap
+    };
+    ClassInfo {
+        size: size as u32,
+        slots: slots as u32,
+        words: slots.div_ceil(64) as u32,
+        recip: (1u64 << 32).div_ceil(size as u64),
+        cap: cap as u32,
+    }
+}
+
+/// Facts about every class, indexed by class number.
+pub static CLASSES: [ClassInfo; NUM_CLASSES] = {
+    let mut t = [class_info(0); NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c] = class_info(c);
+        c += 1;
+    }
+    t
+};
+
+/// The slab class for a request, or `None` when it goes to the large path.
+#[inline(always)]
+pub fn small_class(size: usize, align: usize) -> Option<usize> {
+    if align <= 8 {
+        if size <= MAX_SMALL {
+            return Fine::class_of(size);
+        }
+        return None;
+    }
+    if align <= MAX_SMALL_ALIGN && size <= MAX_SMALL {
+        return Fine::class_of_aligned(size, align);
+    }
+    None
+}
+
+/// The alignment every block of `class` has.
+pub const fn class_align(class: usize) -> usize {
+    let a = natural_align(Fine::size_of(class));
+    if a > MAX_SMALL_ALIGN {
+        MAX_SMALL_ALIGN
+    } else {
+        a
+    }
+}
+
+static_assertions::const_assert!(SLOT_OFFSET.is_multiple_of(MAX_SMALL_ALIGN));
+// Header and both bitmaps fit before the first block.
+static_assertions::const_assert!(LOCAL_BITS + MAX_WORDS * 8 <= SLOT_OFFSET);
+static_assertions::const_assert_eq!(Fine::size_of(0), MIN_SIZE);
+static_assertions::const_assert!(SLOT_OFFSET < CHUNK_SIZE / 16);
+// The smallest class fits its bitmap in the reserved area; the largest gets at least 3 blocks.
+static_assertions::const_assert!(class_info(0).words as usize <= MAX_WORDS);
+static_assertions::const_assert!(class_info(NUM_CLASSES - 1).slots >= 3);
+// Offsets inside a chunk fit the reciprocal division (offset < 2^22 < 2^32).
+static_assertions::const_assert!(CHUNK_SIZE <= 1 << 22);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reciprocal_division_is_exact_for_every_slot() {
+        for (c, info) in CLASSES.iter().enumerate() {
+            for i in 0..info.slots as u64 {
+                let off = i * info.size as u64;
+                assert_eq!((off * info.recip) >> 32, i, "class {c} slot {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_class_honours_alignment() {
+        let mut align = 1;
+        while align <= MAX_SMALL_ALIGN {
+            for size in [
+                0, 1, 7, 8, 9, 63, 64, 65, 100, 1000, 4095, 4096, 5000, 65536, MAX_SMALL,
+            ] {
+                let c = small_class(size, align).unwrap();
+                assert!(CLASSES[c].size as usize >= size);
+                assert!(class_align(c) >= align, "size {size} align {align}");
+            }
+            align *= 2;
+        }
+        assert_eq!(small_class(MAX_SMALL + 1, 8), None);
+        assert_eq!(small_class(8, 2 * MAX_SMALL_ALIGN), None);
+        assert!(
+            small_class(8, 65536).is_some(),
+            "64 KiB alignment stays on the slab path"
+        );
+    }
+
+    #[test]
+    fn caps_are_bounded() {
+        for info in CLASSES.iter() {
+            assert!(info.cap >= 1 && info.cap as usize <= BUCKET_MAX);
+            assert!(info.cap as usize * info.size as usize <= BUCKET_BYTES.max(info.size as usize));
+        }
+    }
+}

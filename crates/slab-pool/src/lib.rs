@@ -1,0 +1,65 @@
+//! slab-pool: the central store behind per-thread heaps. 4 MiB slab chunks per size class over a
+//! [`chunk_source::ChunkSource`], with slot bitmaps from [`slab_bitmap`], and no locks.
+//!
+//! ```text
+//! thread heap ──refill──> its owned chunk of the class: local free bits, then shared bitmap
+//!      │                     └─ exhausted: give it up; own a listed chunk, an empty one, a new one
+//!      └──flush──> blocks of its owned chunk: local bits (plain stores)
+//!                  other blocks: one fetch_and per bitmap word; the chunk settles (listed/retired)
+//! ```
+//!
+//! - [`class`]: the class table (block size, slots, bitmap words, bucket capacity per class).
+//! - [`ChunkHeader`]: the chunk layout, the two bitmaps, and the one classifier of small blocks.
+//! - [`membership`]: where a chunk is (owned, listed, floating, retiring, empty) and the
+//!   lock-free protocol that moves it, model checked with loom.
+//! - [`SlabPool`]: refill, flush, retirement, the empty pool and its purge, and a validator
+//!   ([`SlabPool::validate`]) that re-checks every chunk's invariants between operations.
+//!
+//! A thread heap keeps an [`Owner`] beside its buckets and passes it to every refill and flush.
+//!
+//! ```
+//! use slab_pool::{NoRegistry, Owner, SlabPool};
+//! use chunk_source::MmapSource;
+//!
+//! static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
+//!
+//! let mut owner = Owner::new();
+//! let chain = POOL.refill(&mut owner, 3, 16).expect("memory");
+//! assert!(chain.len >= 1 && chain.len <= 16);
+//! // SAFETY: the chain came from this pool as class 3 and nothing uses its blocks.
+//! unsafe { POOL.flush(Some(&mut owner), 3, chain) };
+//! POOL.validate(&[&owner]);
+//! POOL.release_owner(&mut owner);
+//! POOL.validate(&[]);
+//! ```
+
+#![no_std]
+
+pub mod membership;
+mod primitive;
+
+#[cfg(not(loom))]
+mod chunk;
+#[cfg(not(loom))]
+pub mod class;
+#[cfg(not(loom))]
+mod groups;
+#[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
+mod report;
+#[cfg(not(loom))]
+mod set;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+#[cfg(not(loom))]
+pub use chunk::{make_tag, tag_class, tag_state, BadBlock, ChunkHeader, STATE_ACTIVE, STATE_EMPTY};
+#[cfg(not(loom))]
+pub use pool::{
+    ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool, DECOMMIT_DELAY_NS, MAX_COMMITTED_EMPTY,
+};
+#[cfg(not(loom))]
+pub use report::bad_free;
+#[cfg(not(loom))]
+pub use set::MAX_CHUNKS;

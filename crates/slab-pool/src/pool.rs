@@ -1,0 +1,727 @@
+//! The slab pool: per class, the chunks holding blocks of that class; one pool of empty chunks
+//! shared by every class; no locks.
+//!
+//! # Thread-owned refill
+//!
+//! Each thread heap brings an [`Owner`]: per class, a cursor on the one chunk it *owns*, the
+//! only chunk it refills from and the only one anybody refills from while it is owned. A refill
+//! takes blocks from the owner's local bitmap first (blocks that came back to their owner, plain
+//! loads and stores), then claims a word's free bits from the chunk's shared bitmap (one
+//! uncontended RMW). When both are exhausted the owner gives the chunk up and takes another: the
+//! lowest-numbered chunk of its class's partial set, else an empty chunk (committed first), else
+//! a fresh one from the chunk source. Threads thus never claim from the same chunk, and a
+//! refill's only shared writes are the membership changes of a chunk changing hands.
+//!
+//! # Flush
+//!
+//! Frees still go to the freeing thread's bucket (ownership transfer). When a bucket overflows,
+//! its surplus comes here: the blocks are gathered by chunk and bitmap word; words of a chunk the
+//! flushing thread owns go into the local bitmap with plain stores (a random-order free of a
+//! thread's own blocks costs no atomic), the others are released with one `fetch_and` per word
+//! and one decrement of the chunk's count per chunk. A chunk that is not owned is then settled by
+//! the membership protocol ([`crate::membership`]): listed in the partial set when it has free
+//! blocks, retired to the empty pool when it has none out.
+//!
+//! # No locks
+//!
+//! Class lists and the empty pool are [`ChunkSet`]s, bitmaps of chunk numbers changed by single
+//! RMWs, so no pool operation waits for another thread and none is held across a system call.
+//! `fork()` needs nothing of the pool locked: a thread that the fork interrupted in a pool
+//! operation leaves, in the child, at worst a chunk that is on no set (lost to the child, never
+//! handed out twice), and a signal handler that allocates cannot wait on its own thread.
+//!
+//! # Empty chunks
+//!
+//! Empty chunks keep their pages for a while (a program that frees and allocates again should not
+//! pay for page faults), then are decommitted: when more than [`MAX_COMMITTED_EMPTY`] wait, or
+//! when one has waited longer than [`DECOMMIT_DELAY_NS`] at the next retirement.
+//! [`SlabPool::trim`] decommits them all at once. Chunks are never unmapped while the pool lives,
+//! so a pointer to a chunk header is always valid.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use chunk_source::{ChunkSource, SourceProps, CHUNK_SIZE};
+use slab_bitmap::ReleaseError;
+use thread_heap::{Block, Chain};
+
+use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY};
+use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
+use crate::groups::WordGroups;
+use crate::membership::{Listing, LISTED, OWNED};
+use crate::report::bad_free;
+use crate::set::{ChunkSet, Directory};
+
+/// Empty chunks kept with their pages before the oldest is decommitted (64 MiB): enough that a
+/// program which frees a large batch and allocates it again does not fault every page back in.
+pub const MAX_COMMITTED_EMPTY: usize = 16;
+/// How long an empty chunk keeps its pages, at most, when the pool is in use.
+pub const DECOMMIT_DELAY_NS: u64 = 250_000_000;
+
+/// Where a pool records its chunks, so that frees can be checked before they touch memory.
+pub trait ChunkRegistry {
+    /// Records the chunk at `base` as a slab chunk. False when that is impossible (out of memory):
+    /// the pool then gives the chunk back and reports out of memory.
+    fn register(&self, base: usize) -> bool;
+    /// Whether `addr` lies in the registered slab chunk at `base`.
+    fn is_slab(&self, addr: usize, base: usize) -> bool;
+}
+
+/// No registry: the pool's caller vouches for every pointer it flushes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRegistry;
+
+impl ChunkRegistry for NoRegistry {
+    fn register(&self, _base: usize) -> bool {
+        true
+    }
+    fn is_slab(&self, _addr: usize, _base: usize) -> bool {
+        true
+    }
+}
+
+/// One class's owned chunk, as its owner sees it.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    /// The owned chunk, or null.
+    chunk: *mut ChunkHeader,
+    /// Blocks in the chunk's local bitmap.
+    local: u32,
+    /// Local words below `lo` and at or past `hi` are zero.
+    lo: u32,
+    hi: u32,
+}
+
+impl Cursor {
+    const NONE: Cursor = Cursor {
+        chunk: ptr::null_mut(),
+        local: 0,
+        lo: u32::MAX,
+        hi: 0,
+    };
+}
+
+/// The chunks one thread heap owns, one per class at most. Keep it next to the heap, with the
+/// same lifetime; give it back with [`SlabPool::release_owner`] when the heap goes away.
+#[derive(Debug)]
+pub struct Owner {
+    cursors: [Cursor; NUM_CLASSES],
+}
+
+impl Owner {
+    /// Owns nothing.
+    pub const fn new() -> Self {
+        Self {
+            cursors: [Cursor::NONE; NUM_CLASSES],
+        }
+    }
+
+    /// Forgets every owned chunk without giving it back. For a forked child whose copy of the
+    /// owner must not touch chunks another process owns (a shared pool), or that another thread
+    /// was using when the fork happened.
+    pub fn forget(&mut self) {
+        self.cursors = [Cursor::NONE; NUM_CLASSES];
+    }
+
+    /// Whether it owns a chunk of `class`.
+    pub fn owns(&self, class: usize) -> bool {
+        !self.cursors[class].chunk.is_null()
+    }
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The central store behind thread heaps: slab chunks per class over a chunk source.
+pub struct SlabPool<S: ChunkSource, R: ChunkRegistry = NoRegistry> {
+    source: S,
+    registry: R,
+    dir: Directory,
+    /// Per class, the chunks that are LISTED (not owned, with free blocks).
+    partial: [ChunkSet; NUM_CLASSES],
+    /// Empty chunks whose pages are committed, and those whose block pages were given back.
+    committed: ChunkSet,
+    decommitted: ChunkSet,
+    /// Chunks obtained from the source, and those holding a class now.
+    mapped: AtomicUsize,
+    active: AtomicUsize,
+}
+
+// SAFETY: everything in the pool is atomics, and chunk headers are themselves all atomics; the
+// source and registry are shared as the bounds allow.
+unsafe impl<S: ChunkSource + Send, R: ChunkRegistry + Send> Send for SlabPool<S, R> {}
+// SAFETY: as above; `S: ChunkSource` is `Sync` by the trait's bound.
+unsafe impl<S: ChunkSource, R: ChunkRegistry + Sync> Sync for SlabPool<S, R> {}
+
+/// Counts of the chunks a pool holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkCounts {
+    /// Empty chunks whose pages are still committed.
+    pub empty_committed: usize,
+    /// Empty chunks whose block pages were given back to the OS.
+    pub empty_decommitted: usize,
+    /// Chunks on the partial sets of their classes.
+    pub partial: usize,
+}
+
+/// A chunk's bit in its class's partial set, for the membership protocol.
+struct Bit<'a> {
+    set: &'a ChunkSet,
+    number: usize,
+}
+
+impl Listing for Bit<'_> {
+    fn insert(&self) {
+        self.set.insert(self.number);
+    }
+    fn remove(&self) -> bool {
+        self.set.remove(self.number)
+    }
+}
+
+impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
+    /// A pool over `source`, registering its chunks in `registry`.
+    pub const fn new(source: S, registry: R) -> Self {
+        Self {
+            source,
+            registry,
+            dir: Directory::new(),
+            partial: [const { ChunkSet::new() }; NUM_CLASSES],
+            committed: ChunkSet::new(),
+            decommitted: ChunkSet::new(),
+            mapped: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Builds a pool in place at `this`, without a pool-sized temporary (the pool is half a
+    /// megabyte: too big for a small thread stack in an unoptimised build).
+    ///
+    /// # Safety
+    /// `this` is valid for writes of a pool and suitably aligned; afterwards it holds a pool as
+    /// [`new`](Self::new) builds it.
+    pub unsafe fn init(this: *mut Self, source: S, registry: R) {
+        // SAFETY: `this` is valid for writes (contract). Every field but the source and the
+        // registry is made of atomics (and arrays of them) whose all-zero bit pattern is the
+        // value `new` gives them: null pointers, empty sets, zero counts.
+        unsafe {
+            ptr::addr_of_mut!((*this).source).write(source);
+            ptr::addr_of_mut!((*this).registry).write(registry);
+            ptr::addr_of_mut!((*this).dir).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).partial).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).committed).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).decommitted).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).mapped).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).active).write_bytes(0, 1);
+        }
+    }
+
+    /// Replaces the registry (for a pool built before its registry's address was known).
+    pub fn set_registry(&mut self, registry: R) {
+        debug_assert_eq!(self.mapped(), 0, "the pool already registered chunks");
+        self.registry = registry;
+    }
+
+    fn bit(&self, class: usize, h: &ChunkHeader) -> Bit<'_> {
+        Bit {
+            set: &self.partial[class],
+            number: h.number(),
+        }
+    }
+
+    /// Up to `max` free blocks of `class` for the heap that `owner` belongs to, linked, or `None`
+    /// when memory is exhausted.
+    #[inline]
+    pub fn refill(&self, owner: &mut Owner, class: usize, max: usize) -> Option<Chain> {
+        let max = max.clamp(1, 64) as u32;
+        let c = &mut owner.cursors[class];
+        if c.local != 0 {
+            // SAFETY: a cursor with local blocks owns its chunk, and they lie in `lo..hi`.
+            let chain = unsafe { (*c.chunk).take_local(class, &mut c.lo, c.hi, max) };
+            debug_assert!(chain.len as u32 <= c.local);
+            c.local -= chain.len as u32;
+            return Some(chain);
+        }
+        if !c.chunk.is_null() {
+            // SAFETY: chunk headers stay valid for the pool's life.
+            if let Some(chain) = unsafe { &*c.chunk }.claim(class, max) {
+                return Some(chain);
+            }
+        }
+        self.refill_slow(c, class, max)
+    }
+
+    /// The owned chunk ran out: give it up and own another.
+    #[cold]
+    fn refill_slow(&self, c: &mut Cursor, class: usize, max: u32) -> Option<Chain> {
+        self.leave(c, class);
+        let slots = CLASSES[class].slots as usize;
+        // A listed chunk has free blocks; one whose claim fails anyway (corruption by a racing
+        // misuse) is given up again and the next one tried.
+        while let Some(i) = self.partial[class].pop(self.dir.len()) {
+            let h = self.dir.get(i);
+            // SAFETY: popped numbers name formatted chunks, valid for the pool's life.
+            let chunk = unsafe { &*h };
+            chunk.membership().own();
+            if let Some(chain) = chunk.claim(class, max) {
+                *c = Cursor {
+                    chunk: h,
+                    ..Cursor::NONE
+                };
+                return Some(chain);
+            }
+            debug_assert!(false, "a listed chunk had no free block");
+            if chunk.membership().give_up(slots, &self.bit(class, chunk)) {
+                self.retire(class, chunk);
+            }
+        }
+        let h = self.take_empty()?;
+        // SAFETY: `take_empty` hands out an EMPTY chunk that the caller holds exclusively.
+        let chunk = unsafe { &*h };
+        // SAFETY: as above; every block of its last incarnation came back before it was retired.
+        unsafe { chunk.activate(class) };
+        // Relaxed: a statistic.
+        self.active.fetch_add(1, Ordering::Relaxed);
+        chunk.membership().own();
+        *c = Cursor {
+            chunk: h,
+            ..Cursor::NONE
+        };
+        let chain = chunk.claim(class, max);
+        debug_assert!(chain.is_some(), "a fresh chunk has free blocks");
+        chain
+    }
+
+    /// Up to `max` free blocks of `class` for a caller without an owner (a thread that already
+    /// exited, or not an arena's owner): owns a chunk just for this claim.
+    pub fn refill_once(&self, class: usize, max: usize) -> Option<Chain> {
+        let mut owner = Owner::new();
+        let chain = self.refill(&mut owner, class, max);
+        self.release_owner(&mut owner);
+        chain
+    }
+
+    /// The owner leaves the chunk of cursor `c`: its local blocks go back to the shared bitmap,
+    /// then the chunk is listed, retired or left floating as its count says.
+    fn leave(&self, c: &mut Cursor, class: usize) {
+        if c.chunk.is_null() {
+            return;
+        }
+        // SAFETY: chunk headers stay valid for the pool's life.
+        let chunk = unsafe { &*c.chunk };
+        if c.local != 0 {
+            // SAFETY: the cursor owns the chunk; its local blocks lie in `lo..hi`.
+            let n = unsafe { chunk.merge_local(class, c.lo, c.hi) };
+            debug_assert_eq!(n, c.local as usize);
+            chunk.membership().unclaimed(n);
+        }
+        *c = Cursor::NONE;
+        let slots = CLASSES[class].slots as usize;
+        if chunk.membership().give_up(slots, &self.bit(class, chunk)) {
+            self.retire(class, chunk);
+        }
+    }
+
+    /// Gives up every chunk `owner` owns (a heap going away, or a trim).
+    pub fn release_owner(&self, owner: &mut Owner) {
+        for (class, c) in owner.cursors.iter_mut().enumerate() {
+            self.leave(c, class);
+        }
+    }
+
+    /// Gives the blocks of `chain` (all of class `class`) back to their chunks. Blocks of the
+    /// chunk `owner` owns go to its local bitmap; the others are released to their shared ones.
+    /// Every block is checked first: a pointer this pool did not hand out, or a block that is
+    /// already free, is reported and the process aborts.
+    ///
+    /// # Safety
+    /// Every block of the chain was handed out by this pool as a block of class `class` and is
+    /// not in use, or is a bad pointer that the checks catch (pointers into registered chunks,
+    /// when the pool has a registry; any pointer the caller vouches for, when it has none).
+    pub unsafe fn flush(&self, owner: Option<&mut Owner>, class: usize, chain: Chain) {
+        let cursor = owner.map(|o| &mut o.cursors[class]);
+        let mine = cursor.as_ref().map_or(0, |c| c.chunk as usize);
+        let mut groups = WordGroups::new();
+        let mut local = LocalSpan::NONE;
+        let mut checked: [usize; 4] = [0; 4];
+        let mut node = chain.head.as_ptr();
+        for i in 0..chain.len {
+            let addr = node as usize;
+            if i + 1 < chain.len {
+                // SAFETY: the chain has `len` linked blocks; this is not the last one.
+                node = unsafe { (*node).next };
+            }
+            let h = ChunkHeader::of(addr);
+            if checked[0] != h as usize {
+                if !checked.contains(&(h as usize)) {
+                    self.check_chunk(class, h, addr);
+                }
+                checked.rotate_right(1);
+                checked[0] = h as usize;
+            }
+            // SAFETY: `check_chunk` proved (or, without a registry, the caller promises) that `h`
+            // is a live slab chunk of this class, whose header is never unmapped.
+            let Some(slot) = unsafe { &*h }.slot_of(class, addr) else {
+                bad_free("free", addr, "not the start of a block of its class");
+            };
+            if !groups.add(h as usize | (slot / 64), 1u64 << (slot % 64)) {
+                bad_free("free", addr, "double free (block returned twice)");
+            }
+            if groups.is_full() {
+                self.release_groups(class, &mut groups, mine, &mut local);
+            }
+        }
+        self.release_groups(class, &mut groups, mine, &mut local);
+        if let Some(c) = cursor {
+            c.local += local.blocks;
+            c.lo = c.lo.min(local.lo);
+            c.hi = c.hi.max(local.hi);
+        }
+    }
+
+    /// Releases every gathered word (one atomic each, or plain stores into `mine`'s local
+    /// bitmap, recorded in `local`), then lowers each other chunk's count once.
+    fn release_groups(
+        &self,
+        class: usize,
+        groups: &mut WordGroups,
+        mine: usize,
+        local: &mut LocalSpan,
+    ) {
+        let mut counts: [(usize, usize); 4] = [(0, 0); 4];
+        for (key, mask) in groups.drain() {
+            let h = key & !(CHUNK_SIZE - 1);
+            let word = key & (CHUNK_SIZE - 1);
+            if h == mine {
+                // SAFETY: `mine` is the chunk the flushing owner owns; `word` is a valid word of
+                // its class (from `slot_of`).
+                if let Err(bad) = unsafe { (*(h as *mut ChunkHeader)).free_local(word, mask) } {
+                    report_bad_bit(class, h, word, bad);
+                }
+                local.add(word, mask);
+                continue;
+            }
+            let n = self.release_word(class, h as *mut ChunkHeader, word, mask);
+            match counts.iter_mut().find(|c| c.0 == h || c.1 == 0) {
+                Some(c) => *c = (h, c.1 + n),
+                None => {
+                    let (old, m) = counts[3];
+                    self.finish_chunk(class, old as *mut ChunkHeader, m);
+                    counts.rotate_right(1);
+                    counts[0] = (h, n);
+                }
+            }
+        }
+        for (h, n) in counts {
+            self.finish_chunk(class, h as *mut ChunkHeader, n);
+        }
+    }
+
+    /// Checks, before touching it, that `h` is a slab chunk of this pool holding `class`; a
+    /// block that says otherwise was not allocated here, or was freed twice.
+    #[inline]
+    fn check_chunk(&self, class: usize, h: *mut ChunkHeader, addr: usize) {
+        if !self.registry.is_slab(addr, h as usize) {
+            bad_free("free", addr, "pointer not allocated by fam-alloc");
+        }
+        // SAFETY: as in `flush`.
+        let chunk = unsafe { &*h };
+        debug_assert!(chunk.has_magic(), "flushed block outside a slab chunk");
+        // A chunk only leaves ACTIVE once every block is back, so a block freed into a chunk that
+        // is not (or no longer) of its class was freed twice.
+        let tag = chunk.tag();
+        if tag_state(tag) != STATE_ACTIVE || tag_class(tag) != class {
+            bad_free("free", addr, "double free (the block's chunk is empty)");
+        }
+    }
+
+    /// Releases `mask` of shared bitmap word `word`; returns how many blocks that gave back.
+    #[inline]
+    fn release_word(&self, class: usize, h: *mut ChunkHeader, word: usize, mask: u64) -> usize {
+        // SAFETY: `h` passed `check_chunk`.
+        let chunk = unsafe { &*h };
+        match chunk.release(class, word, mask) {
+            Ok(()) => mask.count_ones() as usize,
+            Err(ReleaseError::NotClaimed { mask: bad, .. }) => {
+                report_bad_bit(class, h as usize, word, bad)
+            }
+            Err(ReleaseError::OutOfRange { slot }) => {
+                bad_free("free", chunk.base() + slot, "slot out of range")
+            }
+        }
+    }
+
+    /// `n` blocks of chunk `h`, which the caller does not own, came back to its shared bitmap.
+    fn finish_chunk(&self, class: usize, h: *mut ChunkHeader, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: `h` passed `check_chunk`.
+        let chunk = unsafe { &*h };
+        let slots = CLASSES[class].slots as usize;
+        if chunk
+            .membership()
+            .released(n, slots, &self.bit(class, chunk))
+        {
+            self.retire(class, chunk);
+        }
+    }
+
+    /// Moves a chunk whose blocks all came back, held in state RETIRING, to the empty pool.
+    fn retire(&self, class: usize, chunk: &ChunkHeader) {
+        let ok = chunk.slots(class).try_claim_all();
+        debug_assert!(ok, "a retired chunk has no block out");
+        chunk.deactivate();
+        chunk.membership().emptied();
+        // Relaxed: a statistic.
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        let now = now_ns();
+        chunk.set_emptied_at(now);
+        self.committed.insert(chunk.number());
+        self.purge(now, false);
+    }
+
+    /// An EMPTY chunk held exclusively: from the empty pool, or fresh from the source.
+    fn take_empty(&self) -> Option<*mut ChunkHeader> {
+        let len = self.dir.len();
+        if let Some(i) = self.committed.pop(len) {
+            return Some(self.dir.get(i));
+        }
+        if let Some(i) = self.decommitted.pop(len) {
+            let h = self.dir.get(i);
+            // SAFETY: set members are formatted chunks, valid for the pool's life. Its pages come
+            // back as the new incarnation touches them.
+            unsafe { &*h }.set_committed(true);
+            return Some(h);
+        }
+        let base = self.source.alloc(1).ok()?;
+        let addr = base.as_ptr() as usize;
+        let number = match self.dir.add(addr as *mut ChunkHeader) {
+            Some(n) if self.registry.register(addr) => n,
+            _ => {
+                // SAFETY: the chunk came from this source a moment ago and was never published
+                // (a directory entry without a set bit is never read).
+                let _ = unsafe { self.source.dealloc(base, 1) };
+                return None;
+            }
+        };
+        if !self.source.props().contains(SourceProps::ZEROED) {
+            // SAFETY: the chunk is ours and unpublished; the local bitmap lies inside it.
+            unsafe { ChunkHeader::clear_local(base) };
+        }
+        // SAFETY: the source handed us a whole chunk nobody else uses, and its local bitmap is
+        // clear (zeroed by the source or just above). Nobody reads the header before a set
+        // publishes it.
+        let h = unsafe { ChunkHeader::format(base, number) };
+        // Relaxed: a statistic.
+        self.mapped.fetch_add(1, Ordering::Relaxed);
+        Some(h)
+    }
+
+    /// Decommits committed empty chunks that waited too long, or the oldest beyond
+    /// [`MAX_COMMITTED_EMPTY`] (with `all`, every one). Returns how many.
+    fn purge(&self, now: u64, all: bool) -> usize {
+        let len = self.dir.len();
+        let mut done = 0;
+        let mut excess = self.committed.len().saturating_sub(MAX_COMMITTED_EMPTY);
+        self.committed.for_each(len, |i| {
+            let h = self.dir.get(i);
+            // SAFETY: set members are formatted chunks, valid for the pool's life.
+            let chunk = unsafe { &*h };
+            let old = now.saturating_sub(chunk.emptied_at()) >= DECOMMIT_DELAY_NS;
+            if !(all || old || excess > 0) || !self.committed.remove(i) {
+                return;
+            }
+            excess = excess.saturating_sub(1);
+            // SAFETY: the chunk is EMPTY and we hold it (we removed its bit), so no block in it is
+            // in use; the range is page aligned and inside the chunk.
+            let r = unsafe {
+                self.source.decommit(
+                    NonNull::new_unchecked((h as usize + SLOT_OFFSET) as *mut u8),
+                    CHUNK_SIZE - SLOT_OFFSET,
+                )
+            };
+            if r.is_ok() {
+                chunk.set_committed(false);
+                self.decommitted.insert(i);
+                done += 1;
+            } else {
+                // The source refuses; keep it committed and try again later.
+                self.committed.insert(i);
+            }
+        });
+        done
+    }
+
+    /// Gives back the chunks `owner` owns (if given), then decommits every empty chunk now.
+    /// Returns how many were decommitted. Chunks other threads own are theirs until they leave.
+    pub fn trim(&self, owner: Option<&mut Owner>) -> usize {
+        if let Some(o) = owner {
+            self.release_owner(o);
+        }
+        self.purge(now_ns(), true)
+    }
+
+    /// How many chunks are where.
+    pub fn chunk_counts(&self) -> ChunkCounts {
+        ChunkCounts {
+            empty_committed: self.committed.len(),
+            empty_decommitted: self.decommitted.len(),
+            partial: self.partial.iter().map(ChunkSet::len).sum(),
+        }
+    }
+
+    /// Chunks obtained from the source (slab chunks are never given back while the pool lives).
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Chunks holding a class now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The chunk source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &R {
+        &self.registry
+    }
+
+    /// Re-checks every invariant of every chunk; panics at the first broken one. Only for a
+    /// quiescent pool (no operation in flight), as tests have between operations. `owners` are
+    /// the live owners, whose cursors are checked against their chunks.
+    pub fn validate(&self, owners: &[&Owner]) {
+        let len = self.dir.len();
+        let mut partial = 0;
+        for i in 0..len {
+            let h = self.dir.get(i);
+            assert!(!h.is_null(), "chunk {i} has no directory entry");
+            // SAFETY: directory entries are formatted chunks, valid for the pool's life.
+            let chunk = unsafe { &*h };
+            assert!(chunk.has_magic());
+            assert_eq!(chunk.number(), i);
+            let tag = chunk.tag();
+            let state = chunk.membership().state();
+            let empty = self.committed.contains(i) || self.decommitted.contains(i);
+            if tag_state(tag) == STATE_EMPTY {
+                assert!(empty, "empty chunk {i} is in neither empty set");
+                assert!(!(self.committed.contains(i) && self.decommitted.contains(i)));
+                assert_eq!(state, crate::membership::EMPTY);
+                assert_eq!(chunk.committed(), self.committed.contains(i));
+                assert!((0..NUM_CLASSES).all(|c| !self.partial[c].contains(i)));
+                continue;
+            }
+            assert_eq!(tag_state(tag), STATE_ACTIVE);
+            assert!(!empty, "active chunk {i} is in an empty set");
+            let class = tag_class(tag);
+            let info = &CLASSES[class];
+            let out = chunk.slots(class).count_claimed();
+            assert_eq!(
+                chunk.membership().used(),
+                out,
+                "chunk {i}: count against bitmap"
+            );
+            for c in 0..NUM_CLASSES {
+                assert_eq!(
+                    self.partial[c].contains(i),
+                    c == class && state == LISTED,
+                    "chunk {i} of class {class} in state {state}: partial set of class {c}"
+                );
+            }
+            partial += usize::from(state == LISTED);
+            let cursor = owners
+                .iter()
+                .flat_map(|o| o.cursors.iter())
+                .filter(|c| c.chunk == h)
+                .collect::<CursorCheck>();
+            match state {
+                OWNED => {
+                    let c = cursor
+                        .0
+                        .unwrap_or_else(|| panic!("owned chunk {i} has no owner"));
+                    assert!(!cursor.1, "chunk {i} has two owners");
+                    assert_eq!(chunk.local_count(class), c.local as usize);
+                    for w in 0..info.words as usize {
+                        assert!(!chunk.local_outside_shared(w), "local bits not out");
+                    }
+                }
+                LISTED => {
+                    assert!(cursor.0.is_none());
+                    assert!(
+                        out > 0 && out < info.slots as usize,
+                        "listed chunk {i}: {out} out"
+                    );
+                    assert_eq!(chunk.local_count(class), 0);
+                }
+                crate::membership::FLOATING => {
+                    assert!(cursor.0.is_none());
+                    assert_eq!(out, info.slots as usize, "floating chunk {i} is not full");
+                    assert_eq!(chunk.local_count(class), 0);
+                }
+                s => panic!("active chunk {i} in state {s}"),
+            }
+        }
+        assert_eq!(self.chunk_counts().partial, partial);
+    }
+}
+
+/// The cursor found on a chunk, and whether a second one was.
+struct CursorCheck(Option<Cursor>, bool);
+
+impl<'a> FromIterator<&'a Cursor> for CursorCheck {
+    fn from_iter<I: IntoIterator<Item = &'a Cursor>>(iter: I) -> Self {
+        let mut it = iter.into_iter();
+        let first = it.next().copied();
+        CursorCheck(first, it.next().is_some())
+    }
+}
+
+/// The local words a flush wrote into.
+struct LocalSpan {
+    blocks: u32,
+    lo: u32,
+    hi: u32,
+}
+
+impl LocalSpan {
+    const NONE: LocalSpan = LocalSpan {
+        blocks: 0,
+        lo: u32::MAX,
+        hi: 0,
+    };
+
+    fn add(&mut self, word: usize, mask: u64) {
+        self.blocks += mask.count_ones();
+        self.lo = self.lo.min(word as u32);
+        self.hi = self.hi.max(word as u32 + 1);
+    }
+}
+
+/// Reports the first of the blocks `bad` of word `word` of chunk `h`: not out, so freed twice.
+#[cold]
+fn report_bad_bit(class: usize, h: usize, word: usize, bad: u64) -> ! {
+    let slot = word * 64 + bad.trailing_zeros() as usize;
+    let addr = h + SLOT_OFFSET + slot * CLASSES[class].size as usize;
+    bad_free("free", addr, "double free (block already free)");
+}
+
+/// Monotonic time in nanoseconds (the coarse clock: a vDSO read, no system call).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// Flush reads a block's link through `Block`; blocks are at least one word.
+static_assertions::assert_eq_size!(Block, usize);

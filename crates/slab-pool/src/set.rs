@@ -1,0 +1,150 @@
+//! The pool's directory of chunks and its lock-free sets of chunk numbers.
+//!
+//! Every chunk a pool formats gets a number, its index in the [`Directory`]. A [`ChunkSet`] is a
+//! bitmap over those numbers in which a *set* bit means "this chunk is in the set". That is the
+//! opposite polarity of a [`slab_bitmap::SlotSet`] (where a set bit is a claimed slot), chosen so
+//! that an all-zero set, which is what a `static` or a fresh mapping holds, is the empty set, and
+//! so that a set spans only as many words as the pool has chunks: a search stops at the
+//! directory's length instead of visiting the whole capacity.
+//!
+//! Membership changes are single read-modify-writes of one bit, so there is no ABA problem and no
+//! lock: [`insert`](ChunkSet::insert) is a `fetch_or`, [`remove`](ChunkSet::remove) a
+//! `fetch_and` whose old value tells the caller whether it was the one that removed the chunk,
+//! and [`pop`](ChunkSet::pop) a search followed by such a removal. They are SeqCst because they
+//! take part in the membership protocol's total order (see [`crate::membership`]).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crate::chunk::ChunkHeader;
+
+/// Chunks one pool can hold: 128 GiB of slab memory.
+pub const MAX_CHUNKS: usize = 1 << 15;
+const SET_WORDS: usize = MAX_CHUNKS / 64;
+
+/// A set of chunk numbers below [`MAX_CHUNKS`].
+pub(crate) struct ChunkSet {
+    words: [AtomicU64; SET_WORDS],
+    /// Members, for statistics (maintained beside the bits, so only approximately in step).
+    count: AtomicUsize,
+}
+
+impl ChunkSet {
+    pub(crate) const fn new() -> Self {
+        Self {
+            words: [const { AtomicU64::new(0) }; SET_WORDS],
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds chunk `i`, which the caller holds exclusively and which is not in the set.
+    pub(crate) fn insert(&self, i: usize) {
+        let bit = 1u64 << (i % 64);
+        let old = self.words[i / 64].fetch_or(bit, Ordering::SeqCst);
+        debug_assert_eq!(old & bit, 0, "chunk {i} inserted twice");
+        // Relaxed: a statistic.
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes chunk `i`; true if this call removed it (the caller now holds it exclusively).
+    pub(crate) fn remove(&self, i: usize) -> bool {
+        let bit = 1u64 << (i % 64);
+        let got = self.words[i / 64].fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+        if got {
+            // Relaxed: a statistic.
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        got
+    }
+
+    /// Removes and returns the lowest-numbered member below `len`, if any. Low numbers first
+    /// keeps reuse packed in the chunks formatted first.
+    pub(crate) fn pop(&self, len: usize) -> Option<usize> {
+        for (w, word) in self.words[..len.div_ceil(64).min(SET_WORDS)]
+            .iter()
+            .enumerate()
+        {
+            // Relaxed: a guess; the fetch_and below decides.
+            let mut v = word.load(Ordering::Relaxed);
+            while v != 0 {
+                let bit = 1u64 << v.trailing_zeros();
+                let old = word.fetch_and(!bit, Ordering::SeqCst);
+                if old & bit != 0 {
+                    // Relaxed: a statistic.
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                    return Some(w * 64 + bit.trailing_zeros() as usize);
+                }
+                v = old & !bit;
+            }
+        }
+        None
+    }
+
+    /// Whether chunk `i` is in the set now (for checks).
+    pub(crate) fn contains(&self, i: usize) -> bool {
+        self.words[i / 64].load(Ordering::SeqCst) & (1u64 << (i % 64)) != 0
+    }
+
+    /// Calls `f` with every member below `len` (a snapshot per word; members may come and go).
+    pub(crate) fn for_each(&self, len: usize, mut f: impl FnMut(usize)) {
+        for (w, word) in self.words[..len.div_ceil(64).min(SET_WORDS)]
+            .iter()
+            .enumerate()
+        {
+            let mut v = word.load(Ordering::SeqCst);
+            while v != 0 {
+                f(w * 64 + v.trailing_zeros() as usize);
+                v &= v - 1;
+            }
+        }
+    }
+
+    /// Members, approximately (exact when no operation is in flight).
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The chunks of a pool, by number. Entries are written once, when a chunk is first formatted,
+/// and never change: chunks are never unmapped while the pool lives.
+pub(crate) struct Directory {
+    chunks: [AtomicPtr<ChunkHeader>; MAX_CHUNKS],
+    /// Numbers handed out (may pass `MAX_CHUNKS` when the directory is full; read it clamped).
+    len: AtomicUsize,
+}
+
+impl Directory {
+    pub(crate) const fn new() -> Self {
+        Self {
+            chunks: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CHUNKS],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Numbers handed out so far: every member of a set is below this.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        // Acquire: pairs with `add`'s Release, so entries below the value are visible... once
+        // their own Release store lands; `get` is only asked for numbers a set published.
+        self.len.load(Ordering::Acquire).min(MAX_CHUNKS)
+    }
+
+    /// Gives `h` a number, or `None` when the directory is full.
+    pub(crate) fn add(&self, h: *mut ChunkHeader) -> Option<usize> {
+        // Relaxed: the number is ours alone; publication is the entry's Release store.
+        let i = self.len.fetch_add(1, Ordering::Relaxed);
+        if i >= MAX_CHUNKS {
+            return None;
+        }
+        // Release: whoever reads the entry sees the formatted header.
+        self.chunks[i].store(h, Ordering::Release);
+        Some(i)
+    }
+
+    /// The chunk numbered `i`, or null if it is still being added.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> *mut ChunkHeader {
+        // Acquire: pairs with the Release store in `add`.
+        self.chunks[i].load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,399 @@
+//! The pool against a shadow model: every block handed out is distinct, inside a chunk of its
+//! class, and every invariant holds after every operation ([`SlabPool::validate`]).
+
+extern crate std;
+
+use std::boxed::Box;
+use std::collections::BTreeSet;
+use std::vec::Vec;
+
+use chunk_source::{ChunkError, ChunkSource, MmapSource};
+use thread_heap::{Block, Chain};
+
+use crate::class::CLASSES;
+use crate::membership::{FLOATING, LISTED, OWNED};
+use crate::{ChunkHeader, NoRegistry, Owner, SlabPool, MAX_COMMITTED_EMPTY};
+
+/// A source that refuses after `limit` chunks, to test out of memory.
+#[derive(Clone, Copy)]
+struct Limited {
+    limit: usize,
+    given: &'static core::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: forwards to `MmapSource`, which upholds the trait's contract; refusing is allowed.
+unsafe impl ChunkSource for Limited {
+    fn props(&self) -> chunk_source::SourceProps {
+        MmapSource::new().props()
+    }
+    fn alloc(&self, n: usize) -> Result<core::ptr::NonNull<u8>, ChunkError> {
+        use core::sync::atomic::Ordering::Relaxed;
+        if self.given.fetch_add(n, Relaxed) + n > self.limit {
+            self.given.fetch_sub(n, Relaxed);
+            return Err(ChunkError::OutOfMemory);
+        }
+        MmapSource::new().alloc(n)
+    }
+    unsafe fn dealloc(&self, ptr: core::ptr::NonNull<u8>, n: usize) -> Result<(), ChunkError> {
+        // SAFETY: forwarded.
+        unsafe { MmapSource::new().dealloc(ptr, n) }
+    }
+    unsafe fn decommit(&self, ptr: core::ptr::NonNull<u8>, len: usize) -> Result<(), ChunkError> {
+        // SAFETY: forwarded.
+        unsafe { MmapSource::new().decommit(ptr, len) }
+    }
+}
+
+type Pool<S = MmapSource> = SlabPool<S, NoRegistry>;
+
+/// A pool on the heap, built in place (it is half a megabyte).
+fn boxed<S: ChunkSource>(source: S) -> Box<Pool<S>> {
+    let b: Box<core::mem::MaybeUninit<Pool<S>>> = Box::new_uninit();
+    let p = Box::into_raw(b).cast::<Pool<S>>();
+    // SAFETY: `p` comes from a box of the pool's layout, so it is valid for writes; `init`
+    // leaves a whole pool there for the box to take back.
+    unsafe {
+        SlabPool::init(p, source, NoRegistry);
+        Box::from_raw(p)
+    }
+}
+
+fn blocks(chain: &Chain) -> Vec<usize> {
+    let mut out = Vec::with_capacity(chain.len);
+    let mut p = chain.head.as_ptr();
+    for i in 0..chain.len {
+        out.push(p as usize);
+        if i + 1 < chain.len {
+            // SAFETY: the chain has `len` linked blocks.
+            p = unsafe { (*p).next };
+        }
+    }
+    assert_eq!(*out.last().unwrap(), chain.tail.as_ptr() as usize);
+    out
+}
+
+/// A chain of the given blocks, linked in order.
+fn chain_of(addrs: &[usize]) -> Chain {
+    for w in addrs.windows(2) {
+        // SAFETY: every address is a block the test holds, at least 8 bytes.
+        unsafe { (*(w[0] as *mut Block)).next = w[1] as *mut Block };
+    }
+    Chain {
+        head: core::ptr::NonNull::new(addrs[0] as *mut Block).unwrap(),
+        tail: core::ptr::NonNull::new(*addrs.last().unwrap() as *mut Block).unwrap(),
+        len: addrs.len(),
+    }
+}
+
+fn state_of(addr: usize) -> u8 {
+    // SAFETY: test addresses are blocks of live chunks.
+    unsafe { &*ChunkHeader::of(addr) }.membership().state()
+}
+
+/// A deterministic generator.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn refill_hands_out_distinct_blocks_of_the_class() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    for class in [0, 5, 20, 40, 63] {
+        let info = CLASSES[class];
+        let mut seen = BTreeSet::new();
+        for _ in 0..4 {
+            let chain = pool.refill(&mut owner, class, 64).unwrap();
+            for b in blocks(&chain) {
+                assert!(seen.insert(b), "block handed out twice");
+                // SAFETY: the block is in a live chunk.
+                let h = unsafe { &*ChunkHeader::of(b) };
+                assert_eq!(h.block_class(b), Ok(class));
+                assert_eq!(
+                    (b - h.base() - crate::class::SLOT_OFFSET) % info.size as usize,
+                    0
+                );
+            }
+            pool.validate(&[&owner]);
+        }
+        assert!(owner.owns(class));
+    }
+}
+
+#[test]
+fn owner_frees_go_local_and_come_back_first() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let chain = pool.refill(&mut owner, 2, 64).unwrap();
+    let got = blocks(&chain);
+    let h = ChunkHeader::of(got[0]);
+    // SAFETY: a live chunk.
+    let used = unsafe { &*h }.membership().used();
+    // Free them in scrambled order: they land in the owner's local bitmap, `used` is unchanged.
+    let mut scrambled = got.clone();
+    scrambled.reverse();
+    scrambled.swap(0, 7);
+    // SAFETY: the blocks came from this pool as class 2 and are not used.
+    unsafe { pool.flush(Some(&mut owner), 2, chain_of(&scrambled)) };
+    // SAFETY: a live chunk.
+    assert_eq!(unsafe { &*h }.membership().used(), used);
+    pool.validate(&[&owner]);
+    // The next refill hands the same blocks back, lowest first.
+    let again = blocks(&pool.refill(&mut owner, 2, 64).unwrap());
+    assert_eq!(again, got);
+    pool.validate(&[&owner]);
+}
+
+#[test]
+fn a_flush_spanning_many_words_counts_every_local_block() {
+    // More distinct words than one table of groups holds, all in the owned chunk.
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let mut got = Vec::new();
+    while got.len() < 64 * 100 {
+        got.extend(blocks(&pool.refill(&mut owner, 0, 64).unwrap()));
+    }
+    // One block of each word, then the rest: the first flush touches 100 words.
+    let firsts: Vec<usize> = got.iter().copied().step_by(64).collect();
+    // SAFETY: class-0 blocks of this pool, unused.
+    unsafe { pool.flush(Some(&mut owner), 0, chain_of(&firsts)) };
+    pool.validate(&[&owner]);
+    // They come back lowest first, up to 64 per refill across words.
+    let again: BTreeSet<usize> = (0..2)
+        .flat_map(|_| blocks(&pool.refill(&mut owner, 0, 64).unwrap()))
+        .collect();
+    assert_eq!(again.len(), 100);
+    assert_eq!(again, firsts.iter().copied().collect());
+    pool.validate(&[&owner]);
+}
+
+#[test]
+fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
+    let pool = boxed(MmapSource::new());
+    let class = 63; // the largest class: few slots per chunk
+    let slots = CLASSES[class].slots as usize;
+    let mut owner = Owner::new();
+    let mut first = Vec::new();
+    while first.len() < slots {
+        first.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+    }
+    // The next refill gives the full chunk up (FLOATING) and owns a new one.
+    let next = blocks(&pool.refill(&mut owner, class, 1).unwrap());
+    assert_ne!(ChunkHeader::of(next[0]), ChunkHeader::of(first[0]));
+    assert_eq!(state_of(first[0]), FLOATING);
+    assert_eq!(state_of(next[0]), OWNED);
+    pool.validate(&[&owner]);
+    // Another thread (no owner) frees one block: the chunk is listed.
+    // SAFETY: blocks of class `class` from this pool, unused.
+    unsafe { pool.flush(None, class, chain_of(&first[..1])) };
+    assert_eq!(state_of(first[0]), LISTED);
+    assert_eq!(pool.chunk_counts().partial, 1);
+    pool.validate(&[&owner]);
+    // The rest come back: the chunk is retired to the empty pool.
+    // SAFETY: as above.
+    unsafe { pool.flush(None, class, chain_of(&first[1..])) };
+    assert_eq!(pool.chunk_counts().partial, 0);
+    assert_eq!(pool.chunk_counts().empty_committed, 1);
+    assert_eq!(pool.active(), 1);
+    pool.validate(&[&owner]);
+    // The empty chunk serves another class next.
+    let mut other = Owner::new();
+    let b = blocks(&pool.refill(&mut other, 0, 8).unwrap());
+    assert_eq!(ChunkHeader::of(b[0]), ChunkHeader::of(first[0]));
+    pool.validate(&[&owner, &other]);
+}
+
+#[test]
+fn release_owner_merges_local_frees_and_retires_empty_chunks() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let mut held = Vec::new();
+    for class in 0..8 {
+        let chain = pool.refill(&mut owner, class, 32).unwrap();
+        held.push((class, blocks(&chain)));
+    }
+    for (class, b) in &held {
+        // SAFETY: blocks of `class` from this pool, unused.
+        unsafe { pool.flush(Some(&mut owner), *class, chain_of(b)) };
+    }
+    pool.validate(&[&owner]);
+    assert_eq!(pool.active(), 8);
+    pool.release_owner(&mut owner);
+    pool.validate(&[]);
+    assert_eq!(pool.active(), 0);
+    assert_eq!(pool.chunk_counts().empty_committed, 8);
+    // trim decommits them all.
+    assert_eq!(pool.trim(None), 8);
+    assert_eq!(pool.chunk_counts().empty_decommitted, 8);
+    pool.validate(&[]);
+}
+
+#[test]
+fn empty_chunks_beyond_the_limit_are_decommitted() {
+    let pool = boxed(MmapSource::new());
+    let n = MAX_COMMITTED_EMPTY + 4;
+    let mut owner = Owner::new();
+    let mut held = Vec::new();
+    // n chunks of the largest class, each fully claimed.
+    for _ in 0..n {
+        let class = 63;
+        let mut b = Vec::new();
+        while b.len() < CLASSES[class].slots as usize {
+            b.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+        }
+        held.push(b);
+    }
+    pool.release_owner(&mut owner);
+    for b in &held {
+        // SAFETY: blocks of class 63 from this pool, unused.
+        unsafe { pool.flush(None, 63, chain_of(b)) };
+    }
+    let c = pool.chunk_counts();
+    assert_eq!(c.empty_committed + c.empty_decommitted, n);
+    assert!(c.empty_committed <= MAX_COMMITTED_EMPTY, "{c:?}");
+    pool.validate(&[]);
+}
+
+#[test]
+fn random_operations_against_a_model() {
+    let pool = boxed(MmapSource::new());
+    let mut owners = [Owner::new(), Owner::new(), Owner::new()];
+    let mut live: Vec<(usize, usize)> = Vec::new(); // (class, block)
+    let mut all = BTreeSet::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for step in 0..3000 {
+        let who = rng.below(3);
+        match rng.below(10) {
+            0..=4 => {
+                let class = [0, 1, 9, 30, 60][rng.below(5)];
+                let chain = pool
+                    .refill(&mut owners[who], class, 1 + rng.below(64))
+                    .unwrap();
+                for b in blocks(&chain) {
+                    assert!(all.insert(b), "step {step}: block {b:#x} handed out twice");
+                    live.push((class, b));
+                }
+            }
+            5..=8 if !live.is_empty() => {
+                // Free a random handful of one class, from any owner (or none).
+                let class = live[rng.below(live.len())].0;
+                let mut picked = Vec::new();
+                let mut i = 0;
+                while i < live.len() && picked.len() < 80 {
+                    if live[i].0 == class && rng.below(3) == 0 {
+                        picked.push(live.swap_remove(i).1);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if picked.is_empty() {
+                    continue;
+                }
+                for b in &picked {
+                    all.remove(b);
+                }
+                let owner = if rng.below(4) == 0 {
+                    None
+                } else {
+                    Some(&mut owners[who])
+                };
+                // SAFETY: the picked blocks are of `class`, from this pool, and unused.
+                unsafe { pool.flush(owner, class, chain_of(&picked)) };
+            }
+            _ => pool.release_owner(&mut owners[who]),
+        }
+        pool.validate(&[&owners[0], &owners[1], &owners[2]]);
+    }
+    for o in &mut owners {
+        pool.release_owner(o);
+    }
+    while let Some((class, b)) = live.pop() {
+        // SAFETY: as above.
+        unsafe { pool.flush(None, class, chain_of(&[b])) };
+    }
+    pool.validate(&[]);
+    assert_eq!(pool.active(), 0, "every chunk came back");
+}
+
+#[test]
+fn threads_refill_and_free_each_others_blocks() {
+    use std::sync::mpsc;
+    static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
+    let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let producer = std::thread::spawn(move || {
+        let mut owner = Owner::new();
+        for _ in 0..2000 {
+            let chain = POOL.refill(&mut owner, 4, 32).unwrap();
+            tx.send(blocks(&chain)).unwrap();
+        }
+        POOL.release_owner(&mut owner);
+    });
+    let consumer = std::thread::spawn(move || {
+        let mut owner = Owner::new();
+        let mut seen = 0;
+        for b in rx {
+            seen += b.len();
+            // Keep one back to mix local and remote frees when they are ours.
+            let mine = POOL.refill(&mut owner, 4, 1).unwrap();
+            let mut all = b;
+            all.push(mine.head.as_ptr() as usize);
+            // SAFETY: class-4 blocks of this pool, no longer used.
+            unsafe { POOL.flush(Some(&mut owner), 4, chain_of(&all)) };
+        }
+        POOL.release_owner(&mut owner);
+        seen
+    });
+    producer.join().unwrap();
+    assert!(consumer.join().unwrap() >= 2000);
+    POOL.validate(&[]);
+    assert_eq!(POOL.active(), 0);
+}
+
+#[test]
+fn out_of_memory_is_none_and_the_pool_recovers() {
+    static GIVEN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    let pool = boxed(Limited {
+        limit: 2,
+        given: &GIVEN,
+    });
+    let mut a = Owner::new();
+    let mut b = Owner::new();
+    let mut c = Owner::new();
+    assert!(pool.refill(&mut a, 0, 1).is_some());
+    assert!(pool.refill(&mut b, 1, 1).is_some());
+    assert!(
+        pool.refill(&mut c, 2, 1).is_none(),
+        "a third chunk is refused"
+    );
+    pool.validate(&[&a, &b, &c]);
+    // b leaves its chunk with one block out: it is listed, and serves class 1 again without a
+    // new chunk.
+    pool.release_owner(&mut b);
+    pool.validate(&[&a, &c]);
+    assert_eq!(pool.chunk_counts().partial, 1);
+    assert!(
+        pool.refill(&mut c, 1, 1).is_some(),
+        "the listed chunk of class 1 serves again"
+    );
+    assert_eq!(pool.mapped(), 2);
+    pool.validate(&[&a, &c]);
+}
+
+#[test]
+#[should_panic(expected = "count against bitmap")]
+fn the_validator_catches_a_wrong_count() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let chain = pool.refill(&mut owner, 0, 4).unwrap();
+    // SAFETY: a live chunk; this deliberately breaks its invariant.
+    unsafe { &*ChunkHeader::of(chain.head.as_ptr() as usize) }
+        .membership()
+        .claimed(1);
+    pool.validate(&[&owner]);
+}
