@@ -128,15 +128,24 @@ impl Membership {
     pub fn released(&self, n: usize, slots: usize, list: &impl Listing) -> bool {
         let before = self.used.fetch_sub(n, SeqCst);
         debug_assert!(before >= n, "more blocks came back than went out");
-        self.settle(slots, list)
+        self.settle(slots, list, false)
     }
 
     /// The owner leaves the chunk (its blocks ran out, or the thread exits). Returns true if the
-    /// caller must retire it, as for [`released`](Self::released).
-    pub fn give_up(&self, slots: usize, list: &impl Listing) -> bool {
+    /// caller must retire it, as for [`released`](Self::released). With `keep_empty`, a chunk
+    /// with no block out is listed instead of retired, so that the next heap to need its class
+    /// finds it warm (a thread that exits leaves its chunks to the threads that follow); it stays
+    /// listed until a refill takes it or a trim retires it.
+    pub fn give_up(&self, slots: usize, list: &impl Listing, keep_empty: bool) -> bool {
         debug_assert_eq!(self.state(), OWNED);
         self.state.swap(FLOATING, SeqCst);
-        self.settle(slots, list)
+        self.settle(slots, list, keep_empty)
+    }
+
+    /// Takes a LISTED chunk that has no block out off its set to retire it (a trim of chunks
+    /// that were listed empty). True if the caller now holds it in state RETIRING.
+    pub fn retire_if_empty(&self, list: &impl Listing) -> bool {
+        self.read_state() == LISTED && self.read_used() == 0 && self.retire_listed(list)
     }
 
     /// Moves a chunk that is not owned to where its count says it belongs: listed if it has free
@@ -146,7 +155,7 @@ impl Membership {
     /// while it looked FLOATING may be stale by the time a CAS takes it: the CAS only makes the
     /// caller its exclusive holder (state LISTED before its bit is set, or RETIRING), and the
     /// decision is taken on a count read again while holding it.
-    fn settle(&self, slots: usize, list: &impl Listing) -> bool {
+    fn settle(&self, slots: usize, list: &impl Listing, keep_empty: bool) -> bool {
         loop {
             match self.read_state() {
                 FLOATING => {
@@ -164,6 +173,11 @@ impl Membership {
                     // Held: LISTED without its bit, so no refill can own it and the count only
                     // falls.
                     match self.read_used() {
+                        0 if keep_empty => {
+                            // Nothing is out, so no release will come to look at it again.
+                            list.insert();
+                            return false;
+                        }
                         0 => {
                             self.state.swap(RETIRING, SeqCst);
                             return true;
@@ -226,7 +240,6 @@ impl Membership {
     }
 }
 
-#[cfg(not(loom))]
 impl Default for Membership {
     fn default() -> Self {
         Self::new()
@@ -335,11 +348,38 @@ mod models {
                     c.retire_if(must);
                 })
             };
-            let must = c.m.give_up(2, &*c);
+            let must = c.m.give_up(2, &*c, false);
             c.retire_if(must);
             t.join().unwrap();
             c.check(2, false);
             assert_eq!(c.retired.load(SeqCst), 1);
+        });
+    }
+
+    /// The owner leaves a chunk, keeping it if empty, while the last block comes back: the chunk
+    /// ends listed (empty, kept) or retired, exactly one of the two.
+    #[test]
+    fn keep_empty_races_the_last_release() {
+        loom::model(|| {
+            let c = Chunk::owned(1);
+            let t = {
+                let c = c.clone();
+                thread::spawn(move || {
+                    let must = c.m.released(1, 2, &*c);
+                    c.retire_if(must);
+                })
+            };
+            let must = c.m.give_up(2, &*c, true);
+            c.retire_if(must);
+            t.join().unwrap();
+            let retired = c.retired.load(SeqCst);
+            let listed = c.bit.load(SeqCst);
+            assert_eq!(c.m.used(), 0);
+            assert!(
+                retired + usize::from(listed) == 1,
+                "retired {retired}, listed {listed}"
+            );
+            assert_eq!(c.m.state(), if listed { LISTED } else { EMPTY });
         });
     }
 
@@ -349,7 +389,7 @@ mod models {
     fn two_releases_of_a_floating_chunk() {
         loom::model(|| {
             let c = Chunk::owned(2);
-            assert!(!c.m.give_up(2, &*c));
+            assert!(!c.m.give_up(2, &*c, false));
             let t = {
                 let c = c.clone();
                 thread::spawn(move || {
@@ -372,7 +412,7 @@ mod models {
         loom::model(|| {
             // Two slots, one out: given up, it is listed.
             let c = Chunk::owned(1);
-            assert!(!c.m.give_up(2, &*c));
+            assert!(!c.m.give_up(2, &*c, false));
             assert!(c.bit.load(SeqCst));
             let t = {
                 let c = c.clone();
@@ -394,7 +434,7 @@ mod models {
     fn stale_retirer_does_not_retire_a_reused_chunk() {
         loom::model(|| {
             let c = Chunk::owned(1);
-            assert!(!c.m.give_up(2, &*c));
+            assert!(!c.m.give_up(2, &*c, false));
             let t = {
                 let c = c.clone();
                 thread::spawn(move || {
@@ -404,7 +444,7 @@ mod models {
             };
             // Meanwhile a refill takes it, claims a block and leaves it.
             if c.refill(2) {
-                let must = c.m.give_up(2, &*c);
+                let must = c.m.give_up(2, &*c, false);
                 c.retire_if(must);
             }
             t.join().unwrap();

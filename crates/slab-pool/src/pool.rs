@@ -236,8 +236,13 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// when memory is exhausted.
     #[inline]
     pub fn refill(&self, owner: &mut Owner, class: usize, max: usize) -> Option<Chain> {
+        self.refill_cursor(&mut owner.cursors[class], class, max)
+    }
+
+    /// A refill through cursor `c`: local blocks, then the owned chunk, then another chunk.
+    #[inline(always)]
+    fn refill_cursor(&self, c: &mut Cursor, class: usize, max: usize) -> Option<Chain> {
         let max = max.clamp(1, 64) as u32;
-        let c = &mut owner.cursors[class];
         if c.local != 0 {
             // SAFETY: a cursor with local blocks owns its chunk, and they lie in `lo..hi`.
             let chain = unsafe { (*c.chunk).take_local(class, &mut c.lo, c.hi, max) };
@@ -257,7 +262,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// The owned chunk ran out: give it up and own another.
     #[cold]
     fn refill_slow(&self, c: &mut Cursor, class: usize, max: u32) -> Option<Chain> {
-        self.leave(c, class);
+        self.leave(c, class, false);
         let slots = CLASSES[class].slots as usize;
         // A listed chunk has free blocks; one whose claim fails anyway (corruption by a racing
         // misuse) is given up again and the next one tried.
@@ -274,7 +279,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 return Some(chain);
             }
             debug_assert!(false, "a listed chunk had no free block");
-            if chunk.membership().give_up(slots, &self.bit(class, chunk)) {
+            if chunk
+                .membership()
+                .give_up(slots, &self.bit(class, chunk), false)
+            {
                 self.retire(class, chunk);
             }
         }
@@ -298,15 +306,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// Up to `max` free blocks of `class` for a caller without an owner (a thread that already
     /// exited, or not an arena's owner): owns a chunk just for this claim.
     pub fn refill_once(&self, class: usize, max: usize) -> Option<Chain> {
-        let mut owner = Owner::new();
-        let chain = self.refill(&mut owner, class, max);
-        self.release_owner(&mut owner);
+        let mut c = Cursor::NONE;
+        let chain = self.refill_cursor(&mut c, class, max);
+        self.leave(&mut c, class, true);
         chain
     }
 
     /// The owner leaves the chunk of cursor `c`: its local blocks go back to the shared bitmap,
-    /// then the chunk is listed, retired or left floating as its count says.
-    fn leave(&self, c: &mut Cursor, class: usize) {
+    /// then the chunk is listed, retired or left floating as its count says (an empty one is
+    /// listed with `keep_empty`, see [`Membership::give_up`]).
+    fn leave(&self, c: &mut Cursor, class: usize, keep_empty: bool) {
         if c.chunk.is_null() {
             return;
         }
@@ -320,15 +329,33 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
         *c = Cursor::NONE;
         let slots = CLASSES[class].slots as usize;
-        if chunk.membership().give_up(slots, &self.bit(class, chunk)) {
+        if chunk
+            .membership()
+            .give_up(slots, &self.bit(class, chunk), keep_empty)
+        {
             self.retire(class, chunk);
         }
     }
 
-    /// Gives up every chunk `owner` owns (a heap going away, or a trim).
+    /// Gives up every chunk `owner` owns (a heap going away). Empty ones stay listed for the
+    /// heaps that follow; [`trim`](Self::trim) retires them.
     pub fn release_owner(&self, owner: &mut Owner) {
         for (class, c) in owner.cursors.iter_mut().enumerate() {
-            self.leave(c, class);
+            self.leave(c, class, true);
+        }
+    }
+
+    /// Retires every listed chunk that has no block out.
+    fn retire_listed_empty(&self) {
+        let len = self.dir.len();
+        for (class, set) in self.partial.iter().enumerate() {
+            set.for_each(len, |i| {
+                // SAFETY: set members are formatted chunks, valid for the pool's life.
+                let chunk = unsafe { &*self.dir.get(i) };
+                if chunk.membership().retire_if_empty(&self.bit(class, chunk)) {
+                    self.retire(class, chunk);
+                }
+            });
         }
     }
 
@@ -556,12 +583,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         done
     }
 
-    /// Gives back the chunks `owner` owns (if given), then decommits every empty chunk now.
+    /// Gives back the chunks `owner` owns (if given), retires every listed chunk with no block
+    /// out, then decommits every empty chunk now.
     /// Returns how many were decommitted. Chunks other threads own are theirs until they leave.
     pub fn trim(&self, owner: Option<&mut Owner>) -> usize {
         if let Some(o) = owner {
-            self.release_owner(o);
+            for (class, c) in o.cursors.iter_mut().enumerate() {
+                self.leave(c, class, false);
+            }
         }
+        self.retire_listed_empty();
         self.purge(now_ns(), true)
     }
 
@@ -654,10 +685,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 }
                 LISTED => {
                     assert!(cursor.0.is_none());
-                    assert!(
-                        out > 0 && out < info.slots as usize,
-                        "listed chunk {i}: {out} out"
-                    );
+                    // Empty only if its owner left it so (kept for the heaps that follow).
+                    assert!(out < info.slots as usize, "listed chunk {i} is full");
                     assert_eq!(chunk.local_count(class), 0);
                 }
                 crate::membership::FLOATING => {

@@ -176,7 +176,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
 #[test]
 fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     let pool = boxed(MmapSource::new());
-    let class = 63; // the largest class: few slots per chunk
+    let class = 23; // the largest owned class: the fewest slots per owned chunk
     let slots = CLASSES[class].slots as usize;
     let mut owner = Owner::new();
     let mut first = Vec::new();
@@ -224,12 +224,23 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     }
     pool.validate(&[&owner]);
     assert_eq!(pool.active(), 8);
+    // Given up, the empty chunks stay listed for the next heap that needs their classes...
     pool.release_owner(&mut owner);
     pool.validate(&[]);
+    assert_eq!(pool.active(), 8);
+    assert_eq!(pool.chunk_counts().partial, 8);
+    let mut next = Owner::new();
+    let b = blocks(&pool.refill(&mut next, 3, 4).unwrap());
+    assert_eq!(
+        ChunkHeader::of(b[0]),
+        ChunkHeader::of(held[3].1[0]),
+        "the warm chunk is reused"
+    );
+    // SAFETY: class-3 blocks of this pool, unused.
+    unsafe { pool.flush(Some(&mut next), 3, chain_of(&b)) };
+    // ...and trim retires and decommits them all.
+    assert_eq!(pool.trim(Some(&mut next)), 8);
     assert_eq!(pool.active(), 0);
-    assert_eq!(pool.chunk_counts().empty_committed, 8);
-    // trim decommits them all.
-    assert_eq!(pool.trim(None), 8);
     assert_eq!(pool.chunk_counts().empty_decommitted, 8);
     pool.validate(&[]);
 }
@@ -318,6 +329,8 @@ fn random_operations_against_a_model() {
         unsafe { pool.flush(None, class, chain_of(&[b])) };
     }
     pool.validate(&[]);
+    pool.trim(None);
+    pool.validate(&[]);
     assert_eq!(pool.active(), 0, "every chunk came back");
 }
 
@@ -351,6 +364,8 @@ fn threads_refill_and_free_each_others_blocks() {
     });
     producer.join().unwrap();
     assert!(consumer.join().unwrap() >= 2000);
+    POOL.validate(&[]);
+    POOL.trim(None);
     POOL.validate(&[]);
     assert_eq!(POOL.active(), 0);
 }
