@@ -182,6 +182,12 @@ fn register_thread() -> bool {
     unsafe { libc::pthread_setspecific(key, core::ptr::dangling::<libc::c_void>()) == 0 }
 }
 
+/// Creates the exit key now, if it does not exist yet. A C library calls this before the
+/// program's constructors run (see [`crate::raw::init`]).
+pub(crate) fn init_exit_key() {
+    let _ = exit_key();
+}
+
 /// The exit key, created (with the fork handlers) on first use.
 fn exit_key() -> Option<libc::pthread_key_t> {
     loop {

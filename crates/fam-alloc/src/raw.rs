@@ -29,6 +29,18 @@ use crate::registry::Kind;
 use crate::report;
 use slab_pool::ChunkHeader;
 
+/// Sets up what thread registration needs before the program runs: the pthread key whose
+/// destructor flushes a thread's heap at exit. A C library calls this from a load-time
+/// constructor. It matters when the program creates more than 32 keys of its own before its first
+/// allocation: a key created after those lives in glibc's second-level key array, and setting it
+/// during a thread's first allocation can be undone by the `pthread_setspecific` that the
+/// allocation is nested in (glibc installs a second-level array allocated by the outer call over
+/// the one the nested call installed), so the thread would exit without flushing its heap or
+/// leaving the statistics' thread list. One of the first 32 keys is stored inline and never lost.
+pub fn init() {
+    crate::local::init_exit_key();
+}
+
 /// The secret that marks a block freed through this module; chosen once per process.
 static FREE_MARK: AtomicUsize = AtomicUsize::new(0);
 

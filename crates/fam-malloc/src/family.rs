@@ -17,21 +17,34 @@ use fam_alloc::raw;
 
 use crate::errno::{invalid, out_of_memory, page_size};
 
-/// The alignment `malloc` guarantees for a request of `size` bytes: 16, what `max_align_t`
-/// needs on x86-64 and AArch64, for anything that could hold one; 8 for smaller requests, which
-/// cannot (the guarantee glibc and mimalloc give too).
+/// The alignment `malloc` gives a request of `size` bytes: that of the largest power of two
+/// dividing the size rounded up to 8, at most 16 (what `max_align_t` needs on x86-64 and
+/// AArch64). An object's size is a multiple of its alignment, so a 24-byte request is for objects
+/// aligned to 8 at most (three pointers, say), and gets a block of the 24-byte class instead of
+/// one of 32; this is what mimalloc gives too. Sizes that are multiples of 16 get 16.
 #[inline(always)]
 const fn malloc_align(size: usize) -> usize {
-    if size <= 8 {
-        8
+    // Near `usize::MAX` the rounding wraps to 0; such a request fails anyway.
+    let rounded = size.wrapping_add(7) & !7;
+    let low = rounded & rounded.wrapping_neg();
+    if low == 0 || low > 16 {
+        if rounded == 0 {
+            8
+        } else {
+            16
+        }
     } else {
-        16
+        low
     }
 }
 
-static_assertions::const_assert!(malloc_align(0).is_power_of_two());
+static_assertions::const_assert_eq!(malloc_align(0), 8);
 static_assertions::const_assert_eq!(malloc_align(8), size_of::<*mut c_void>());
-static_assertions::const_assert_eq!(malloc_align(9), 2 * size_of::<usize>());
+static_assertions::const_assert_eq!(malloc_align(16), 16);
+static_assertions::const_assert_eq!(malloc_align(24), 8);
+static_assertions::const_assert_eq!(malloc_align(40), 8);
+static_assertions::const_assert_eq!(malloc_align(48), 16);
+static_assertions::const_assert_eq!(malloc_align(4096), 16);
 
 /// Allocates `size` bytes aligned to at least `align` and to what `malloc` gives that size.
 #[inline(always)]
@@ -43,7 +56,8 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
-/// Allocates `size` bytes, aligned to 16 when `size > 8` and to 8 otherwise.
+/// Allocates `size` bytes, aligned as [`malloc_align`] says: 16 for sizes that round up (to 8) to
+/// a multiple of 16, else 8.
 ///
 /// `malloc(0)` returns a unique minimal block (to be freed like any other). Returns null with
 /// `errno = ENOMEM` when memory is exhausted or `size` cannot be met (near `SIZE_MAX`).

@@ -5,8 +5,10 @@
 //! Every function is a thin layer over [`fam_alloc::raw`], which allocates by size and alignment
 //! and frees, measures and resizes from the pointer alone. This layer adds what C expects on top:
 //!
-//! - **Alignment.** `malloc`, `calloc` and `realloc` align requests over 8 bytes to 16 (what
-//!   `max_align_t` needs) and smaller ones to 8. `posix_memalign`, `aligned_alloc`, `memalign`,
+//! - **Alignment.** `malloc`, `calloc` and `realloc` align a request to what any object that fits
+//!   in it needs: the largest power of two dividing the size rounded up to 8, at most 16 (what
+//!   `max_align_t` needs), so 24, 40 and 56 bytes get blocks of exactly that size, as mimalloc
+//!   gives them. `posix_memalign`, `aligned_alloc`, `memalign`,
 //!   `valloc` and `pvalloc` check and adjust the alignment the way glibc does (see each one).
 //! - **Errors.** A request that cannot be met returns null with `errno` set to `ENOMEM`; sizes
 //!   are never wrapped (`calloc` and `reallocarray` check their products, and a request near
@@ -21,9 +23,10 @@
 //! Rust code inside the library allocates from the same heap: the crate sets [`FamAlloc`] as the
 //! global allocator, so the library never calls the C library's allocator.
 //!
-//! Thread exit and `fork()` need nothing here: the facade flushes an exiting thread's heap from
-//! a pthread key destructor and takes its locks around `fork()` with `pthread_atfork` handlers,
-//! neither of which allocates.
+//! Thread exit and `fork()` need little here: the facade flushes an exiting thread's heap from a
+//! pthread key destructor, and its slab pools need no locks around `fork()`. The one thing this
+//! layer does is create that key at load time ([`fam_alloc::raw::init`], from `.init_array`),
+//! before the program's own constructors can take the 32 keys glibc stores inline.
 //!
 //! [`FamAlloc`]: fam_alloc::FamAlloc
 
@@ -44,6 +47,17 @@ pub use info::{
 pub use shared::{
     fam_alloc, fam_init_global_allocator, fam_print_stats, fam_release, fam_resize, fam_write_stats,
 };
+
+/// Runs when the library is loaded, before the program's constructors: a preloaded or linked
+/// shared library is initialised before the program that uses it, and in a static link the
+/// priority 100 sorts before every priority a program may give its own (101 and up).
+extern "C" fn at_load() {
+    fam_alloc::raw::init();
+}
+
+#[used]
+#[link_section = ".init_array.00100"]
+static AT_LOAD: extern "C" fn() = at_load;
 
 /// Every Rust allocation made inside the library comes from the same heap as `malloc`.
 #[global_allocator]

@@ -77,13 +77,19 @@ fn sizes() -> Vec<usize> {
     v
 }
 
+/// The alignment any object that fits in `size` bytes needs: the largest power of two dividing
+/// the size rounded up to 8, at most 16 (an object's size is a multiple of its alignment).
+fn c_align(size: usize) -> usize {
+    let rounded = size.max(1).next_multiple_of(8);
+    (1 << rounded.trailing_zeros()).min(16)
+}
+
 #[test]
 fn malloc_aligns_and_gives_at_least_the_size() {
     for size in sizes() {
         let p = fm::malloc(size);
         assert!(!p.is_null(), "malloc({size})");
-        let align = if size > 8 { 16 } else { 8 };
-        assert_eq!(addr(p) % align, 0, "malloc({size}) = {p:?}");
+        assert_eq!(addr(p) % c_align(size), 0, "malloc({size}) = {p:?}");
         // SAFETY: `p` is a live block.
         let usable = unsafe { fm::malloc_usable_size(p) };
         assert!(usable >= size.max(1), "usable {usable} < {size}");
@@ -93,6 +99,19 @@ fn malloc_aligns_and_gives_at_least_the_size() {
             assert!(holds(p, usable, size as u8));
             fm::free(p);
         }
+    }
+}
+
+#[test]
+fn small_odd_multiples_of_8_use_their_own_classes() {
+    // 24, 40 and 56 bytes are served from blocks of exactly that size, not rounded to 16.
+    for size in [24usize, 40, 56] {
+        let p = fm::malloc(size);
+        assert!(!p.is_null());
+        // SAFETY: a live block.
+        assert_eq!(unsafe { fm::malloc_usable_size(p) }, size, "malloc({size})");
+        // SAFETY: freed once.
+        unsafe { fm::free(p) };
     }
 }
 
@@ -211,11 +230,7 @@ fn realloc_keeps_content_across_every_size() {
         // SAFETY: `p` is live; the old pointer is not used after a successful move.
         let q = unsafe { fm::realloc(p, size) };
         assert!(!q.is_null(), "realloc to {size}");
-        assert_eq!(
-            addr(q) % if size > 8 { 16 } else { 8 },
-            0,
-            "realloc to {size}"
-        );
+        assert_eq!(addr(q) % c_align(size), 0, "realloc to {size}");
         let kept = len.min(size);
         // SAFETY: `q` holds at least `size >= kept` bytes.
         unsafe {

@@ -91,6 +91,14 @@ static size_t check(uintptr_t *p) {
     return items;
 }
 
+/* What malloc owes a request of `bytes`: the alignment of any object that fits, which divides its
+   size: the largest power of two dividing the size rounded up to 8, at most 16. */
+static size_t c_align(size_t bytes) {
+    size_t rounded = (bytes + 7) & ~(size_t)7;
+    size_t low = rounded & -rounded;
+    return rounded == 0 ? 8 : (low > 16 ? 16 : low);
+}
+
 static void check_align(const void *p, size_t align) {
     if ((uintptr_t)p % align != 0) {
         error("misaligned block", p);
@@ -157,7 +165,7 @@ static uintptr_t *alloc_items(size_t items, rng_t *r) {
         error("allocation failed", NULL);
         exit(1);
     }
-    check_align(p, bytes > 8 ? 16 : 8);
+    check_align(p, c_align(bytes));
     fill(p, 1, items);
     return p;
 }
@@ -181,7 +189,7 @@ static uintptr_t *resize_items(uintptr_t *p, uint64_t random) {
         error("realloc failed", p);
         return p;
     }
-    check_align(q, new_items > 1 ? 16 : 8);
+    check_align(q, c_align(new_items * sizeof(uintptr_t)));
     size_t keep = items < new_items ? items : new_items;
     for (size_t i = 1; i < keep; i++) {
         if (q[i] != pattern(i, items)) {
