@@ -91,6 +91,7 @@ mod disabled {
     pub(crate) fn thread_started() {}
     #[inline(always)]
     pub(crate) fn thread_exited() {}
+    pub(crate) fn after_fork_in_child() {}
     #[inline(always)]
     pub(crate) fn exited_op(_class: usize, _alloc: bool) {}
     pub(crate) fn heaps() -> core::iter::Empty<stats::HeapStats> {
@@ -256,6 +257,55 @@ mod enabled {
             &EXITED_FREES[class]
         };
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Repairs the live list in a forked child, whose only thread is the one that forked.
+    ///
+    /// Any other thread may have held the list's lock at the fork (a snapshot, or a thread
+    /// starting or exiting): the child frees it instead of waiting for a thread that does not
+    /// exist there. The list itself is consistent when walked forward from its head whatever
+    /// step a link or unlink was at (each changes one forward pointer, in one store), and every
+    /// node on it is a thread block copied into the child. The threads other than this one are
+    /// gone: their counts join the exited totals, and the list is left holding this thread only
+    /// (if it was on it). A thread caught halfway through its own exit may be counted twice;
+    /// counts are statistics, so that is the whole cost.
+    pub(crate) fn after_fork_in_child() {
+        // SAFETY: the child's only thread is this one, and it held no guard across `fork()`
+        // (the fork handlers run outside any statistics call); the list is repaired below.
+        unsafe { LIVE.reset_in_child() };
+        with_counters(|me| {
+            let me = me as *const ThreadCounters as *mut ThreadCounters;
+            let mut live = LIVE.lock();
+            let mut found = false;
+            let mut n = live.head;
+            while !n.is_null() {
+                // SAFETY: list nodes are thread blocks, copied into the child with the memory.
+                let c = unsafe { &*n };
+                let next = c.next.load(Relaxed);
+                if n == me {
+                    found = true;
+                } else {
+                    for class in 0..NUM_CLASSES {
+                        EXITED_ALLOCS[class].fetch_add(c.allocs[class].load(Relaxed), Relaxed);
+                        EXITED_FREES[class].fetch_add(c.frees[class].load(Relaxed), Relaxed);
+                    }
+                    THREADS_EXITED.fetch_add(1, Relaxed);
+                }
+                n = next;
+            }
+            if found {
+                // SAFETY: `me` is this thread's block; we hold the lock.
+                unsafe {
+                    (*me).next.store(ptr::null_mut(), Relaxed);
+                    (*me).prev.store(ptr::null_mut(), Relaxed);
+                }
+                live.head = me;
+                live.len = 1;
+            } else {
+                live.head = ptr::null_mut();
+                live.len = 0;
+            }
+        });
     }
 
     /// Folds this thread's counts into the exited totals and takes it off the list.

@@ -6,8 +6,12 @@
 //! copied with the process and stay valid; those of threads that do not exist in the child are
 //! never used there (a bounded loss: one bucket per class and one chunk per class per thread).
 //!
-//! The one handler that remains runs in the child: it advances the fork generation, which arenas
-//! compare against to notice that their owner may not exist any more.
+//! The one handler that remains runs in the child, and takes no lock: it advances the fork
+//! generation, which arenas compare against to notice that their owner may not exist any more,
+//! and repairs the statistics' list of live threads, whose lock another thread may have held at
+//! the fork ([`crate::counters`]). Nothing is taken in a prepare handler, so nothing can invert
+//! against the locks libc takes around `fork()` (stdio's, for one), and a signal handler that
+//! forks while its thread is inside the allocator waits for nothing.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -45,4 +49,5 @@ pub(crate) fn install_handlers() {
 
 extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    crate::counters::after_fork_in_child();
 }

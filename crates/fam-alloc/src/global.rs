@@ -8,7 +8,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use large_alloc::LargeAlloc;
+use large_alloc::{LargeAlloc, LargeError};
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
@@ -180,7 +180,11 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
             "not a live block of this allocator (foreign pointer or double free)",
         );
     };
-    // SAFETY: the registry says the chunk is part of a live large run, so its header is mapped.
+    if !large_header_in_run(addr, entry.base) {
+        report::bad_free("free", addr, "not the start of a large block");
+    }
+    // SAFETY: the registry says the chunk is part of a live large run, and the header's bytes
+    // before `ptr` lie inside that run (checked just above), so they are mapped.
     let header = match unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) } {
         Ok(h) if h.base() as usize == entry.base => h,
         _ => report::bad_free("free", addr, "not the start of a large block"),
@@ -189,9 +193,22 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
     REGISTRY.remove(base, n);
     counters::large_changed(size, n, -1);
     // SAFETY: `ptr` is a live large block (checked above) that the caller gives up.
-    if unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) }.is_err() {
-        report::bad_free("free", addr, "double free of a large block");
+    match unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) } {
+        Ok(()) => {}
+        // The OS would not unmap the run (its mapping limit, say): it stays mapped, unused and
+        // decommitted. The free itself was right; nothing to report.
+        Err(LargeError::Source(_) | LargeError::OutOfMemory) => {}
+        Err(_) => report::bad_free("free", addr, "double free of a large block"),
     }
+}
+
+/// Whether the header of a large block at `addr`, in a run starting at `base`, would lie inside
+/// the run: the header is the 64 bytes before the block, so a pointer closer to the run's start
+/// (the run's base itself, say) cannot be a block and its header must not be read.
+#[inline]
+pub(crate) fn large_header_in_run(addr: usize, base: usize) -> bool {
+    addr.checked_sub(base)
+        .is_some_and(|off| off >= large_alloc::HEADER_SIZE)
 }
 
 /// Resizes a large block, keeping the registry in step with its run.

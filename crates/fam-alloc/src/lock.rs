@@ -64,6 +64,20 @@ impl<T> SpinLock<T> {
     }
 }
 
+impl<T> SpinLock<T> {
+    /// Frees the lock whoever holds it: for a forked child, where the holder may be a thread
+    /// that does not exist.
+    ///
+    /// # Safety
+    /// No thread of this process holds the lock or a guard of it (the child's only thread is
+    /// the one that forked, and it held no guard across `fork()`); the value may be mid-update
+    /// and is the caller's to repair.
+    pub(crate) unsafe fn reset_in_child(&self) {
+        // Release: as an unlock.
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
 /// Holds a [`SpinLock`] until dropped.
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,

@@ -146,7 +146,8 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
         report::bad_free(op, addr, "pointer not allocated by fam-alloc");
     };
     match entry.kind {
-        Kind::Large => Owned::Large,
+        Kind::Large if crate::global::large_header_in_run(addr, entry.base) => Owned::Large,
+        Kind::Large => report::bad_free(op, addr, "not the start of a large block"),
         Kind::Slab => {
             // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
             match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
@@ -185,8 +186,16 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
                 c.count_free(class);
             });
         }
-        // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
-        Owned::Large => unsafe { large_free(ptr) },
+        Owned::Large => {
+            // A free that cannot unmap keeps the run (see `large_free`); the error the OS gave
+            // it is not the program's to see.
+            // SAFETY: `__errno_location` has no preconditions and returns this thread's errno.
+            let errno = unsafe { *libc::__errno_location() };
+            // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
+            unsafe { large_free(ptr) };
+            // SAFETY: as above.
+            unsafe { *libc::__errno_location() = errno };
+        }
     }
 }
 

@@ -1064,3 +1064,76 @@ fn private_arena_is_copy_on_write_across_fork() {
     v.extend(0..1000u64);
     assert_eq!(v.len(), 101_000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Forks while other threads start, exit and take snapshots
+
+/// Another thread may be inside the statistics' thread list (starting, exiting, or taking a
+/// snapshot) at the moment of a fork; the child must not wait for it. Two threads start and join
+/// short-lived threads without pause, a third takes snapshots, and the main thread forks; each
+/// child starts a thread of its own, allocates, takes a snapshot and leaves. A child that hangs
+/// is killed by its own alarm (exit code 128 + SIGALRM).
+#[test]
+fn forks_while_threads_start_exit_and_take_snapshots_never_hang() {
+    let _serial = serial();
+    static STOP: AtomicBool = AtomicBool::new(false);
+    STOP.store(false, Ordering::SeqCst);
+    let churners: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(|| {
+                while !STOP.load(Ordering::Relaxed) {
+                    let t = std::thread::spawn(|| {
+                        let v: Vec<Box<[u8; 32]>> = (0..64).map(|_| Box::new([7; 32])).collect();
+                        v.len()
+                    });
+                    assert_eq!(t.join().unwrap(), 64);
+                }
+            })
+        })
+        .collect();
+    let snapshots = std::thread::spawn(|| {
+        while !STOP.load(Ordering::Relaxed) {
+            assert!(fam_alloc::stats().threads_live >= 1);
+        }
+    });
+    let forks = 300;
+    let mut codes = Vec::with_capacity(forks);
+    for _ in 0..forks {
+        let pid = spawn_child(|| {
+            // SAFETY: alarm has no preconditions; it ends this child if it hangs.
+            unsafe { libc::alarm(5) };
+            let t = std::thread::spawn(|| (0..64).map(|i| vec![i as u8; 48]).collect::<Vec<_>>());
+            let blocks = t
+                .join()
+                .map_err(|_| fail(EXIT_PANIC, "child thread panicked"))?;
+            if blocks
+                .iter()
+                .enumerate()
+                .any(|(i, b)| b.iter().any(|&x| x != i as u8))
+            {
+                return Err(fail(EXIT_WRONG_DATA, "a block lost its content"));
+            }
+            let s = fam_alloc::stats();
+            if s.threads_live != 1 {
+                return Err(fail(
+                    EXIT_WRONG_DATA,
+                    format!("{} live threads", s.threads_live),
+                ));
+            }
+            Ok(())
+        });
+        codes.push(wait_child(pid));
+    }
+    STOP.store(true, Ordering::SeqCst);
+    for t in churners {
+        t.join().unwrap();
+    }
+    snapshots.join().unwrap();
+    let bad: Vec<i32> = codes.iter().copied().filter(|&c| c != EXIT_OK).collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {forks} children failed: {bad:?} (128 + {} = hung)",
+        bad.len(),
+        libc::SIGALRM
+    );
+}

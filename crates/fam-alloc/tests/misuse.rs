@@ -209,6 +209,29 @@ fn free_of_interior_pointer_of_large_block_aborts() {
     assert_aborted(&out, "free", "not the start of a large block");
 }
 
+#[test]
+fn free_of_a_large_blocks_run_base_is_reported_not_a_crash() {
+    // The chunk-aligned start of a large block's run is registered as the allocator's, but a
+    // block's header lies before the block: reading it for the run's base would read before the
+    // run. Each size is its own child (the first misuse aborts).
+    const TEST: &str = "free_of_a_large_blocks_run_base_is_reported_not_a_crash";
+    if let Some(case) = misuse().and_then(|m| m.strip_prefix(TEST).map(str::to_owned)) {
+        let mib: usize = case.trim_start_matches(':').parse().unwrap();
+        let p = fam_alloc::raw::alloc(mib << 20, 16);
+        assert!(!p.is_null());
+        let base = (p as usize & !(fam_alloc::CHUNK_SIZE - 1)) as *mut u8;
+        assert!(fam_alloc::owns(base));
+        prepare_child(base);
+        // SAFETY: deliberately unsound: the misuse under test.
+        unsafe { fam_alloc::raw::free("free", base) };
+        return;
+    }
+    for mib in [5, 9, 17, 64] {
+        let out = run_child(TEST, &format!("{TEST}:{mib}"));
+        assert_aborted(&out, "free", "not the start of a large block");
+    }
+}
+
 /// A child that misuses nothing exits normally: the death tests above fail for the right reason.
 #[test]
 fn child_without_misuse_exits_cleanly() {

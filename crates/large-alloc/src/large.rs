@@ -416,15 +416,26 @@ impl<S: ChunkSource> LargeAlloc<S> {
             }
         }
         // SAFETY: the caller gives up the run, which the source handed out.
-        unsafe { self.source.dealloc(base, n) }.map_err(LargeError::from)
+        let r = unsafe { self.source.dealloc(base, n) };
+        if r.is_err() {
+            // The OS refused to unmap (at its limit of mappings, say): the run stays mapped and
+            // unused. Give its pages back at least; the error tells the caller the address
+            // space was kept, not that the free was wrong.
+            // SAFETY: the run is ours and nothing uses it any more.
+            let _ = unsafe { self.source.decommit(base, n * CHUNK_SIZE) };
+        }
+        r.map_err(LargeError::from)
     }
 
     /// Gives back to the source the cached runs unused for more than `CACHE_MAX_AGE` ticks.
     fn evict_stale(&self, now: usize) {
         self.cache.evict_stale(now, |base, n| {
             // SAFETY: the run came out of the cache, so it is ours and was the source's.
-            let r = unsafe { self.source.dealloc(base, n) };
-            debug_assert!(r.is_ok(), "source refused a cached run: {r:?}");
+            if unsafe { self.source.dealloc(base, n) }.is_err() {
+                // Kept mapped (see `put_run`); its pages go back at least.
+                // SAFETY: as above.
+                let _ = unsafe { self.source.decommit(base, n * CHUNK_SIZE) };
+            }
         });
     }
 }

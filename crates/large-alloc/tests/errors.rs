@@ -261,3 +261,64 @@ fn errors_display() {
         LargeError::OutOfMemory
     );
 }
+
+/// Linux's `ENOMEM`, what `munmap` fails with when splitting a mapping would pass the limit.
+const ENOMEM: i32 = 12;
+
+/// A source whose `dealloc` always fails, as `munmap` does at the process's limit of mappings;
+/// it counts what it was asked to decommit.
+struct Unmappable {
+    inner: MmapSource,
+    decommitted: std::sync::atomic::AtomicUsize,
+}
+
+// SAFETY: forwards to `MmapSource`; refusing to give memory back is allowed by the contract.
+unsafe impl chunk_source::ChunkSource for Unmappable {
+    fn props(&self) -> chunk_source::SourceProps {
+        self.inner.props()
+    }
+    fn alloc(&self, n: usize) -> Result<NonNull<u8>, chunk_source::ChunkError> {
+        self.inner.alloc(n)
+    }
+    unsafe fn dealloc(&self, _ptr: NonNull<u8>, _n: usize) -> Result<(), chunk_source::ChunkError> {
+        Err(chunk_source::ChunkError::Os(ENOMEM))
+    }
+    unsafe fn decommit(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+    ) -> Result<(), chunk_source::ChunkError> {
+        self.decommitted
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: forwarded.
+        unsafe { self.inner.decommit(ptr, len) }
+    }
+}
+
+#[test]
+fn a_run_the_os_will_not_unmap_is_kept_and_its_pages_given_back() {
+    let large = LargeAlloc::new(Unmappable {
+        inner: MmapSource::new(),
+        decommitted: std::sync::atomic::AtomicUsize::new(0),
+    });
+    // 48 MiB: too big for the cache of freed runs, so the free goes to the source.
+    let b = large.alloc(48 * MIB, 64).unwrap();
+    // SAFETY: a live block of `large`, freed once.
+    let r = unsafe { large.dealloc(b.ptr) };
+    assert!(
+        matches!(
+            r,
+            Err(LargeError::Source(chunk_source::ChunkError::Os(ENOMEM)))
+        ),
+        "{r:?}: a source error, not a misuse"
+    );
+    let run = b.nchunks * CHUNK_SIZE;
+    assert_eq!(
+        large
+            .source()
+            .decommitted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        run,
+        "the kept run's pages went back"
+    );
+}
