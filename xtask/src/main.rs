@@ -20,6 +20,7 @@ const NO_STD_CRATES: &[&str] = &[
     "slab-bitmap",
     "thread-heap",
     "chunk-source",
+    "slab-pool",
     "large-alloc",
 ];
 

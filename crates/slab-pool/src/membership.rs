@@ -336,18 +336,21 @@ mod models {
         }
     }
 
+    /// Another thread releases `n` blocks of a two-slot chunk (and retires it if told to).
+    fn release_in_thread(c: &Arc<Chunk>, n: usize) -> thread::JoinHandle<()> {
+        let c = c.clone();
+        thread::spawn(move || {
+            let must = c.m.released(n, 2, &*c);
+            c.retire_if(must);
+        })
+    }
+
     /// The owner leaves a full chunk while another thread frees its last blocks.
     #[test]
     fn give_up_races_the_last_release() {
         loom::model(|| {
             let c = Chunk::owned(2);
-            let t = {
-                let c = c.clone();
-                thread::spawn(move || {
-                    let must = c.m.released(2, 2, &*c);
-                    c.retire_if(must);
-                })
-            };
+            let t = release_in_thread(&c, 2);
             let must = c.m.give_up(2, &*c, false);
             c.retire_if(must);
             t.join().unwrap();
@@ -362,13 +365,7 @@ mod models {
     fn keep_empty_races_the_last_release() {
         loom::model(|| {
             let c = Chunk::owned(1);
-            let t = {
-                let c = c.clone();
-                thread::spawn(move || {
-                    let must = c.m.released(1, 2, &*c);
-                    c.retire_if(must);
-                })
-            };
+            let t = release_in_thread(&c, 1);
             let must = c.m.give_up(2, &*c, true);
             c.retire_if(must);
             t.join().unwrap();
@@ -390,13 +387,7 @@ mod models {
         loom::model(|| {
             let c = Chunk::owned(2);
             assert!(!c.m.give_up(2, &*c, false));
-            let t = {
-                let c = c.clone();
-                thread::spawn(move || {
-                    let must = c.m.released(1, 2, &*c);
-                    c.retire_if(must);
-                })
-            };
+            let t = release_in_thread(&c, 1);
             let must = c.m.released(1, 2, &*c);
             c.retire_if(must);
             t.join().unwrap();
@@ -414,13 +405,7 @@ mod models {
             let c = Chunk::owned(1);
             assert!(!c.m.give_up(2, &*c, false));
             assert!(c.bit.load(SeqCst));
-            let t = {
-                let c = c.clone();
-                thread::spawn(move || {
-                    let must = c.m.released(1, 2, &*c);
-                    c.retire_if(must);
-                })
-            };
+            let t = release_in_thread(&c, 1);
             let owned = c.refill(2);
             t.join().unwrap();
             c.check(2, owned);
@@ -435,13 +420,7 @@ mod models {
         loom::model(|| {
             let c = Chunk::owned(1);
             assert!(!c.m.give_up(2, &*c, false));
-            let t = {
-                let c = c.clone();
-                thread::spawn(move || {
-                    let must = c.m.released(1, 2, &*c);
-                    c.retire_if(must);
-                })
-            };
+            let t = release_in_thread(&c, 1);
             // Meanwhile a refill takes it, claims a block and leaves it.
             if c.refill(2) {
                 let must = c.m.give_up(2, &*c, false);
