@@ -322,10 +322,16 @@ impl ChunkHeader {
         if tag_state(tag) != STATE_ACTIVE {
             return Err(BadBlock::EmptyChunk);
         }
-        let class = tag_class(tag);
+        // An active tag names a class below NUM_CLASSES (`activate` is only given those); the
+        // mask lets the compiler drop the table's bounds check.
+        let class = tag_class(tag) % CLASSES.len();
         let slot = self.slot_of(class, addr).ok_or(BadBlock::Interior)?;
+        debug_assert!(slot / 64 < MAX_WORDS);
+        // SAFETY: `slot_of` returned a slot below the class's slot count, and every class's
+        // bitmap fits in the MAX_WORDS words reserved for it (layout assertions in `class`).
+        let word = unsafe { &*((self.base() + SHARED_BITS) as *const AtomicU64).add(slot / 64) };
         // Relaxed: a snapshot for a sanity check; the caller owns the block if it is live.
-        let out = self.shared_words()[slot / 64].load(Ordering::Relaxed) & (1u64 << (slot % 64));
+        let out = word.load(Ordering::Relaxed) & (1u64 << (slot % 64));
         if out == 0 {
             return Err(BadBlock::AlreadyFree);
         }
