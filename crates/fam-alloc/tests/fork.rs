@@ -1137,3 +1137,110 @@ fn forks_while_threads_start_exit_and_take_snapshots_never_hang() {
         libc::SIGALRM
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// fork() from a signal handler that interrupted the allocator
+
+/// Children forked by the handler, and how many of them the parent has reaped.
+static HANDLER_FORKS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn fork_in_handler(_sig: libc::c_int) {
+    // SAFETY: fork and _exit are async-signal-safe; the child leaves at once, as glibc's own
+    // malloc fork test has it do. The handler takes no lock the interrupted code may hold.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            HANDLER_FORKS.fetch_add(1, Ordering::Relaxed);
+        }
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// A timer signal forks from its handler while this thread allocates and frees without pause,
+/// so the fork lands inside `alloc`, `dealloc`, refills and flushes. The pools hold no lock and
+/// no prepare handler takes one, so neither the parent nor the children can wait on a lock the
+/// interrupted code holds: the loop finishes, and every child exits.
+#[test]
+fn fork_from_a_signal_handler_that_interrupted_allocation_never_hangs() {
+    let _serial = serial();
+    HANDLER_FORKS.store(0, Ordering::SeqCst);
+    // SAFETY: installs an async-signal-safe handler for SIGALRM with a zeroed, valid sigaction,
+    // and arms a 2 ms interval timer; both are undone below.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = fork_in_handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGALRM, &sa, core::ptr::null_mut()),
+            0
+        );
+        let t = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 2000,
+            },
+            it_value: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 2000,
+            },
+        };
+        assert_eq!(
+            libc::setitimer(libc::ITIMER_REAL, &t, core::ptr::null_mut()),
+            0
+        );
+    }
+    let started = Instant::now();
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut round = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        // Mixed sizes, kept and dropped out of order: refills, flushes and large blocks.
+        let size = [24, 200, 3000, 40_000, 2 << 20][(round % 5) as usize];
+        kept.push(vec![round as u8; size]);
+        if kept.len() > 64 {
+            let v = kept.swap_remove((round as usize * 7) % kept.len());
+            assert!(v.iter().all(|&b| b == v[0]));
+        }
+        round += 1;
+    }
+    // SAFETY: disarms the timer and restores the default action.
+    unsafe {
+        let off: libc::itimerval = core::mem::zeroed();
+        libc::setitimer(libc::ITIMER_REAL, &off, core::ptr::null_mut());
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+    }
+    let forks = HANDLER_FORKS.load(Ordering::SeqCst);
+    // Reap every child; each must have exited with 0 (a hung one would keep this waiting, so
+    // give them a deadline).
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let mut reaped = 0;
+    while reaped < forks {
+        let mut status = 0;
+        // SAFETY: waits for any child of ours; `status` is a valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child {pid}: status {status:#x}"
+            );
+            reaped += 1;
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {forks} children hung",
+                forks - reaped
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    // Each fork copies this process's page tables, so the loop is slow but must go on.
+    assert!(
+        forks > 20,
+        "only {forks} forks landed in 2 s: the timer did not fire"
+    );
+    assert!(round > 50, "the allocating loop made only {round} rounds");
+}
