@@ -11,7 +11,7 @@
  * What the standard functions do here (glibc's behaviour unless said otherwise):
  *
  *   malloc(n)              16-byte aligned when n rounded up to 8 is a multiple of 16, else
- *                          8-byte aligned (enough for any object that fits: 24, 40 and 56
+ *                          8-byte aligned (enough for an object of that size: 24, 40 and 56
  *                          bytes get blocks of that size). malloc(0) returns a unique minimal
  *                          block. NULL with errno = ENOMEM when memory
  *                          is exhausted or n cannot be met (a size near SIZE_MAX fails, it never

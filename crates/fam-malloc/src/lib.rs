@@ -5,8 +5,8 @@
 //! Every function is a thin layer over [`fam_alloc::raw`], which allocates by size and alignment
 //! and frees, measures and resizes from the pointer alone. This layer adds what C expects on top:
 //!
-//! - **Alignment.** `malloc`, `calloc` and `realloc` align a request to what any object that fits
-//!   in it needs: the largest power of two dividing the size rounded up to 8, at most 16 (what
+//! - **Alignment.** `malloc`, `calloc` and `realloc` align a request to what an object of that
+//!   size needs: the largest power of two dividing the size rounded up to 8, at most 16 (what
 //!   `max_align_t` needs), so 24, 40 and 56 bytes get blocks of exactly that size, as mimalloc
 //!   gives them. `posix_memalign`, `aligned_alloc`, `memalign`,
 //!   `valloc` and `pvalloc` check and adjust the alignment the way glibc does (see each one).

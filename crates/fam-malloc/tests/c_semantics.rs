@@ -77,7 +77,7 @@ fn sizes() -> Vec<usize> {
     v
 }
 
-/// The alignment any object that fits in `size` bytes needs: the largest power of two dividing
+/// The alignment an object of `size` bytes needs (its size is a multiple of it): the largest power of two dividing
 /// the size rounded up to 8, at most 16 (an object's size is a multiple of its alignment).
 fn c_align(size: usize) -> usize {
     let rounded = size.max(1).next_multiple_of(8);

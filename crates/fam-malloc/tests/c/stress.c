@@ -91,7 +91,7 @@ static size_t check(uintptr_t *p) {
     return items;
 }
 
-/* What malloc owes a request of `bytes`: the alignment of any object that fits, which divides its
+/* What malloc owes a request of `bytes`: the alignment an object of that size needs, which divides its
    size: the largest power of two dividing the size rounded up to 8, at most 16. */
 static size_t c_align(size_t bytes) {
     size_t rounded = (bytes + 7) & ~(size_t)7;
