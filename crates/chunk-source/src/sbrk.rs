@@ -90,6 +90,20 @@ impl SbrkSource {
     pub const fn new() -> Self {
         Self { _private: () }
     }
+
+    /// Makes the source usable in a forked child, whose parent may have had a thread inside it
+    /// at the fork: if the lock was held, it is freed and the free list, which the holder may
+    /// have been changing, is dropped (its runs stay mapped, their pages already given back;
+    /// the child grows the break for new chunks). If the lock was free, nothing changes. Call it
+    /// from a `pthread_atfork` child handler.
+    ///
+    /// # Safety
+    /// The caller is the only thread of a forked child, and no call into this source is under
+    /// way on it (a child handler runs outside any).
+    pub unsafe fn after_fork_in_child() {
+        // SAFETY: forwarded from the caller.
+        unsafe { STATE.take_over_in_child(|list| list.head = ptr::null_mut()) };
+    }
 }
 
 // SAFETY: a run comes either from fresh break growth, aligned inside what `sbrk` returned and

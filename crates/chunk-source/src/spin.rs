@@ -5,8 +5,9 @@
 //! depend on the OS. The critical sections are short; a waiting thread spins with
 //! [`core::hint::spin_loop`] on a plain load, so the cache line is not hammered by failed CAS.
 //!
-//! Like every lock, it is not fork safe: a child forked while another thread holds it inherits
-//! it locked.
+//! Like every lock, it is not fork safe by itself: a child forked while another thread holds it
+//! inherits it locked. Its users free it in the child instead
+//! ([`SpinMutex::take_over_in_child`]), discarding what the holder may have left half written.
 
 use core::cell::UnsafeCell;
 use core::hint;
@@ -52,6 +53,24 @@ impl<T> SpinMutex<T> {
             while self.locked.load(Ordering::Relaxed) {
                 hint::spin_loop();
             }
+        }
+    }
+}
+
+impl<T> SpinMutex<T> {
+    /// In a forked child: if the lock was held at the fork (by a thread that does not exist in
+    /// the child, or by the forking thread's interrupted code), frees it and lets `repair`
+    /// replace the value, which the holder may have left half updated. Does nothing if it was
+    /// free.
+    ///
+    /// # Safety
+    /// The caller is the only thread of a forked child, and holds no guard of this mutex.
+    pub(crate) unsafe fn take_over_in_child(&self, repair: impl FnOnce(&mut T)) {
+        // Relaxed: the child has one thread; nothing to order against.
+        if self.locked.swap(false, Ordering::Relaxed) {
+            // SAFETY: the only thread of the process holds no guard (contract), so nothing else
+            // refers to the value.
+            repair(unsafe { &mut *self.value.get() });
         }
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! The one handler that remains runs in the child, and takes no lock: it advances the fork
 //! generation, which arenas compare against to notice that their owner may not exist any more,
-//! and repairs the statistics' list of live threads, whose lock another thread may have held at
-//! the fork ([`crate::counters`]). Nothing is taken in a prepare handler, so nothing can invert
+//! repairs the statistics' list of live threads, whose lock another thread may have held at the
+//! fork ([`crate::counters`]), and, with the `sbrk` backend, frees that backend's lock the same
+//! way (dropping its free list if the lock was held). Nothing is taken in a prepare handler, so nothing can invert
 //! against the locks libc takes around `fork()` (stdio's, for one), and a signal handler that
 //! forks while its thread is inside the allocator waits for nothing.
 
@@ -50,4 +51,9 @@ pub(crate) fn install_handlers() {
 extern "C" fn child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
     crate::counters::after_fork_in_child();
+    #[cfg(feature = "sbrk")]
+    // SAFETY: a child handler runs on the child's only thread, outside any call into the source.
+    unsafe {
+        chunk_source::SbrkSource::after_fork_in_child();
+    }
 }

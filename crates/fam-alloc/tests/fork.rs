@@ -1100,8 +1100,12 @@ fn forks_while_threads_start_exit_and_take_snapshots_never_hang() {
     let mut codes = Vec::with_capacity(forks);
     for _ in 0..forks {
         let pid = spawn_child(|| {
-            // SAFETY: alarm has no preconditions; it ends this child if it hangs.
-            unsafe { libc::alarm(5) };
+            // SAFETY: the default action for SIGALRM (another test may have left a handler) and
+            // an alarm: it ends this child if it hangs.
+            unsafe {
+                libc::signal(libc::SIGALRM, libc::SIG_DFL);
+                libc::alarm(5);
+            }
             let t = std::thread::spawn(|| (0..64).map(|i| vec![i as u8; 48]).collect::<Vec<_>>());
             let blocks = t
                 .join()
@@ -1143,6 +1147,8 @@ fn forks_while_threads_start_exit_and_take_snapshots_never_hang() {
 
 /// Children forked by the handler, and how many of them the parent has reaped.
 static HANDLER_FORKS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn ignore_signal(_sig: libc::c_int) {}
 
 extern "C" fn fork_in_handler(_sig: libc::c_int) {
     // SAFETY: fork and _exit are async-signal-safe; the child leaves at once, as glibc's own
@@ -1207,11 +1213,16 @@ fn fork_from_a_signal_handler_that_interrupted_allocation_never_hangs() {
         }
         round += 1;
     }
-    // SAFETY: disarms the timer and restores the default action.
+    // SAFETY: disarms the timer, then leaves a handler that does nothing: a signal the timer
+    // raised before it was disarmed may still be delivered, and must not end the test binary
+    // (the default action would). Children that want an alarm set the default back themselves.
     unsafe {
         let off: libc::itimerval = core::mem::zeroed();
         libc::setitimer(libc::ITIMER_REAL, &off, core::ptr::null_mut());
-        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+        libc::signal(
+            libc::SIGALRM,
+            ignore_signal as *const () as libc::sighandler_t,
+        );
     }
     let forks = HANDLER_FORKS.load(Ordering::SeqCst);
     // Reap every child; each must have exited with 0 (a hung one would keep this waiting, so

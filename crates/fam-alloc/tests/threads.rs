@@ -299,8 +299,12 @@ fn thread_churn_keeps_memory_bounded() {
     );
     let warm_max = *chunks[..warmup].iter().max().unwrap();
     let late_max = *chunks[warmup..].iter().max().unwrap();
+    // Each running thread owns a chunk of every class it uses (thread-owned refill), so a wave
+    // whose threads overlap more than the warm-up's did needs more chunks at once. That is
+    // bounded by one wave's worth of owned chunks; a leak is not.
+    let owned_per_wave = wave * (CHURN_SIZES.len() + 3);
     assert!(
-        late_max <= warm_max + 16,
+        late_max <= warm_max + owned_per_wave.min(warm_max) + 16,
         "the pool's chunks grew with the number of waves: {chunks:?}"
     );
     // Everything left behind is still intact.
