@@ -530,7 +530,7 @@ impl Arena {
             parts.registry.remove(base, n);
         }
         // SAFETY: as above.
-        if unsafe { core.large.dealloc(ptr) }.is_err() {
+        if unsafe { core.large.dealloc(ptr) }.is_err_and(|e| e.is_misuse()) {
             report::bad_free(
                 "Arena::deallocate",
                 ptr.as_ptr() as usize,

@@ -8,7 +8,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use large_alloc::{LargeAlloc, LargeError};
+use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
@@ -192,13 +192,17 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
     let (base, n, size) = (header.base() as usize, header.nchunks(), header.size());
     REGISTRY.remove(base, n);
     counters::large_changed(size, n, -1);
+    // A free the OS cannot complete (an `munmap` refused at the mapping limit, say) keeps the
+    // run mapped and decommitted, and must not change `errno` for the program.
+    // SAFETY: `__errno_location` has no preconditions and returns this thread's errno.
+    let errno = unsafe { *libc::__errno_location() };
     // SAFETY: `ptr` is a live large block (checked above) that the caller gives up.
-    match unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) } {
-        Ok(()) => {}
-        // The OS would not unmap the run (its mapping limit, say): it stays mapped, unused and
-        // decommitted. The free itself was right; nothing to report.
-        Err(LargeError::Source(_) | LargeError::OutOfMemory) => {}
-        Err(_) => report::bad_free("free", addr, "double free of a large block"),
+    if let Err(e) = unsafe { LARGE.dealloc(NonNull::new_unchecked(ptr)) } {
+        if e.is_misuse() {
+            report::bad_free("free", addr, "double free of a large block");
+        }
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
     }
 }
 

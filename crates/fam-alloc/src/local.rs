@@ -99,6 +99,17 @@ pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
     })
 }
 
+/// Runs `f` with the calling thread's owned chunks, or with `None` once its exit destructor ran
+/// (it gave them up then and must not own any again): state and owner in one TLS access.
+#[inline]
+fn with_live_owner<R>(f: impl FnOnce(Option<&mut Owner>) -> R) -> R {
+    LOCAL.with(|l| {
+        let live = l.state.get() != EXITED;
+        // SAFETY: as in `with_owner`.
+        f(live.then(|| unsafe { &mut *l.owner.get() }))
+    })
+}
+
 fn state() -> u8 {
     LOCAL.with(|l| l.state.get())
 }
@@ -114,31 +125,34 @@ pub(crate) struct GlobalStore;
 unsafe impl CentralStore for GlobalStore {
     #[inline]
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        if state() == EXITED {
+        let (chain, exited) = with_live_owner(|o| match o {
+            Some(o) => (pool().refill(o, class, max), false),
             // The thread gave its chunks up at exit and must not own any again.
-            let chain = pool().refill_once(class, max)?;
-            counters::refilled(class, chain.len);
+            None => (pool().refill_once(class, max), true),
+        });
+        let chain = chain?;
+        counters::refilled(class, chain.len);
+        if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true);
-            return Some(chain);
         }
-        let chain = with_owner(|o| pool().refill(o, class, max))?;
-        counters::refilled(class, chain.len);
         Some(chain)
     }
 
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
         counters::flushed(class, chain.len, bucket_cap(class));
-        if state() == EXITED {
-            // After exit every free flushes its own block (capacity 0): count it as above.
-            counters::exited_op(class, false);
+        let exited = with_live_owner(|o| {
+            let exited = o.is_none();
             // SAFETY: the thread heap only flushes blocks of `class` that came from the global
             // pool (or bad pointers, which the pool's registry checks catch).
-            return unsafe { pool().flush(None, class, chain) };
+            unsafe { pool().flush(o, class, chain) };
+            exited
+        });
+        if exited {
+            // After exit every free flushes its own block (capacity 0): count it as above.
+            counters::exited_op(class, false);
         }
-        // SAFETY: as above.
-        with_owner(|o| unsafe { pool().flush(Some(o), class, chain) })
     }
 
     #[cold]

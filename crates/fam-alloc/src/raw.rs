@@ -186,16 +186,8 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
                 c.count_free(class);
             });
         }
-        Owned::Large => {
-            // A free that cannot unmap keeps the run (see `large_free`); the error the OS gave
-            // it is not the program's to see.
-            // SAFETY: `__errno_location` has no preconditions and returns this thread's errno.
-            let errno = unsafe { *libc::__errno_location() };
-            // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
-            unsafe { large_free(ptr) };
-            // SAFETY: as above.
-            unsafe { *libc::__errno_location() = errno };
-        }
+        // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
+        Owned::Large => unsafe { large_free(ptr) },
     }
 }
 

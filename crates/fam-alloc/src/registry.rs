@@ -220,15 +220,32 @@ fn unmap_leaf(leaf: *mut Leaf) {
     unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
 }
 
+impl Registry {
+    /// Registers the slab chunk at `base` (the slab pools' [`slab_pool::ChunkRegistry`]).
+    fn register_slab(&self, base: usize) -> bool {
+        self.insert(base, 1, Kind::Slab, base)
+    }
+
+    /// Whether `addr` lies in the registered slab chunk at `base`.
+    #[inline]
+    fn is_slab_at(&self, addr: usize, base: usize) -> bool {
+        self.lookup(addr)
+            == Some(Entry {
+                kind: Kind::Slab,
+                base,
+            })
+    }
+}
+
 /// The global pool registers its chunks here.
 impl slab_pool::ChunkRegistry for &'static Registry {
     fn register(&self, base: usize) -> bool {
-        self.insert(base, 1, Kind::Slab, base)
+        self.register_slab(base)
     }
 
     #[inline]
     fn is_slab(&self, addr: usize, base: usize) -> bool {
-        matches!(self.lookup(addr), Some(e) if e.kind == Kind::Slab && e.base == base)
+        self.is_slab_at(addr, base)
     }
 }
 
@@ -245,15 +262,13 @@ unsafe impl Sync for RegistryPtr {}
 impl slab_pool::ChunkRegistry for RegistryPtr {
     fn register(&self, base: usize) -> bool {
         // SAFETY: a non-null pointer names a registry that outlives the pool (set by its owner).
-        unsafe { self.0.as_ref() }.is_none_or(|r| r.insert(base, 1, Kind::Slab, base))
+        unsafe { self.0.as_ref() }.is_none_or(|r| r.register_slab(base))
     }
 
     #[inline]
     fn is_slab(&self, addr: usize, base: usize) -> bool {
         // SAFETY: as above.
-        unsafe { self.0.as_ref() }.is_none_or(
-            |r| matches!(r.lookup(addr), Some(e) if e.kind == Kind::Slab && e.base == base),
-        )
+        unsafe { self.0.as_ref() }.is_none_or(|r| r.is_slab_at(addr, base))
     }
 }
 

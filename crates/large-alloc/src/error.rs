@@ -38,6 +38,18 @@ pub enum LargeError {
     Source(ChunkError),
 }
 
+impl LargeError {
+    /// Whether the error is the caller's fault (a pointer that is no live large block), as
+    /// opposed to a refusal of the OS or a lack of memory. A `dealloc` that fails for the OS
+    /// keeps the run mapped and gives its pages back: the free itself was right.
+    pub const fn is_misuse(&self) -> bool {
+        matches!(
+            self,
+            LargeError::BadPointer { .. } | LargeError::DoubleFree { .. }
+        )
+    }
+}
+
 impl From<ChunkError> for LargeError {
     fn from(e: ChunkError) -> Self {
         match e {

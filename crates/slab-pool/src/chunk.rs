@@ -38,10 +38,10 @@ use crate::membership::Membership;
 /// Written once into every chunk that has ever been a slab.
 const CHUNK_MAGIC: u64 = 0x6661_6d5f_736c_6162; // "fam_slab"
 
-/// Chunk states, stored in the tag.
-pub const STATE_ACTIVE: u64 = 1;
+/// Chunk states, stored in the tag: the chunk holds a class.
+pub(crate) const STATE_ACTIVE: u64 = 1;
 /// The chunk is in the empty pool.
-pub const STATE_EMPTY: u64 = 2;
+pub(crate) const STATE_EMPTY: u64 = 2;
 
 /// A cache line of its own.
 #[repr(C, align(64))]
@@ -51,7 +51,7 @@ struct Line<T>(T);
 #[repr(C)]
 struct Identity {
     magic: u64,
-    /// `generation << 16 | state << 8 | class`.
+    /// `state << 8 | class`.
     tag: AtomicU64,
     /// The chunk's number in its pool's directory.
     number: usize,
@@ -83,19 +83,19 @@ static_assertions::const_assert_eq!(core::mem::offset_of!(ChunkHeader, hint), 12
 
 /// A tag value.
 #[inline(always)]
-pub const fn make_tag(generation: u64, state: u64, class: usize) -> u64 {
-    generation << 16 | state << 8 | class as u64
+const fn make_tag(state: u64, class: usize) -> u64 {
+    state << 8 | class as u64
 }
 
 /// The class a tag names.
 #[inline(always)]
-pub const fn tag_class(tag: u64) -> usize {
+pub(crate) const fn tag_class(tag: u64) -> usize {
     (tag & 0xff) as usize
 }
 
 /// The state a tag names.
 #[inline(always)]
-pub const fn tag_state(tag: u64) -> u64 {
+pub(crate) const fn tag_state(tag: u64) -> u64 {
     (tag >> 8) & 0xff
 }
 
@@ -146,7 +146,7 @@ impl ChunkHeader {
             h.write(ChunkHeader {
                 id: Line(Identity {
                     magic: CHUNK_MAGIC,
-                    tag: AtomicU64::new(make_tag(0, STATE_EMPTY, 0)),
+                    tag: AtomicU64::new(make_tag(STATE_EMPTY, 0)),
                     number,
                     emptied_at: AtomicU64::new(0),
                     committed: AtomicBool::new(true),
@@ -242,25 +242,27 @@ impl ChunkHeader {
     /// The caller holds the chunk exclusively (it came off the empty pool or straight from the
     /// source), and every block of its last incarnation came back.
     pub(crate) unsafe fn activate(&self, class: usize) {
-        let old = self.id.0.tag.load(Ordering::Relaxed);
-        debug_assert_eq!(tag_state(old), STATE_EMPTY);
+        debug_assert_eq!(
+            tag_state(self.id.0.tag.load(Ordering::Relaxed)),
+            STATE_EMPTY
+        );
         debug_assert_eq!(self.membership().used(), 0);
         // The bitmap is reset before the tag names the class: a checked free that reads the new
         // tag (Acquire) sees the fresh bits (Release store below).
         self.slots(class).reset();
-        self.id.0.tag.store(
-            make_tag((old >> 16) + 1, STATE_ACTIVE, class),
-            Ordering::Release,
-        );
+        self.id
+            .0
+            .tag
+            .store(make_tag(STATE_ACTIVE, class), Ordering::Release);
     }
 
     /// Marks the chunk EMPTY: its blocks all came back and it goes to the empty pool.
     pub(crate) fn deactivate(&self) {
         let old = self.id.0.tag.load(Ordering::Relaxed);
-        self.id.0.tag.store(
-            make_tag((old >> 16) + 1, STATE_EMPTY, tag_class(old)),
-            Ordering::Release,
-        );
+        self.id
+            .0
+            .tag
+            .store(make_tag(STATE_EMPTY, tag_class(old)), Ordering::Release);
     }
 
     /// Claims up to `max` blocks of `class` from the shared bitmap and links them into a chain,

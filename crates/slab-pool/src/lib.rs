@@ -54,7 +54,7 @@ mod set;
 mod tests;
 
 #[cfg(not(loom))]
-pub use chunk::{make_tag, tag_class, tag_state, BadBlock, ChunkHeader, STATE_ACTIVE, STATE_EMPTY};
+pub use chunk::{BadBlock, ChunkHeader};
 #[cfg(not(loom))]
 pub use pool::{
     ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool, DECOMMIT_DELAY_NS, MAX_COMMITTED_EMPTY,

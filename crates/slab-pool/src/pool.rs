@@ -667,30 +667,28 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 );
             }
             partial += usize::from(state == LISTED);
-            let cursor = owners
+            let mut cursors = owners
                 .iter()
                 .flat_map(|o| o.cursors.iter())
-                .filter(|c| c.chunk == h)
-                .collect::<CursorCheck>();
+                .filter(|c| c.chunk == h);
+            let cursor = cursors.next();
+            assert!(cursors.next().is_none(), "chunk {i} has two owners");
             match state {
                 OWNED => {
-                    let c = cursor
-                        .0
-                        .unwrap_or_else(|| panic!("owned chunk {i} has no owner"));
-                    assert!(!cursor.1, "chunk {i} has two owners");
+                    let c = cursor.unwrap_or_else(|| panic!("owned chunk {i} has no owner"));
                     assert_eq!(chunk.local_count(class), c.local as usize);
                     for w in 0..info.words as usize {
                         assert!(!chunk.local_outside_shared(w), "local bits not out");
                     }
                 }
                 LISTED => {
-                    assert!(cursor.0.is_none());
+                    assert!(cursor.is_none());
                     // Empty only if its owner left it so (kept for the heaps that follow).
                     assert!(out < info.slots as usize, "listed chunk {i} is full");
                     assert_eq!(chunk.local_count(class), 0);
                 }
                 crate::membership::FLOATING => {
-                    assert!(cursor.0.is_none());
+                    assert!(cursor.is_none());
                     assert_eq!(out, info.slots as usize, "floating chunk {i} is not full");
                     assert_eq!(chunk.local_count(class), 0);
                 }
@@ -698,17 +696,6 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             }
         }
         assert_eq!(self.chunk_counts().partial, partial);
-    }
-}
-
-/// The cursor found on a chunk, and whether a second one was.
-struct CursorCheck(Option<Cursor>, bool);
-
-impl<'a> FromIterator<&'a Cursor> for CursorCheck {
-    fn from_iter<I: IntoIterator<Item = &'a Cursor>>(iter: I) -> Self {
-        let mut it = iter.into_iter();
-        let first = it.next().copied();
-        CursorCheck(first, it.next().is_some())
     }
 }
 

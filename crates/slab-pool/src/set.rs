@@ -124,9 +124,9 @@ impl Directory {
     /// Numbers handed out so far: every member of a set is below this.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        // Acquire: pairs with `add`'s Release, so entries below the value are visible... once
-        // their own Release store lands; `get` is only asked for numbers a set published.
-        self.len.load(Ordering::Acquire).min(MAX_CHUNKS)
+        // Relaxed: a bound for scans. An entry is read only for a number a set published, and
+        // the set's SeqCst RMWs order that after the entry's Release store.
+        self.len.load(Ordering::Relaxed).min(MAX_CHUNKS)
     }
 
     /// Gives `h` a number, or `None` when the directory is full.
