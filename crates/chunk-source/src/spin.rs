@@ -65,6 +65,7 @@ impl<T> SpinMutex<T> {
     ///
     /// # Safety
     /// The caller is the only thread of a forked child, and holds no guard of this mutex.
+    #[cfg(feature = "sbrk")]
     pub(crate) unsafe fn take_over_in_child(&self, repair: impl FnOnce(&mut T)) {
         // Relaxed: the child has one thread; nothing to order against.
         if self.locked.swap(false, Ordering::Relaxed) {

@@ -60,6 +60,108 @@ thread_local! {
     };
 }
 
+/// The calling thread's [`Local`], reached in the cheapest way the build allows.
+///
+/// By default this is `LOCAL.with`: in an executable a constant offset from the thread pointer,
+/// in a shared library a call to `__tls_get_addr`. With the `initial-exec-tls` feature (on
+/// x86-64 Linux) the address is cached in an 8-byte initial-exec slot (see [`ie`]), so a shared
+/// library reaches it with two loads and no call.
+#[inline(always)]
+fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    {
+        let mut p = ie::get();
+        if p.is_null() {
+            p = ie::fill();
+        }
+        // SAFETY: a non-null slot holds the address of this thread's `LOCAL` (only `ie::fill`
+        // stores it, on this thread), which lives as long as the thread and is never dropped
+        // (it has no destructor).
+        f(unsafe { &*p })
+    }
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
+    LOCAL.with(f)
+}
+
+/// The initial-exec slot that caches the address of the thread's [`LOCAL`].
+///
+/// A shared library's thread-locals use the general-dynamic model, where every access calls
+/// `__tls_get_addr`; stable Rust cannot ask for another model. The slot is therefore declared in
+/// assembly: 8 zeroed bytes of `.tbss`, reached through a `GOTTPOFF` relocation, which the dynamic
+/// linker resolves once to the slot's offset from the thread pointer. A library with such a
+/// relocation lives in the static TLS block: always so when it is preloaded or linked, and
+/// within glibc's surplus (hundreds of bytes) when it is loaded with `dlopen`, which is why the
+/// slot holds a pointer and not the `Local` itself (a few kilobytes).
+///
+/// The slot is zero in every new thread (`.tbss`), and a forked child keeps the forking thread's
+/// value, which is right: the child's thread has the same TLS addresses.
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+mod ie {
+    use super::{Local, LOCAL};
+
+    // Hidden, so that every object of the library resolves it to the same slot without the
+    // symbol leaving the library.
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl fam_alloc_local_slot",
+        ".hidden fam_alloc_local_slot",
+        ".type fam_alloc_local_slot,@object",
+        ".size fam_alloc_local_slot,8",
+        "fam_alloc_local_slot:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    /// The slot's value: this thread's `Local`, or null before the thread's first access.
+    #[inline(always)]
+    pub(super) fn get() -> *const Local {
+        let p: *const Local;
+        // SAFETY: reads the GOT entry holding the slot's thread-pointer offset, then the slot in
+        // this thread's static TLS block; both are mapped for the thread's whole life. `pure`
+        // and `readonly`: the result depends only on memory, which `fill`'s store clobbers.
+        unsafe {
+            core::arch::asm!(
+                "mov {p}, qword ptr [rip + fam_alloc_local_slot@GOTTPOFF]",
+                "mov {p}, qword ptr fs:[{p}]",
+                p = out(reg) p,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        p
+    }
+
+    /// Stores this thread's `Local` in the slot and returns it (once per thread).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn fill() -> *const Local {
+        let p = LOCAL.with(|l| l as *const Local);
+        // SAFETY: writes this thread's own slot (see `get`); nothing else touches it.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + fam_alloc_local_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {p}",
+                t = out(reg) _,
+                p = in(reg) p,
+                options(nostack, preserves_flags),
+            );
+        }
+        p
+    }
+}
+
 /// Runs `f` on the calling thread's heap and counters.
 ///
 /// `f` must not reach `with_local` again with the heap (the allocator never calls itself, so it
@@ -68,11 +170,42 @@ thread_local! {
 pub(crate) fn with_local<R>(
     f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
 ) -> R {
-    LOCAL.with(|l| {
+    with_this(|l| {
         // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so
         // no other reference to it is live while `f` runs.
         f(unsafe { &mut *l.heap.get() }, &l.counters)
     })
+}
+
+/// Runs `f` on the calling thread's heap and counters if the thread reaches them on its fast path
+/// (always, except before a thread's first access with the `initial-exec-tls` feature); `None`
+/// otherwise, with nothing done. For fast paths whose callers keep the slow path out of line.
+#[inline(always)]
+pub(crate) fn try_with_local<R>(
+    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
+) -> Option<R> {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    {
+        let p = ie::get();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as in `with_this`: a non-null slot names this thread's `LOCAL`.
+        let l = unsafe { &*p };
+        // SAFETY: as in `with_local`: the heap is this thread's alone and not otherwise borrowed.
+        let heap = unsafe { &mut *l.heap.get() };
+        Some(f(heap, &l.counters))
+    }
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
+    Some(with_local(f))
 }
 
 /// Runs `f` on the calling thread's heap.
@@ -84,7 +217,7 @@ pub(crate) fn with_heap<R>(f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>) -> R) ->
 /// Runs `f` on the calling thread's counters (slow paths).
 #[cfg(feature = "stats")]
 pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
-    LOCAL.with(|l| f(&l.counters))
+    with_this(|l| f(&l.counters))
 }
 
 /// Runs `f` on the calling thread's owned chunks.
@@ -92,7 +225,7 @@ pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
 /// Only the pool calls of this thread's heap reach them, and those never nest.
 #[inline]
 pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
-    LOCAL.with(|l| {
+    with_this(|l| {
         // SAFETY: the owner is this thread's alone; its users (refill, flush, exit, trim) are
         // pool calls that do not call each other, so no other reference to it is live.
         f(unsafe { &mut *l.owner.get() })
@@ -103,7 +236,7 @@ pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
 /// (it gave them up then and must not own any again): state and owner in one TLS access.
 #[inline]
 fn with_live_owner<R>(f: impl FnOnce(Option<&mut Owner>) -> R) -> R {
-    LOCAL.with(|l| {
+    with_this(|l| {
         let live = l.state.get() != EXITED;
         // SAFETY: as in `with_owner`.
         f(live.then(|| unsafe { &mut *l.owner.get() }))
@@ -111,11 +244,11 @@ fn with_live_owner<R>(f: impl FnOnce(Option<&mut Owner>) -> R) -> R {
 }
 
 fn state() -> u8 {
-    LOCAL.with(|l| l.state.get())
+    with_this(|l| l.state.get())
 }
 
 fn set_state(s: u8) {
-    LOCAL.with(|l| l.state.set(s));
+    with_this(|l| l.state.set(s));
 }
 
 /// The central store as seen from a thread heap: the global pool, plus thread registration.

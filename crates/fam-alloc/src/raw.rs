@@ -3,28 +3,33 @@
 //!
 //! Rust's `GlobalAlloc` is told the layout on every free; C's `free` is not. Here the pointer is
 //! first looked up in the chunk registry (which reads only the allocator's own tables, so a
-//! foreign or wild pointer is safe to ask about), then its chunk says what it is: a slab chunk's
-//! header names its class, a large run's header its size. Every free is checked before it is
-//! obeyed, and a bad one is reported (`fam-alloc: OP(0xADDR): WHAT` on stderr) and aborts:
+//! foreign or wild pointer is safe to ask about): a slab chunk's entry carries its class, a large
+//! run's entry its base. Every free is checked before it is obeyed, and a bad one is reported
+//! (`fam-alloc: OP(0xADDR): WHAT` on stderr) and aborts:
 //!
 //! - a pointer the allocator does not own (not in a registered chunk);
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
-//!   a thread's bucket, which a free through this module marks with a per-process secret in the
-//!   block's second word (blocks of 16 bytes and more; the allocation path clears it).
+//!   a thread's bucket, which a free through this module marks in the block's second word
+//!   ([`FREE_MARK`] XORed with the block's address; blocks of 16 bytes and more; the allocation
+//!   path clears it).
 //!
 //! What is not caught: a double free of an 8-byte block still cached in a bucket, and a free of a
 //! block that was freed and has since been handed out again (it is a live block then).
+//!
+//! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
+//! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
+//! out-of-line call. A `malloc`+`free` pair through the C library costs about 100 instructions
+//! in a loop (the README gives the command); the checks above are about 40 of them.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use large_alloc::LargeAlloc;
 use size_class::Fine;
 
-use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN};
+use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
-use crate::local::{with_local, GlobalStore};
+use crate::local::{try_with_local, with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
 use slab_pool::ChunkHeader;
@@ -41,43 +46,15 @@ pub fn init() {
     crate::local::init_exit_key();
 }
 
-/// The secret that marks a block freed through this module; chosen once per process.
-static FREE_MARK: AtomicUsize = AtomicUsize::new(0);
+/// What a free through this module writes into a block's second word, XORed with the block's
+/// address: a value no program stores there by accident (the address makes it differ per block,
+/// and address-space layout randomisation per run). It guards against mistakes, not attackers.
+const FREE_MARK: usize = 0x9e37_79b9_7f4a_7c15;
 
-#[inline]
-fn free_mark() -> usize {
-    let m = FREE_MARK.load(Ordering::Relaxed);
-    if m != 0 {
-        return m;
-    }
-    init_free_mark()
-}
-
-#[cold]
-fn init_free_mark() -> usize {
-    // Address-space layout randomisation and the clock make a value no program will write by
-    // chance; it only has to be unpredictable to accidents, not to attackers.
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let seed = (&FREE_MARK as *const AtomicUsize as usize)
-        ^ (ts.tv_nsec as usize).rotate_left(32)
-        ^ ts.tv_sec as usize;
-    let m = mix(seed) | 1;
-    match FREE_MARK.compare_exchange(0, m, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => m,
-        Err(existing) => existing,
-    }
-}
-
-/// A 64-bit finaliser (splitmix64's): spreads every input bit over the output.
-fn mix(mut z: usize) -> usize {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The mark of a free block at `addr`.
+#[inline(always)]
+fn free_mark(addr: usize) -> usize {
+    FREE_MARK ^ addr
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two), or returns null when memory is
@@ -86,25 +63,59 @@ fn mix(mut z: usize) -> usize {
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     match small_class(size, align) {
-        Some(class) => match with_local(|h, c| {
-            let p = h.alloc(class, &GlobalStore);
-            c.count_alloc(class);
-            p
-        }) {
-            Some(p) => {
-                let p = p.as_ptr().cast::<u8>();
-                if CLASSES[class].size >= 16 {
-                    // SAFETY: the block is ours and at least two words long; clearing the free
-                    // mark keeps a live block from ever looking freed.
-                    unsafe { p.cast::<usize>().add(1).write(0) };
-                }
-                p
-            }
-            None => ptr::null_mut(),
-        },
+        Some(class) => alloc_small(class),
         None if size > isize::MAX as usize - MAX_SMALL_ALIGN => ptr::null_mut(),
         None => large_alloc(size, align).map_or(ptr::null_mut(), |(p, _)| p),
     }
+}
+
+/// Allocates a block of slab class `class` (below [`NUM_CLASSES`], as [`small_class`] gives), or
+/// returns null when memory is exhausted: the fast path of a caller that knows the class already
+/// (the C library's `malloc` looks it up in a table). A pop from the thread's bucket; everything
+/// else is in [`alloc_small_slow`], so the fast path saves no registers.
+#[inline(always)]
+pub fn alloc_small(class: usize) -> *mut u8 {
+    let class = class % NUM_CLASSES;
+    let popped = try_with_local(|h, c| {
+        let p = h.pop(class)?;
+        c.count_alloc(class);
+        Some(p)
+    });
+    match popped.flatten() {
+        Some(p) => handed_out(class, p.as_ptr()),
+        None => alloc_small_slow(class),
+    }
+}
+
+/// [`alloc_small`] when the bucket is empty (or the thread's heap is not reached yet).
+#[cold]
+#[inline(never)]
+fn alloc_small_slow(class: usize) -> *mut u8 {
+    match with_local(|h, c| {
+        let p = h.alloc(class, &GlobalStore);
+        c.count_alloc(class);
+        p
+    }) {
+        Some(p) => handed_out(class, p.as_ptr()),
+        None => ptr::null_mut(),
+    }
+}
+
+/// A block of `class` on its way to the program: its free mark is cleared, so that a live block
+/// never looks freed. Class 0 (8 bytes) is the only class with blocks shorter than two words,
+/// and carries no mark.
+#[inline(always)]
+fn handed_out(class: usize, p: *mut u8) -> *mut u8 {
+    if class != 0 {
+        // SAFETY: the block is ours and at least two words long.
+        unsafe { p.cast::<usize>().add(1).write(0) };
+    }
+    p
+}
+
+/// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
+pub const fn class_for(size: usize, align: usize) -> Option<usize> {
+    small_class(size, align)
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`, skipping the zeroing when the memory comes
@@ -160,34 +171,101 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
 
 /// Frees `ptr` (null is ignored), checking it first; `op` names the caller in messages.
 ///
+/// The fast path: one registry load gives the chunk and its class, the chunk's bitmap says the
+/// block is out, the block's second word says it is not in a bucket, and the block goes to the
+/// calling thread's bucket. Large blocks and foreign pointers leave for [`free_other`].
+///
 /// # Safety
 /// If `ptr` is a live block of this allocator, nobody uses it after the call.
-#[inline]
+#[inline(always)]
 pub unsafe fn free(op: &str, ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
-    match classify(op, ptr) {
-        Owned::Small { class } => {
-            if CLASSES[class].size >= 16 {
-                let mark = free_mark() ^ ptr as usize;
-                let second = ptr.cast::<usize>().wrapping_add(1);
-                // SAFETY: the block is a claimed slab block of at least 16 bytes, so its second
-                // word is readable; a live block does not hold the mark (see the module docs).
-                if unsafe { second.read() } == mark {
-                    report::bad_free(op, ptr as usize, "double free (block already free)");
-                }
-                // SAFETY: as above, and the caller gives the block up.
-                unsafe { second.write(mark) };
-            }
-            with_local(|h, c| {
-                // SAFETY: `classify` proved `ptr` is the start of a claimed block of `class`.
-                unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
-                c.count_free(class);
-            });
+    let addr = ptr as usize;
+    let word = registry().word(addr);
+    if !word.is_slab() {
+        // SAFETY: forwarded under this function's contract.
+        return unsafe { free_other(op, ptr) };
+    }
+    // The registry stores classes below NUM_CLASSES; the mask drops the tables' bounds checks.
+    let class = word.class() % NUM_CLASSES;
+    // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
+    let chunk = unsafe { &*(word.base() as *const ChunkHeader) };
+    if chunk.check_block(class, addr).is_err() {
+        bad_small(op, addr, chunk, class);
+    }
+    if class != 0 {
+        let mark = free_mark(addr);
+        let second = ptr.cast::<usize>().wrapping_add(1);
+        // SAFETY: the block is a claimed slab block of at least 16 bytes, so its second word is
+        // readable; a live block does not hold the mark (see the module docs).
+        if unsafe { second.read() } == mark {
+            double_free(op, addr);
         }
+        // SAFETY: as above, and the caller gives the block up.
+        unsafe { second.write(mark) };
+    }
+    let pushed = try_with_local(|h, c| {
+        // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`.
+        let pushed = unsafe { h.push(class, NonNull::new_unchecked(ptr)) };
+        if pushed {
+            c.count_free(class);
+        }
+        pushed
+    });
+    if pushed != Some(true) {
+        // SAFETY: as above.
+        unsafe { free_small_slow(class, ptr) };
+    }
+}
+
+/// [`free`] of a checked block when its bucket is full (or the thread's heap is not reached yet).
+///
+/// # Safety
+/// `ptr` is the start of a claimed block of `class` that the caller gives up.
+#[cold]
+#[inline(never)]
+unsafe fn free_small_slow(class: usize, ptr: *mut u8) {
+    with_local(|h, c| {
+        // SAFETY: per the contract.
+        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
+        c.count_free(class);
+    });
+}
+
+/// Reports a slab block that failed [`ChunkHeader::check_block`], saying why (out of line, so the
+/// fast path computes no message).
+#[cold]
+#[inline(never)]
+fn bad_small(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) -> ! {
+    let what = match chunk.check_block(class, addr) {
+        Err(bad) => bad.message(),
+        Ok(()) => "block changed state during free",
+    };
+    report::bad_free(op, addr, what)
+}
+
+/// Reports a block found in a bucket already.
+#[cold]
+#[inline(never)]
+fn double_free(op: &str, addr: usize) -> ! {
+    report::bad_free(op, addr, "double free (block already free)")
+}
+
+/// The rest of [`free`]: a large block, or a pointer that is not ours (reported).
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_other(op: &str, ptr: *mut u8) {
+    match classify(op, ptr) {
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },
+        // A slab chunk registered since the caller looked: free it the usual way.
+        // SAFETY: forwarded.
+        Owned::Small { .. } => unsafe { free(op, ptr) },
     }
 }
 

@@ -29,6 +29,10 @@ static_assertions::const_assert_eq!(ROOT_BITS + LEAF_BITS + CHUNK_SHIFT, ADDRESS
 type Leaf = [AtomicUsize; LEAF_LEN];
 
 /// What a registered chunk is. Stored in the low bits of an entry, beside a 4 MiB aligned base.
+///
+/// An entry is one word: the base in the bits above [`CHUNK_SHIFT`], the kind in bits 0-1, and for
+/// a slab chunk its current class in bits 2-9 ([`Registry::set_class`] keeps it in step with the
+/// chunk's tag), so that a C `free` learns what the block is from this one load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A slab chunk; the entry's base is the chunk itself (its header).
@@ -38,6 +42,43 @@ pub(crate) enum Kind {
 }
 
 const KIND_MASK: usize = 0b11;
+const CLASS_SHIFT: u32 = 2;
+const CLASS_MASK: usize = 0xff;
+const BASE_MASK: usize = !((1 << CHUNK_SHIFT) - 1);
+
+static_assertions::const_assert!(slab_pool::class::NUM_CLASSES <= CLASS_MASK + 1);
+static_assertions::const_assert_eq!(Kind::Large as usize & Kind::Slab as usize, 0);
+static_assertions::const_assert!((CLASS_MASK << CLASS_SHIFT) & BASE_MASK == 0);
+
+/// The raw entry of a slab chunk of class `class` at `base`.
+const fn slab_word(base: usize, class: usize) -> usize {
+    base | (class << CLASS_SHIFT) | Kind::Slab as usize
+}
+
+/// An entry word, as [`Registry::word`] returns it: zero when the chunk is not registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Word(pub(crate) usize);
+
+impl Word {
+    /// Whether the word names a slab chunk.
+    #[inline(always)]
+    pub(crate) fn is_slab(self) -> bool {
+        // The slab kind is the only one with bit 0 set.
+        self.0 & Kind::Slab as usize != 0
+    }
+
+    /// The class of a slab chunk's word (meaningless for other words).
+    #[inline(always)]
+    pub(crate) fn class(self) -> usize {
+        (self.0 >> CLASS_SHIFT) & CLASS_MASK
+    }
+
+    /// The base the word names.
+    #[inline(always)]
+    pub(crate) fn base(self) -> usize {
+        self.0 & BASE_MASK
+    }
+}
 
 /// A registered chunk: its kind and the base address its entry names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,26 +99,37 @@ impl Registry {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn split(addr: usize) -> Option<(usize, usize)> {
         let chunk = addr >> CHUNK_SHIFT;
-        if chunk >> CHUNK_BITS != 0 {
-            return None;
+        let root = chunk >> LEAF_BITS;
+        // One comparison: a root index in range is an address below 2^47.
+        (root < ROOT_LEN).then_some((root, chunk & (LEAF_LEN - 1)))
+    }
+
+    /// The raw entry for the chunk that contains `addr`: `Word(0)` when it is not registered.
+    #[inline(always)]
+    pub(crate) fn word(&self, addr: usize) -> Word {
+        let Some((r, l)) = Self::split(addr) else {
+            return Word(0);
+        };
+        // Acquire: pairs with the Release CAS that installed the leaf (its zeroed contents).
+        let leaf = self.root[r].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return Word(0);
         }
-        Some((chunk >> LEAF_BITS, chunk & (LEAF_LEN - 1)))
+        // SAFETY: installed leaves are never unmapped and hold LEAF_LEN entries; `l < LEAF_LEN`.
+        // Acquire: pairs with the Release store of the entry (the chunk header written first).
+        Word(unsafe { (*leaf)[l].load(Ordering::Acquire) })
     }
 
     /// The entry for the chunk that contains `addr`, if that chunk is registered.
     #[inline]
     pub(crate) fn lookup(&self, addr: usize) -> Option<Entry> {
-        let (r, l) = Self::split(addr)?;
-        // Acquire: pairs with the Release CAS that installed the leaf (its zeroed contents).
-        let leaf = self.root[r].load(Ordering::Acquire);
-        if leaf.is_null() {
-            return None;
-        }
-        // SAFETY: installed leaves are never unmapped and hold LEAF_LEN entries; `l < LEAF_LEN`.
-        let raw = unsafe { (*leaf)[l].load(Ordering::Acquire) };
+        Self::decode(self.word(addr).0)
+    }
+
+    fn decode(raw: usize) -> Option<Entry> {
         let kind = match raw & KIND_MASK {
             1 => Kind::Slab,
             2 => Kind::Large,
@@ -85,7 +137,7 @@ impl Registry {
         };
         Some(Entry {
             kind,
-            base: raw & !KIND_MASK,
+            base: raw & BASE_MASK,
         })
     }
 
@@ -93,7 +145,7 @@ impl Registry {
     /// Returns false when a leaf could not be mapped (out of memory); nothing is registered then.
     pub(crate) fn insert(&self, start: usize, n: usize, kind: Kind, base: usize) -> bool {
         debug_assert_eq!(start & ((1 << CHUNK_SHIFT) - 1), 0);
-        debug_assert_eq!(base & KIND_MASK, 0);
+        debug_assert_eq!(base & !BASE_MASK, 0);
         for i in 0..n {
             if self.leaf_for(start + (i << CHUNK_SHIFT)).is_none() {
                 return false;
@@ -123,14 +175,10 @@ impl Registry {
             }
             // SAFETY: installed leaves stay mapped while the registry exists.
             for (l, e) in unsafe { &*leaf }.iter().enumerate() {
-                let raw = e.load(Ordering::Acquire);
                 let addr = ((r << LEAF_BITS) | l) << CHUNK_SHIFT;
-                let kind = match raw & KIND_MASK {
-                    1 => Kind::Slab,
-                    2 => Kind::Large,
-                    _ => continue,
+                let Some(Entry { kind, base }) = Self::decode(e.load(Ordering::Acquire)) else {
+                    continue;
                 };
-                let base = raw & !KIND_MASK;
                 match current {
                     Some((b, n, k)) if b == base && k == kind && kind == Kind::Large => {
                         current = Some((b, n + 1, k));
@@ -226,6 +274,12 @@ impl Registry {
         self.insert(base, 1, Kind::Slab, base)
     }
 
+    /// Records that the registered slab chunk at `base` now serves `class`.
+    fn set_class(&self, base: usize, class: usize) {
+        debug_assert!(self.is_slab_at(base, base));
+        self.store(base, slab_word(base, class));
+    }
+
     /// Whether `addr` lies in the registered slab chunk at `base`.
     #[inline]
     fn is_slab_at(&self, addr: usize, base: usize) -> bool {
@@ -241,6 +295,10 @@ impl Registry {
 impl slab_pool::ChunkRegistry for &'static Registry {
     fn register(&self, base: usize) -> bool {
         self.register_slab(base)
+    }
+
+    fn activated(&self, base: usize, class: usize) {
+        self.set_class(base, class);
     }
 
     #[inline]
@@ -263,6 +321,13 @@ impl slab_pool::ChunkRegistry for RegistryPtr {
     fn register(&self, base: usize) -> bool {
         // SAFETY: a non-null pointer names a registry that outlives the pool (set by its owner).
         unsafe { self.0.as_ref() }.is_none_or(|r| r.register_slab(base))
+    }
+
+    fn activated(&self, base: usize, class: usize) {
+        // SAFETY: as above.
+        if let Some(r) = unsafe { self.0.as_ref() } {
+            r.set_class(base, class);
+        }
     }
 
     #[inline]

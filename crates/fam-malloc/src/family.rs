@@ -50,6 +50,33 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
+/// Requests up to this many bytes find their class in [`MALLOC_CLASS`].
+const TABLE_MAX: usize = 1024;
+
+/// The slab class `malloc` uses for a request of `8k - 7 ..= 8k` bytes, at index `k` (and for 0
+/// bytes at index 0): the class of the size with [`malloc_align`]'s alignment, which is the same
+/// for every size of such a group (the alignment depends only on `k`, and classes above 64 bytes
+/// are multiples of 16). Checked for every size by a test.
+static MALLOC_CLASS: [u8; TABLE_MAX / 8 + 1] = {
+    let mut t = [0u8; TABLE_MAX / 8 + 1];
+    let mut k = 0;
+    while k < t.len() {
+        let size = k * 8;
+        t[k] = match raw::class_for(size, malloc_align(size)) {
+            Some(c) => c as u8,
+            None => panic!("every size up to TABLE_MAX is a slab size"),
+        };
+        k += 1;
+    }
+    t
+};
+
+/// The class [`malloc`] gives `size` bytes through the table, for tests.
+#[cfg(test)]
+fn table_class(size: usize) -> usize {
+    MALLOC_CLASS[size.div_ceil(8)] as usize
+}
+
 /// Allocates `size` bytes, aligned as [`malloc_align`] says: 16 for sizes that round up (to 8) to
 /// a multiple of 16, else 8.
 ///
@@ -57,6 +84,13 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
 /// `errno = ENOMEM` when memory is exhausted or `size` cannot be met (near `SIZE_MAX`).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    if size <= TABLE_MAX {
+        let p = raw::alloc_small(MALLOC_CLASS[size.div_ceil(8)] as usize);
+        if p.is_null() {
+            return out_of_memory();
+        }
+        return p.cast();
+    }
     alloc_aligned(size, 8)
 }
 
@@ -210,4 +244,17 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     // SAFETY: per the contract; `raw::usable_size` checks the pointer.
     unsafe { raw::usable_size(ptr.cast()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_malloc_table_gives_what_the_class_rule_gives() {
+        for size in 0..=TABLE_MAX {
+            let want = raw::class_for(size, malloc_align(size)).unwrap();
+            assert_eq!(table_class(size), want, "size {size}");
+        }
+    }
 }

@@ -243,21 +243,72 @@ fn shared_library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // <target dir>/<profile>/deps/<test binary>
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let target_dir = profile_dir.parent().unwrap();
+    shared_library_of(profile_dir.ends_with("release"))
+}
+
+/// The shared library of the release profile or the dev one, built on demand.
+fn shared_library_of(release: bool) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target_dir = exe.parent().unwrap().parent().unwrap().parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .args(["build", "--quiet", "-p", "fam-malloc", "--target-dir"])
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.ends_with("release") {
+    if release {
         build.arg("--release");
     }
     let status = build.status().expect("cargo runs");
     assert!(status.success(), "building the shared library failed");
-    let so = profile_dir.join("libfam_malloc.so");
+    let so = target_dir
+        .join(if release { "release" } else { "debug" })
+        .join("libfam_malloc.so");
     assert!(so.exists(), "{} was not built", so.display());
     so
+}
+
+/// The instructions of the exported function `name` in `so`, as objdump prints them.
+fn disassembly(so: &std::path::Path, name: &str) -> Vec<String> {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn", "-M", "intel"])
+        .arg(format!("--disassemble={name}"))
+        .arg(so)
+        .output()
+        .expect("objdump (binutils) is needed to read the library's code");
+    assert!(out.status.success(), "objdump failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.ends_with(&format!("<{name}>:")))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(!lines.is_empty(), "no code for {name} in {}", so.display());
+    lines
+}
+
+/// The fast paths of `malloc` and `free` in the optimised library reach the thread's heap
+/// through the initial-exec slot (an `fs:` load) and never call `__tls_get_addr`, the
+/// general-dynamic TLS call every access of a shared library's thread-local otherwise costs.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn malloc_and_free_reach_the_thread_heap_without_tls_get_addr() {
+    let so = shared_library_of(true);
+    for name in ["malloc", "free"] {
+        let code = disassembly(&so, name);
+        let calls: Vec<&String> = code
+            .iter()
+            .filter(|l| l.contains("__tls_get_addr"))
+            .collect();
+        assert!(calls.is_empty(), "{name} calls __tls_get_addr: {calls:?}");
+        assert!(
+            code.iter().any(|l| l.contains("fs:")),
+            "{name} does not read the thread's slot itself (not inlined?):\n{}",
+            code.join("\n")
+        );
+    }
 }
 
 #[test]

@@ -303,21 +303,24 @@ impl ChunkHeader {
         }
     }
 
-    /// The slot index of `addr` in a chunk of `class`, or `None` if it is not a block start.
-    #[inline]
+    /// The slot index of `addr`, an address inside this chunk, in a chunk of `class`, or `None`
+    /// if it is not a block start: a range check against the blocks' span and one multiplication
+    /// by the class's reciprocal.
+    #[inline(always)]
     pub fn slot_of(&self, class: usize, addr: usize) -> Option<usize> {
         let info = &CLASSES[class];
-        let off = addr.checked_sub(self.base() + SLOT_OFFSET)?;
-        let idx = ((off as u64 * info.recip) >> 32) as usize;
-        if idx < info.slots as usize && idx * info.size as usize == off {
-            Some(idx)
-        } else {
-            None
+        let off = (addr & (CHUNK_SIZE - 1)).wrapping_sub(SLOT_OFFSET);
+        if off >= info.span as usize {
+            return None;
         }
+        // Offsets inside the slot area are below 2^22 < 2^32, where the reciprocal is exact.
+        let p = off as u128 * info.recip as u128;
+        ((p as u64) < info.recip).then_some((p >> 64) as usize)
     }
 
     /// The class of the live block at `addr` in this chunk, checked: the chunk is active, `addr`
-    /// is a block's start, and the block is out of the chunk. The one classifier of small blocks.
+    /// is a block's start, and the block is out of the chunk. The one classifier of small blocks
+    /// (with [`Self::check_block`] for a caller that knows the class already).
     #[inline]
     pub fn block_class(&self, addr: usize) -> Result<usize, BadBlock> {
         let tag = self.tag();
@@ -327,17 +330,25 @@ impl ChunkHeader {
         // An active tag names a class below NUM_CLASSES (`activate` is only given those); the
         // mask lets the compiler drop the table's bounds check.
         let class = tag_class(tag) % CLASSES.len();
-        let slot = self.slot_of(class, addr).ok_or(BadBlock::Interior)?;
-        debug_assert!(slot / 64 < MAX_WORDS);
-        // SAFETY: `slot_of` returned a slot below the class's slot count, and every class's
-        // bitmap fits in the MAX_WORDS words reserved for it (layout assertions in `class`).
-        let word = unsafe { &*((self.base() + SHARED_BITS) as *const AtomicU64).add(slot / 64) };
+        self.check_block(class, addr)?;
+        Ok(class)
+    }
+
+    /// Checks that `addr`, an address inside this chunk, is the start of a block of `class` that
+    /// is out of the chunk, for a chunk that serves `class` (or served it last: in a chunk that
+    /// is empty now every block reads as free): [`Self::slot_of`] and one bitmap load.
+    #[inline(always)]
+    pub fn check_block(&self, class: usize, addr: usize) -> Result<(), BadBlock> {
+        let idx = self.slot_of(class, addr).ok_or(BadBlock::Interior)?;
+        debug_assert!(idx / 64 < MAX_WORDS);
+        // SAFETY: `idx` is below the class's slot count, and every class's bitmap fits in the
+        // MAX_WORDS words reserved for it (layout assertions in `class`).
+        let word = unsafe { &*((self.base() + SHARED_BITS) as *const AtomicU64).add(idx / 64) };
         // Relaxed: a snapshot for a sanity check; the caller owns the block if it is live.
-        let out = word.load(Ordering::Relaxed) & (1u64 << (slot % 64));
-        if out == 0 {
+        if word.load(Ordering::Relaxed) & (1u64 << (idx % 64)) == 0 {
             return Err(BadBlock::AlreadyFree);
         }
-        Ok(class)
+        Ok(())
     }
 
     /// Releases the blocks `mask` of shared bitmap word `word`; the error names bits that were not

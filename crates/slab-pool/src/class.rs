@@ -44,8 +44,13 @@ pub struct ClassInfo {
     pub slots: u32,
     /// Bitmap words those blocks use.
     pub words: u32,
-    /// `ceil(2^32 / size)`: `offset * recip >> 32` divides an exact multiple of `size` by it.
+    /// `ceil(2^64 / size)`: for an offset `n < 2^32`, the high word of `n * recip` is `n / size`
+    /// and the low word is below `recip` exactly when `size` divides `n` (Lemire, Kaser and
+    /// Kurz, "Faster remainder by direct computation", 2019): one multiplication gives a block's
+    /// slot and whether the offset is a block's start.
     pub recip: u64,
+    /// Bytes the blocks span: `slots * size`.
+    pub span: u32,
     /// How many blocks a thread's bucket of this class may cache.
     pub cap: u32,
 }
@@ -70,7 +75,8 @@ const fn class_info(class: usize) -> ClassInfo {
         size: size as u32,
         slots: slots as u32,
         words: slots.div_ceil(64) as u32,
-        recip: (1u64 << 32).div_ceil(size as u64),
+        recip: (u64::MAX / size as u64).wrapping_add(1),
+        span: (slots * size) as u32,
         cap: cap as u32,
     }
 }
@@ -88,7 +94,7 @@ pub static CLASSES: [ClassInfo; NUM_CLASSES] = {
 
 /// The slab class for a request, or `None` when it goes to the large path.
 #[inline(always)]
-pub fn small_class(size: usize, align: usize) -> Option<usize> {
+pub const fn small_class(size: usize, align: usize) -> Option<usize> {
     if align <= 8 {
         if size <= MAX_SMALL {
             return Fine::class_of(size);
@@ -112,6 +118,8 @@ pub const fn class_align(class: usize) -> usize {
 }
 
 static_assertions::const_assert!(SLOT_OFFSET.is_multiple_of(MAX_SMALL_ALIGN));
+// A class's facts fill half a cache line, so the table is indexed by a shift.
+static_assertions::const_assert_eq!(core::mem::size_of::<ClassInfo>(), 32);
 // Header and both bitmaps fit before the first block.
 static_assertions::const_assert!(LOCAL_BITS + MAX_WORDS * 8 <= SLOT_OFFSET);
 static_assertions::const_assert_eq!(Fine::size_of(0), MIN_SIZE);
@@ -119,19 +127,38 @@ static_assertions::const_assert!(SLOT_OFFSET < CHUNK_SIZE / 16);
 // The smallest class fits its bitmap in the reserved area; the largest gets at least 3 blocks.
 static_assertions::const_assert!(class_info(0).words as usize <= MAX_WORDS);
 static_assertions::const_assert!(class_info(NUM_CLASSES - 1).slots >= 3);
-// Offsets inside a chunk fit the reciprocal division (offset < 2^22 < 2^32).
+// Offsets inside a chunk fit the reciprocal division (offset < 2^22 < 2^32), and no class is a
+// size whose reciprocal would not fit (1 byte).
 static_assertions::const_assert!(CHUNK_SIZE <= 1 << 22);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// What the reciprocal says of offset `n`: its slot, and whether it is a block's start.
+    fn divide(info: &ClassInfo, n: u64) -> (u64, bool) {
+        let p = n as u128 * info.recip as u128;
+        ((p >> 64) as u64, (p as u64) < info.recip)
+    }
+
     #[test]
-    fn reciprocal_division_is_exact_for_every_slot() {
+    fn reciprocal_division_finds_every_slot_and_only_block_starts() {
         for (c, info) in CLASSES.iter().enumerate() {
+            let size = info.size as u64;
             for i in 0..info.slots as u64 {
-                let off = i * info.size as u64;
-                assert_eq!((off * info.recip) >> 32, i, "class {c} slot {i}");
+                assert_eq!(divide(info, i * size), (i, true), "class {c} slot {i}");
+            }
+            // Every offset of the first and last blocks, and a spread over the rest.
+            let last = (info.slots as u64 - 1) * size;
+            let offsets = (0..2 * size)
+                .chain(last.saturating_sub(size)..last + size)
+                .chain((0..info.span as u64).step_by(997));
+            for n in offsets {
+                assert_eq!(
+                    divide(info, n),
+                    (n / size, n % size == 0),
+                    "class {c} offset {n}"
+                );
             }
         }
     }

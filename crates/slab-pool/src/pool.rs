@@ -63,6 +63,9 @@ pub trait ChunkRegistry {
     /// Records the chunk at `base` as a slab chunk. False when that is impossible (out of memory):
     /// the pool then gives the chunk back and reports out of memory.
     fn register(&self, base: usize) -> bool;
+    /// The registered chunk at `base` now serves `class` (called before any of its blocks of
+    /// that class is handed out, so a reader that learns of such a block sees the class).
+    fn activated(&self, base: usize, class: usize);
     /// Whether `addr` lies in the registered slab chunk at `base`.
     fn is_slab(&self, addr: usize, base: usize) -> bool;
 }
@@ -75,6 +78,7 @@ impl ChunkRegistry for NoRegistry {
     fn register(&self, _base: usize) -> bool {
         true
     }
+    fn activated(&self, _base: usize, _class: usize) {}
     fn is_slab(&self, _addr: usize, _base: usize) -> bool {
         true
     }
@@ -291,6 +295,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let chunk = unsafe { &*h };
         // SAFETY: as above; every block of its last incarnation came back before it was retired.
         unsafe { chunk.activate(class) };
+        self.registry.activated(chunk.base(), class);
         // Relaxed: a statistic.
         self.active.fetch_add(1, Ordering::Relaxed);
         chunk.membership().own();

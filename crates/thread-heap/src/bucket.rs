@@ -151,6 +151,23 @@ impl Bucket {
         }
     }
 
+    /// Free fast path alone: pushes `block` when there is room, else leaves everything as it was
+    /// and returns false (the caller then takes [`Bucket::dealloc`]'s path).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Bucket::dealloc`].
+    #[inline(always)]
+    pub(crate) unsafe fn try_push(&mut self, block: NonNull<Block>) -> bool {
+        if self.len < self.cap {
+            // SAFETY: the caller hands the block over, and there is room for it (`len < cap`).
+            unsafe { self.push(block) };
+            true
+        } else {
+            false
+        }
+    }
+
     /// Links `block` in as the new head.
     ///
     /// # Safety

@@ -69,6 +69,35 @@ impl<const N: usize> ThreadHeap<N> {
         self.buckets[class].alloc(class, store).map(NonNull::cast)
     }
 
+    /// Allocation fast path alone: the newest cached block of `class`, or `None` when the bucket
+    /// is empty (the caller then goes to [`alloc`](Self::alloc), which refills). For a caller
+    /// that keeps the slow path out of line itself, so that its fast path saves no registers.
+    ///
+    /// # Panics
+    ///
+    /// When `class >= N`.
+    #[inline(always)]
+    pub fn pop(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.buckets[class].pop().map(NonNull::cast)
+    }
+
+    /// Free fast path alone: caches `ptr` in the bucket of `class` when it has room and returns
+    /// true; otherwise changes nothing and returns false (the caller then goes to
+    /// [`dealloc`](Self::dealloc), which flushes).
+    ///
+    /// # Safety
+    ///
+    /// As for [`dealloc`](Self::dealloc).
+    ///
+    /// # Panics
+    ///
+    /// When `class >= N`.
+    #[inline(always)]
+    pub unsafe fn push(&mut self, class: usize, ptr: NonNull<u8>) -> bool {
+        // SAFETY: as in `dealloc`.
+        unsafe { self.buckets[class].try_push(ptr.cast()) }
+    }
+
     /// Frees a block of `class` into this heap's bucket for the class. When the bucket is full,
     /// its oldest half first goes back to `store` as one chain; with a capacity of 0 the block
     /// goes straight back to `store`.
