@@ -63,6 +63,7 @@ mod sbrk;
 #[cfg(feature = "shm")]
 mod shm;
 mod spin;
+pub use spin::{SpinGuard, SpinMutex};
 #[cfg(any(feature = "mmap", feature = "sbrk", feature = "shm"))]
 mod sys;
 

@@ -1,8 +1,8 @@
-//! A minimal spin lock around a value.
+//! A minimal spin lock around a value: the workspace's one spin lock.
 //!
-//! Used where a backend changes a few words of bookkeeping at a time (the `sbrk` free list and
-//! break growth, the bitmap of a [`RegionSource`](crate::RegionSource)) and must not allocate or
-//! depend on the OS. The critical sections are short; a waiting thread spins with
+//! Used where a few words of bookkeeping change at a time and nothing may allocate or depend on
+//! the OS: here the `sbrk` free list and break growth and the bitmap of a
+//! [`RegionSource`](crate::RegionSource); in fam-alloc the statistics' list of live threads. The critical sections are short; a waiting thread spins with
 //! [`core::hint::spin_loop`] on a plain load, so the cache line is not hammered by failed CAS.
 //!
 //! Like every lock, it is not fork safe by itself: a child forked while another thread holds it
@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 ///
 /// Invariant: `value` is accessed only through a [`SpinGuard`], and at most one guard exists at a
 /// time (`locked` is true exactly while it lives).
-pub(crate) struct SpinMutex<T> {
+pub struct SpinMutex<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
 }
@@ -29,7 +29,7 @@ unsafe impl<T: Send> Sync for SpinMutex<T> {}
 
 impl<T> SpinMutex<T> {
     /// An unlocked mutex holding `value`.
-    pub(crate) const fn new(value: T) -> Self {
+    pub const fn new(value: T) -> Self {
         Self {
             locked: AtomicBool::new(false),
             value: UnsafeCell::new(value),
@@ -38,7 +38,7 @@ impl<T> SpinMutex<T> {
 
     /// Spins until the lock is free, then takes it.
     #[inline]
-    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+    pub fn lock(&self) -> SpinGuard<'_, T> {
         loop {
             // Acquire: the new holder sees every write the previous holder made before its
             // Release store in `SpinGuard::drop`.
@@ -65,8 +65,7 @@ impl<T> SpinMutex<T> {
     ///
     /// # Safety
     /// The caller is the only thread of a forked child, and holds no guard of this mutex.
-    #[cfg(feature = "sbrk")]
-    pub(crate) unsafe fn take_over_in_child(&self, repair: impl FnOnce(&mut T)) {
+    pub unsafe fn take_over_in_child(&self, repair: impl FnOnce(&mut T)) {
         // Relaxed: the child has one thread; nothing to order against.
         if self.locked.swap(false, Ordering::Relaxed) {
             // SAFETY: the only thread of the process holds no guard (contract), so nothing else
@@ -77,7 +76,7 @@ impl<T> SpinMutex<T> {
 }
 
 /// Proof of holding a [`SpinMutex`]; gives access to its value and unlocks when dropped.
-pub(crate) struct SpinGuard<'a, T> {
+pub struct SpinGuard<'a, T> {
     mutex: &'a SpinMutex<T>,
 }
 

@@ -8,8 +8,20 @@
 //!   read them, when a snapshot is taken. Each block is on a global list while its thread lives; at
 //!   thread exit its counts are added to the totals of exited threads and it leaves the list.
 //!   Without the feature these functions are empty and compile to nothing.
+//!   Refills and flushes are counted the same way: each thread keeps, per class, the net number of
+//!   blocks it took out of the pool and its own high-water mark of that number. No refill or
+//!   flush touches a shared cache line for statistics.
 //! - **Slow-path counters** (always on): large blocks, chunks. They change on paths that already
 //!   make system calls or take locks, so shared atomics cost nothing noticeable there.
+//!
+//! A class's peak (`peak_blocks`) is the sum of every thread's high-water mark since the last
+//! [`reset_peaks`], so it is at least the most blocks that were ever out at once, and exactly that
+//! when one thread allocates and frees the class; when threads hand blocks to one another (one
+//! allocates, another frees), it overstates (mimalloc's merged peaks do the same). An exact peak
+//! of a sum over threads needs a shared counter on every refill and flush, which is what these
+//! counters exist to avoid. A reset bumps an epoch; each thread restarts its marks from its
+//! present counts at its next refill or flush (a thread that has not moved since counts with its
+//! present number).
 //!
 //! How many blocks a thread's bucket caches is not counted on the fast path either. Every change
 //! to a bucket's length is either a counted alloc (−1), a counted free (+1), or a refill or flush,
@@ -93,22 +105,29 @@ mod disabled {
     pub(crate) fn thread_exited() {}
     pub(crate) fn after_fork_in_child() {}
     #[inline(always)]
-    pub(crate) fn exited_op(_class: usize, _alloc: bool) {}
+    pub(crate) fn exited_op(_class: usize, _alloc: bool, _n: usize) {}
     pub(crate) fn heaps() -> core::iter::Empty<stats::HeapStats> {
         core::iter::empty()
     }
     pub(crate) fn threads_live() -> u64 {
         0
     }
-    pub(crate) fn class_totals() -> [(u64, u64, u64); crate::class::NUM_CLASSES] {
-        [(0, 0, 0); crate::class::NUM_CLASSES]
-    }
-    pub(crate) fn peak_blocks(_class: usize) -> u64 {
-        0
+    pub(crate) fn class_totals() -> [super::ClassTotals; crate::class::NUM_CLASSES] {
+        [super::ClassTotals::default(); crate::class::NUM_CLASSES]
     }
     pub(crate) fn reset_peaks() {}
     pub(crate) static THREADS_EXITED: core::sync::atomic::AtomicU64 =
         core::sync::atomic::AtomicU64::new(0);
+}
+
+/// Process-wide counts of one class, from a snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClassTotals {
+    pub(crate) allocs: u64,
+    pub(crate) frees: u64,
+    pub(crate) cached: u64,
+    /// At least the most blocks out of the pool at once since the last reset (module docs).
+    pub(crate) peak: u64,
 }
 
 #[cfg(feature = "stats")]
@@ -118,9 +137,10 @@ mod enabled {
 
     use stats::HeapStats;
 
+    use super::ClassTotals;
     use crate::class::{CLASSES, NUM_CLASSES};
     use crate::local::with_counters;
-    use crate::lock::SpinLock;
+    use chunk_source::SpinMutex;
 
     /// One thread's counters. Written only by its thread (relaxed load + store); read by snapshots.
     /// The links are only touched under the [`LIVE`] lock.
@@ -131,6 +151,11 @@ mod enabled {
         published: [AtomicI64; NUM_CLASSES],
         allocs_then: [AtomicU64; NUM_CLASSES],
         frees_then: [AtomicU64; NUM_CLASSES],
+        /// Net blocks this thread took out of the pool (refills minus flushes), and the most
+        /// since the reset epoch `epoch` (see the module docs).
+        out: [AtomicI64; NUM_CLASSES],
+        peak: [AtomicI64; NUM_CLASSES],
+        epoch: AtomicU64,
         id: AtomicU64,
         next: AtomicPtr<ThreadCounters>,
         prev: AtomicPtr<ThreadCounters>,
@@ -156,6 +181,9 @@ mod enabled {
                 published: [const { AtomicI64::new(0) }; NUM_CLASSES],
                 allocs_then: [const { AtomicU64::new(0) }; NUM_CLASSES],
                 frees_then: [const { AtomicU64::new(0) }; NUM_CLASSES],
+                out: [const { AtomicI64::new(0) }; NUM_CLASSES],
+                peak: [const { AtomicI64::new(0) }; NUM_CLASSES],
+                epoch: AtomicU64::new(0),
                 id: AtomicU64::new(0),
                 next: AtomicPtr::new(ptr::null_mut()),
                 prev: AtomicPtr::new(ptr::null_mut()),
@@ -171,6 +199,35 @@ mod enabled {
                 .load(Relaxed)
                 .wrapping_sub(self.frees_then[class].load(Relaxed));
             (self.published[class].load(Relaxed) - allocs as i64 + frees as i64).max(0) as u64
+        }
+
+        /// Moves this thread's count of blocks out of the pool by `n` (a refill, or a flush with
+        /// `n` negative), raising its mark; first restarts every mark from the present when a
+        /// reset happened since this thread last moved.
+        fn moved(&self, class: usize, n: i64) {
+            let epoch = EPOCH.load(Relaxed);
+            if self.epoch.load(Relaxed) != epoch {
+                for k in 0..NUM_CLASSES {
+                    self.peak[k].store(self.out[k].load(Relaxed), Relaxed);
+                }
+                self.epoch.store(epoch, Relaxed);
+            }
+            let out = self.out[class].load(Relaxed) + n;
+            self.out[class].store(out, Relaxed);
+            if out > self.peak[class].load(Relaxed) {
+                self.peak[class].store(out, Relaxed);
+            }
+        }
+
+        /// This thread's mark for `class`, as a snapshot counts it: its present count if it has
+        /// not moved since the last reset.
+        fn mark(&self, class: usize) -> i64 {
+            let out = self.out[class].load(Relaxed);
+            if self.epoch.load(Relaxed) == EPOCH.load(Relaxed) {
+                self.peak[class].load(Relaxed).max(out)
+            } else {
+                out
+            }
         }
 
         fn publish(&self, class: usize, len: i64) {
@@ -189,7 +246,7 @@ mod enabled {
     // before they exit; it is reached only through the lock.
     unsafe impl Send for Live {}
 
-    static LIVE: SpinLock<Live> = SpinLock::new(Live {
+    static LIVE: SpinMutex<Live> = SpinMutex::new(Live {
         head: ptr::null_mut(),
         len: 0,
     });
@@ -198,9 +255,23 @@ mod enabled {
     /// Counts of threads that have exited.
     static EXITED_ALLOCS: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
     static EXITED_FREES: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
-    /// Blocks out of the slab pool per class (in use + cached), and the most at once.
-    static OUT: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
-    static PEAK: [AtomicU64; NUM_CLASSES] = [const { AtomicU64::new(0) }; NUM_CLASSES];
+    /// Blocks out of the pool that exited threads took (net), and the sum of their marks (kept
+    /// at least as large; see the module docs).
+    static EXITED_OUT: [AtomicI64; NUM_CLASSES] = [const { AtomicI64::new(0) }; NUM_CLASSES];
+    static EXITED_PEAK: [AtomicI64; NUM_CLASSES] = [const { AtomicI64::new(0) }; NUM_CLASSES];
+    /// Bumped by every `reset_peaks`.
+    static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+    /// Folds the counts of a thread that is gone into the exited totals.
+    fn fold_exited(c: &ThreadCounters) {
+        for class in 0..NUM_CLASSES {
+            EXITED_ALLOCS[class].fetch_add(c.allocs[class].load(Relaxed), Relaxed);
+            EXITED_FREES[class].fetch_add(c.frees[class].load(Relaxed), Relaxed);
+            EXITED_OUT[class].fetch_add(c.out[class].load(Relaxed), Relaxed);
+            EXITED_PEAK[class].fetch_add(c.mark(class), Relaxed);
+        }
+        THREADS_EXITED.fetch_add(1, Relaxed);
+    }
 
     #[inline(always)]
     fn bump(c: &AtomicU64) {
@@ -210,17 +281,20 @@ mod enabled {
 
     /// A refill handed this thread `n` blocks, one of which the alloc under way takes.
     pub(crate) fn refilled(class: usize, n: usize) {
-        with_counters(|c| c.publish(class, n as i64));
-        let out = OUT[class].fetch_add(n as u64, Relaxed) + n as u64;
-        PEAK[class].fetch_max(out, Relaxed);
+        with_counters(|c| {
+            c.publish(class, n as i64);
+            c.moved(class, n as i64);
+        });
     }
 
     /// A flush took `n` blocks from a bucket of capacity `bucket_cap`; the free under way (if
     /// any) is counted after this. See [`thread_heap`]: a full bucket keeps `cap - n` blocks and
     /// then takes the freed one; a bucket of capacity 0 passes the freed block itself (`n = 1`).
     pub(crate) fn flushed(class: usize, n: usize, bucket_cap: u32) {
-        with_counters(|c| c.publish(class, bucket_cap as i64 - n as i64));
-        OUT[class].fetch_sub(n as u64, Relaxed);
+        with_counters(|c| {
+            c.publish(class, bucket_cap as i64 - n as i64);
+            c.moved(class, -(n as i64));
+        });
     }
 
     /// Every bucket of this thread was just emptied (flush of the whole heap).
@@ -249,14 +323,23 @@ mod enabled {
         });
     }
 
-    /// Counts an allocation (or a free) made by a thread after its exit destructor ran.
-    pub(crate) fn exited_op(class: usize, alloc: bool) {
+    /// Counts an allocation (or a free) made by a thread after its exit destructor ran, and the
+    /// `n` blocks the refill (or flush) it took moved out of (or back to) the pool. Such a
+    /// thread's counters are off the list, so this goes to the exited totals: one shared update
+    /// per operation, on a path that refills or flushes every time anyway.
+    pub(crate) fn exited_op(class: usize, alloc: bool, n: usize) {
         let c = if alloc {
             &EXITED_ALLOCS[class]
         } else {
             &EXITED_FREES[class]
         };
         c.fetch_add(1, Relaxed);
+        if alloc {
+            let out = EXITED_OUT[class].fetch_add(n as i64, Relaxed) + n as i64;
+            EXITED_PEAK[class].fetch_max(out, Relaxed);
+        } else {
+            EXITED_OUT[class].fetch_sub(n as i64, Relaxed);
+        }
     }
 
     /// Repairs the live list in a forked child, whose only thread is the one that forked.
@@ -272,7 +355,8 @@ mod enabled {
     pub(crate) fn after_fork_in_child() {
         // SAFETY: the child's only thread is this one, and it held no guard across `fork()`
         // (the fork handlers run outside any statistics call); the list is repaired below.
-        unsafe { LIVE.reset_in_child() };
+        // The list is walked and rebuilt below whatever state the holder left it in.
+        unsafe { LIVE.take_over_in_child(|_| {}) };
         with_counters(|me| {
             let me = me as *const ThreadCounters as *mut ThreadCounters;
             let mut live = LIVE.lock();
@@ -285,11 +369,7 @@ mod enabled {
                 if n == me {
                     found = true;
                 } else {
-                    for class in 0..NUM_CLASSES {
-                        EXITED_ALLOCS[class].fetch_add(c.allocs[class].load(Relaxed), Relaxed);
-                        EXITED_FREES[class].fetch_add(c.frees[class].load(Relaxed), Relaxed);
-                    }
-                    THREADS_EXITED.fetch_add(1, Relaxed);
+                    fold_exited(c);
                 }
                 n = next;
             }
@@ -313,11 +393,12 @@ mod enabled {
         with_counters(|c| {
             let me = c as *const ThreadCounters as *mut ThreadCounters;
             let mut live = LIVE.lock();
+            fold_exited(c);
             for class in 0..NUM_CLASSES {
-                EXITED_ALLOCS[class].fetch_add(c.allocs[class].load(Relaxed), Relaxed);
-                EXITED_FREES[class].fetch_add(c.frees[class].load(Relaxed), Relaxed);
                 c.allocs[class].store(0, Relaxed);
                 c.frees[class].store(0, Relaxed);
+                c.out[class].store(0, Relaxed);
+                c.peak[class].store(0, Relaxed);
                 c.publish(class, 0);
             }
             let (p, n) = (c.prev.load(Relaxed), c.next.load(Relaxed));
@@ -333,7 +414,6 @@ mod enabled {
             }
             debug_assert!(p != me && n != me);
             live.len -= 1;
-            THREADS_EXITED.fetch_add(1, Relaxed);
         });
     }
 
@@ -351,7 +431,7 @@ mod enabled {
 
     /// Iterator over the heap views; see [`heaps`].
     pub(crate) struct Heaps {
-        _live: crate::lock::SpinGuard<'static, Live>,
+        _live: chunk_source::SpinGuard<'static, Live>,
         next: *mut ThreadCounters,
         exited_done: bool,
     }
@@ -399,28 +479,44 @@ mod enabled {
         LIVE.lock().len
     }
 
-    /// Process-wide counts per class: `(allocs, frees, cached)`, over exited and live threads.
-    pub(crate) fn class_totals() -> [(u64, u64, u64); NUM_CLASSES] {
-        let mut t = [(0u64, 0u64, 0u64); NUM_CLASSES];
-        for h in heaps() {
-            for (class, cs) in h.classes[..NUM_CLASSES].iter().enumerate() {
-                t[class].0 += cs.allocs;
-                t[class].1 += cs.frees;
-                t[class].2 += cs.cached;
+    /// Process-wide counts per class, over exited and live threads. Holds the list lock for the
+    /// walk.
+    pub(crate) fn class_totals() -> [ClassTotals; NUM_CLASSES] {
+        let mut t = [ClassTotals::default(); NUM_CLASSES];
+        let mut peaks = [0i64; NUM_CLASSES];
+        for class in 0..NUM_CLASSES {
+            t[class].allocs = EXITED_ALLOCS[class].load(Relaxed);
+            t[class].frees = EXITED_FREES[class].load(Relaxed);
+            peaks[class] = EXITED_PEAK[class].load(Relaxed);
+        }
+        let live = LIVE.lock();
+        let mut n = live.head;
+        while !n.is_null() {
+            // SAFETY: list members are live thread blocks; the guard we hold keeps them listed.
+            let c = unsafe { &*n };
+            for class in 0..NUM_CLASSES {
+                t[class].allocs += c.allocs[class].load(Relaxed);
+                t[class].frees += c.frees[class].load(Relaxed);
+                t[class].cached += c.cached(class);
+                peaks[class] += c.mark(class);
             }
+            n = c.next.load(Relaxed);
+        }
+        drop(live);
+        for class in 0..NUM_CLASSES {
+            // The marks bound the blocks out of the pool, which include those in use and cached
+            // (relaxed reads of moving counters can disagree by a batch; the bound is kept).
+            let out = t[class].allocs as i64 - t[class].frees as i64 + t[class].cached as i64;
+            t[class].peak = peaks[class].max(out).max(0) as u64;
         }
         t
-    }
-
-    /// Most blocks of `class` out of the pool at once since the last reset.
-    pub(crate) fn peak_blocks(class: usize) -> u64 {
-        PEAK[class].load(Relaxed)
     }
 
     /// Starts the peaks again from the present.
     pub(crate) fn reset_peaks() {
         for class in 0..NUM_CLASSES {
-            PEAK[class].store(OUT[class].load(Relaxed), Relaxed);
+            EXITED_PEAK[class].store(EXITED_OUT[class].load(Relaxed), Relaxed);
         }
+        EPOCH.fetch_add(1, Relaxed);
     }
 }

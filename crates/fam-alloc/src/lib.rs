@@ -39,7 +39,6 @@ mod counters;
 mod fork;
 mod global;
 mod local;
-mod lock;
 pub mod raw;
 mod registry;
 mod report;

@@ -264,17 +264,18 @@ unsafe impl CentralStore for GlobalStore {
             None => (pool().refill_once(class, max), true),
         });
         let chain = chain?;
-        counters::refilled(class, chain.len);
         if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
-            counters::exited_op(class, true);
+            counters::exited_op(class, true, chain.len);
+        } else {
+            counters::refilled(class, chain.len);
         }
         Some(chain)
     }
 
     #[inline]
     unsafe fn flush(&self, class: usize, chain: Chain) {
-        counters::flushed(class, chain.len, bucket_cap(class));
+        let n = chain.len;
         let exited = with_live_owner(|o| {
             let exited = o.is_none();
             // SAFETY: the thread heap only flushes blocks of `class` that came from the global
@@ -284,7 +285,9 @@ unsafe impl CentralStore for GlobalStore {
         });
         if exited {
             // After exit every free flushes its own block (capacity 0): count it as above.
-            counters::exited_op(class, false);
+            counters::exited_op(class, false, n);
+        } else {
+            counters::flushed(class, n, bucket_cap(class));
         }
     }
 

@@ -30,10 +30,10 @@ pub fn stats() -> Snapshot {
     for class in 0..NUM_CLASSES {
         let c = &mut s.classes[class];
         c.block_size = CLASSES[class].size as u64;
-        c.allocs = totals[class].0;
-        c.frees = totals[class].1;
-        c.cached = totals[class].2;
-        c.peak_blocks = counters::peak_blocks(class);
+        c.allocs = totals[class].allocs;
+        c.frees = totals[class].frees;
+        c.cached = totals[class].cached;
+        c.peak_blocks = totals[class].peak;
     }
     s.large.allocs = counters::LARGE_ALLOCS.load(Relaxed);
     s.large.frees = counters::LARGE_FREES.load(Relaxed);

@@ -803,6 +803,56 @@ fn class_peaks_cover_the_most_blocks_alive() {
     assert!(c5.peak_blocks < N as u64);
 }
 
+/// With two threads holding blocks of a class at once, the peak is at least their sum: each
+/// thread counts its own mark, and the snapshot adds them. It outlives both threads' blocks, and a
+/// reset while a thread sits idle with blocks counts that thread at its present number.
+#[test]
+fn class_peaks_add_the_marks_of_every_thread() {
+    let _g = serial();
+    const SIZE: usize = 27_000;
+    const N: usize = 40;
+    let class = class_of(SIZE);
+    fam_alloc::flush_thread_cache();
+    fam_alloc::reset_peaks();
+    let c0 = fam_alloc::stats().classes[class];
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let mine: Vec<usize> = (0..N).map(|i| alloc_block(SIZE, i as u8)).collect();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        for (i, p) in mine.into_iter().enumerate() {
+            free_block(p, SIZE, i as u8);
+        }
+        fam_alloc::flush_thread_cache();
+    });
+    held_rx.recv().unwrap();
+    let ours: Vec<usize> = (0..N).map(|i| alloc_block(SIZE, 0x40 + i as u8)).collect();
+    let c1 = fam_alloc::stats().classes[class];
+    assert_eq!(c1.in_use() - c0.in_use(), 2 * N as i64, "{c1:?}");
+    assert!(c1.peak_blocks >= c0.peak_blocks + 2 * N as u64, "{c1:?}");
+    assert!(c1.peak_blocks >= c1.in_use() as u64 + c1.cached, "{c1:?}");
+
+    // A reset while the other thread is idle with its blocks: everyone counts at the present.
+    fam_alloc::reset_peaks();
+    let c2 = fam_alloc::stats().classes[class];
+    assert_eq!(c2.peak_blocks, c2.in_use() as u64 + c2.cached, "{c2:?}");
+
+    go_tx.send(()).unwrap();
+    other.join().unwrap();
+    for (i, p) in ours.into_iter().enumerate() {
+        free_block(p, SIZE, 0x40 + i as u8);
+    }
+    fam_alloc::flush_thread_cache();
+    let c3 = fam_alloc::stats().classes[class];
+    assert_eq!(c3.in_use(), c0.in_use());
+    assert!(
+        c3.peak_blocks >= c0.peak_blocks.max(2 * N as u64),
+        "the peak outlives the blocks and the thread: {c3:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reports read back
 

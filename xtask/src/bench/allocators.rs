@@ -1,16 +1,17 @@
 //! The allocators under test, and how each is put under a workload.
 //!
-//! All four are the C ABI: the workloads call `malloc`, and `LD_PRELOAD` decides whose it is.
+//! All five are the C ABI: the workloads call `malloc`, and `LD_PRELOAD` decides whose it is.
 //! glibc's is the process's own (nothing preloaded); fam-alloc's is `libfam_malloc.so`, built
-//! by the suite in release mode; jemalloc's and mimalloc's are the Debian packages' shared
-//! libraries, installed with apt-get when missing. An allocator that cannot be found or
+//! by the suite in release mode; mimalloc's, jemalloc's and tcmalloc's (gperftools' minimal
+//! build, without the heap profiler) are the Debian packages' shared libraries, installed with
+//! apt-get when missing. An allocator that cannot be found or
 //! installed is left out of the run and marked missing in the report.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The allocators, in the order the report lists them.
-pub const NAMES: [&str; 4] = ["fam", "mimalloc", "jemalloc", "glibc"];
+pub const NAMES: [&str; 5] = ["fam", "mimalloc", "jemalloc", "tcmalloc", "glibc"];
 
 /// One allocator under test.
 #[derive(Clone, Debug)]
@@ -57,7 +58,7 @@ struct Packaged {
     search: &'static str,
 }
 
-const PACKAGED: [Packaged; 2] = [
+const PACKAGED: [Packaged; 3] = [
     Packaged {
         name: "mimalloc",
         soname: "libmimalloc.so.2",
@@ -69,6 +70,12 @@ const PACKAGED: [Packaged; 2] = [
         soname: "libjemalloc.so.2",
         packages: &["libjemalloc2"],
         search: "^libjemalloc[0-9]+$",
+    },
+    Packaged {
+        name: "tcmalloc",
+        soname: "libtcmalloc_minimal.so.4",
+        packages: &["libtcmalloc-minimal4"],
+        search: "^libtcmalloc-minimal[0-9]+$",
     },
 ];
 

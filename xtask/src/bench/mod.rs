@@ -4,7 +4,7 @@
 //!    programs of `benches/workloads` (package `fam-workloads`), into the cargo target
 //!    directory in use (`CARGO_TARGET_DIR`, or the workspace's `target/`).
 //! 2. Finds the allocators: glibc (the C library's own malloc), fam-alloc (the library just
-//!    built), jemalloc and mimalloc (the Debian packages' shared libraries, installed with
+//!    built), mimalloc, jemalloc and tcmalloc (the Debian packages' shared libraries, installed with
 //!    apt-get when missing; an allocator that cannot be had is left out and marked missing).
 //! 3. Runs every workload once per allocator per round, each run a fresh process with the
 //!    allocator preloaded. Rounds interleave: for each round, for each workload, every

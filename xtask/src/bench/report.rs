@@ -193,14 +193,16 @@ pub fn summary_markdown(t: &Table) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | time fam/mimalloc | time fam/glibc | peak RSS fam/mimalloc | peak RSS fam/glibc | wall fam/mimalloc | cpu fam/mimalloc |"
+        "| workload | time fam/mimalloc | time fam/jemalloc | time fam/tcmalloc | time fam/glibc | peak RSS fam/mimalloc | peak RSS fam/glibc | wall fam/mimalloc | cpu fam/mimalloc |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (w, name) in t.workloads.iter().enumerate() {
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
             ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Time)),
+            ratio_text(t.ratio(w, "fam", "jemalloc", Metric::Time)),
+            ratio_text(t.ratio(w, "fam", "tcmalloc", Metric::Time)),
             ratio_text(t.ratio(w, "fam", "glibc", Metric::Time)),
             ratio_text(t.ratio(w, "fam", "mimalloc", Metric::Rss)),
             ratio_text(t.ratio(w, "fam", "glibc", Metric::Rss)),
@@ -211,8 +213,10 @@ pub fn summary_markdown(t: &Table) -> String {
     let g = |b: &str, m: Metric| format!("**{}**", ratio_text(t.geomean_ratio("fam", b, m)));
     let _ = writeln!(
         s,
-        "| **geometric mean** | {} | {} | {} | {} | {} | {} |",
+        "| **geometric mean** | {} | {} | {} | {} | {} | {} | {} | {} |",
         g("mimalloc", Metric::Time),
+        g("jemalloc", Metric::Time),
+        g("tcmalloc", Metric::Time),
         g("glibc", Metric::Time),
         g("mimalloc", Metric::Rss),
         g("glibc", Metric::Rss),
@@ -587,7 +591,10 @@ mod tests {
     fn summary_and_targets_name_the_misses() {
         let t = table();
         let s = summary_markdown(&t);
-        assert!(s.contains("| a | 0.50 | 0.25 | 2.00 | 0.50 |"), "{s}");
+        assert!(
+            s.contains("| a | 0.50 | - | - | 0.25 | 2.00 | 0.50 |"),
+            "{s}"
+        );
         assert!(s.contains("| **geometric mean** | **1.00** |"), "{s}");
         let v = targets_markdown(&t);
         assert!(
