@@ -4,13 +4,16 @@
 //! page fault for every page touched. A program that allocates and frees blocks of a few MiB in
 //! a loop would pay all of that each time; the cache keeps up to [`CACHE_SLOTS`] freed runs of
 //! at most [`CACHE_MAX_RUN_CHUNKS`] chunks each, [`CACHE_MAX_CHUNKS`] chunks in all, and gives
-//! one to the next allocation that needs exactly as many chunks.
+//! one to the next allocation that needs as many chunks or up to twice as many fewer: the
+//! smallest such run (best fit). The block then keeps the whole run, so the waste is bounded by
+//! the block's own size, and it goes back to the cache whole when freed.
 //!
 //! Each slot is one atomic pointer: null (empty), `BUSY` (being filled), or the run's base with
 //! its chunk count in the low bits (a base is `CHUNK_SIZE`-aligned and a count is below
 //! `CHUNK_SIZE`, so one word holds both and one compare-exchange moves both).
 //!
-//! - `take(n)`: compare-exchange a slot holding an `n`-chunk run to empty; the winner owns it.
+//! - `take(n)`: find the slot with the shortest run of `n..=2n` chunks, compare-exchange it to
+//!   empty; the winner owns the run (a loser looks again, at most once per slot).
 //! - `put(run)`: reserve the run's chunks in the budget (`cached`; refused past the limit),
 //!   claim an empty slot (empty to `BUSY`), write its stamp, publish the run. With no empty slot
 //!   the reservation is undone and the caller gives the run back to the source.
@@ -32,11 +35,11 @@ use chunk_source::CHUNK_SIZE;
 use static_assertions::const_assert;
 
 /// Slots of the cache of freed runs.
-pub const CACHE_SLOTS: usize = 8;
-/// The longest run the cache keeps, in chunks (16 MiB).
-pub const CACHE_MAX_RUN_CHUNKS: usize = 4;
-/// The most chunks the cache holds in all (64 MiB).
-pub const CACHE_MAX_CHUNKS: usize = 16;
+pub const CACHE_SLOTS: usize = 16;
+/// The longest run the cache keeps, in chunks (64 MiB: a 32 MiB block's run, and twice it).
+pub const CACHE_MAX_RUN_CHUNKS: usize = 16;
+/// The most chunks the cache holds in all (128 MiB).
+pub const CACHE_MAX_CHUNKS: usize = 32;
 /// Large allocations and frees a cached run may sit through unused before it is given back.
 pub const CACHE_MAX_AGE: usize = 64;
 
@@ -105,19 +108,27 @@ impl RunCache {
         self.clock.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
     }
 
-    /// Takes a cached run of exactly `n` chunks, if there is one.
-    pub(crate) fn take(&self, n: usize) -> Option<NonNull<u8>> {
+    /// Takes the shortest cached run of `n` to `2n` chunks, if there is one, with its length.
+    pub(crate) fn take(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
         if !Self::fits(n) || self.cached_chunks() < n {
             return None;
         }
-        for slot in &self.slots {
-            // Relaxed: only a hint; the compare-exchange below is what synchronises.
-            let word = slot.run.load(Ordering::Relaxed);
-            if word.is_null() || word == BUSY || word.addr() & COUNT_MASK != n {
-                continue;
+        for _ in 0..CACHE_SLOTS {
+            let mut best: Option<(&Slot, *mut u8)> = None;
+            for slot in &self.slots {
+                // Relaxed: only a hint; the compare-exchange in `take_slot` synchronises.
+                let word = slot.run.load(Ordering::Relaxed);
+                let len = word.addr() & COUNT_MASK;
+                if word.is_null() || word == BUSY || len < n || len > 2 * n {
+                    continue;
+                }
+                if best.is_none_or(|(_, b)| len < b.addr() & COUNT_MASK) {
+                    best = Some((slot, word));
+                }
             }
+            let (slot, word) = best?;
             if let Some(base) = self.take_slot(slot, word) {
-                return Some(base);
+                return Some((base, word.addr() & COUNT_MASK));
             }
         }
         None
@@ -223,13 +234,30 @@ mod tests {
     }
 
     #[test]
-    fn take_matches_exact_count() {
+    fn take_gives_the_shortest_run_of_up_to_twice_the_count() {
         let c = RunCache::new();
         assert!(c.put(fake_run(0), 2, 0));
+        assert!(c.put(fake_run(10), 6, 0));
+        assert!(c.put(fake_run(20), 3, 0));
+        // 1 chunk: only runs of 1..=2 fit.
+        assert_eq!(c.take(1), Some((fake_run(0), 2)));
         assert_eq!(c.take(1), None);
-        assert_eq!(c.take(3), None);
-        assert_eq!(c.take(2), Some(fake_run(0)));
+        // 4 chunks: 6 fits (3 is too short), and is the only one.
+        assert_eq!(c.take(4), Some((fake_run(10), 6)));
+        // 2 chunks: the 3-chunk run; 7 chunks: nothing left that long.
+        assert_eq!(c.take(7), None);
+        assert_eq!(c.take(2), Some((fake_run(20), 3)));
         assert_eq!(c.take(2), None);
+        assert_eq!(c.cached_chunks(), 0);
+    }
+
+    #[test]
+    fn take_prefers_the_exact_length() {
+        let c = RunCache::new();
+        assert!(c.put(fake_run(0), 4, 0));
+        assert!(c.put(fake_run(10), 3, 0));
+        assert_eq!(c.take(3), Some((fake_run(10), 3)));
+        assert_eq!(c.take(3), Some((fake_run(0), 4)));
         assert_eq!(c.cached_chunks(), 0);
     }
 

@@ -119,8 +119,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
         if !align.is_power_of_two() {
             return Err(LargeError::InvalidAlign { align });
         }
-        let nchunks = chunks_for(size, align)?;
-        let (base, zeroed) = self.get_run(nchunks)?;
+        let (base, nchunks, zeroed) = self.get_run(chunks_for(size, align)?)?;
         let (base, nchunks) = if align > CHUNK_SIZE {
             self.shed_unused_chunks(base, nchunks, size, align)
         } else {
@@ -336,15 +335,16 @@ impl<S: ChunkSource> LargeAlloc<S> {
         !props.contains(SourceProps::SHARED)
     }
 
-    /// A run of `n` chunks and whether it reads as zero.
-    fn get_run(&self, n: usize) -> Result<(NonNull<u8>, bool), LargeError> {
+    /// A run of at least `n` chunks (a cached one may be up to twice as long), its length, and
+    /// whether it reads as zero.
+    fn get_run(&self, n: usize) -> Result<(NonNull<u8>, usize, bool), LargeError> {
         let props = self.source.props();
         if Self::caches(props) && RunCache::fits(n) {
             let now = self.cache.tick();
             let hit = self.cache.take(n);
             self.evict_stale(now);
-            if let Some(base) = hit {
-                return Ok((base, false));
+            if let Some((base, len)) = hit {
+                return Ok((base, len, false));
             }
         }
         let base = match self.source.alloc(n) {
@@ -356,7 +356,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
             Err(e) => return Err(e.into()),
         };
         debug_assert_eq!(base.as_ptr() as usize % CHUNK_SIZE, 0);
-        Ok((base, props.contains(SourceProps::ZEROED)))
+        Ok((base, n, props.contains(SourceProps::ZEROED)))
     }
 
     /// Gives back the chunks of a fresh run of `n` chunks at `base` that a block of `size`

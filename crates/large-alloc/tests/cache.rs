@@ -89,11 +89,11 @@ fn runs_of_a_shared_source_are_not_cached() {
 #[test]
 fn unused_runs_age_out() {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
-    let old = large.alloc(6 * MIB, 64).unwrap();
+    let old = large.alloc(13 * MIB, 64).unwrap();
     // SAFETY: live blocks of `large`, each freed once.
     unsafe { large.dealloc(old.ptr) }.unwrap();
-    assert_eq!(large.cached_chunks(), 2);
-    // Other sizes come and go; the 2-chunk run is not asked for.
+    assert_eq!(large.cached_chunks(), 4);
+    // Other sizes come and go; the 4-chunk run is too long for them (more than twice).
     for i in 0..=CACHE_MAX_AGE {
         let b = large.alloc(MIB, 64).unwrap();
         // SAFETY: as above.
@@ -123,17 +123,21 @@ fn dropping_gives_cached_runs_back() {
 
 #[test]
 fn out_of_memory_empties_the_cache_first() {
-    // A region of 4 chunks: a cached 3-chunk run leaves too little for a 2-chunk block
-    // unless the cache gives it back.
+    // A region of 4 chunks: cached runs of 2 and 1 chunks leave too little for a 4-chunk block
+    // (and neither is long enough to serve it) unless the cache gives them back.
     let mut mem = vec![0u8; 5 * CHUNK_SIZE];
     // SAFETY: `mem` outlives the allocator and nothing else uses it.
     let region = unsafe { RegionSource::new(mem.as_mut_ptr(), mem.len()) }.unwrap();
     let large = LargeAlloc::new(region);
-    let a = large.alloc(3 * CHUNK_SIZE - 64, 1).unwrap();
+    let a = large.alloc(2 * CHUNK_SIZE - 64, 1).unwrap();
+    let c = large.alloc(CHUNK_SIZE - 64, 1).unwrap();
     // SAFETY: live blocks of `large`, each freed once.
     unsafe { large.dealloc(a.ptr) }.unwrap();
+    // SAFETY: as above.
+    unsafe { large.dealloc(c.ptr) }.unwrap();
     assert_eq!(large.cached_chunks(), 3);
-    let b = large.alloc(2 * CHUNK_SIZE - 64, 1).unwrap();
+    let b = large.alloc(4 * CHUNK_SIZE - 64, 1).unwrap();
+    assert_eq!(b.nchunks, 4);
     assert_eq!(large.cached_chunks(), 0);
     assert!(!b.zeroed, "a region source is not ZEROED");
     // SAFETY: as above.

@@ -301,8 +301,10 @@ fn a_run_the_os_will_not_unmap_is_kept_and_its_pages_given_back() {
         inner: MmapSource::new(),
         decommitted: std::sync::atomic::AtomicUsize::new(0),
     });
-    // 48 MiB: too big for the cache of freed runs, so the free goes to the source.
-    let b = large.alloc(48 * MIB, 64).unwrap();
+    // Longer than the cache of freed runs keeps, so the free goes to the source.
+    let b = large
+        .alloc(large_alloc::CACHE_MAX_RUN_CHUNKS * CHUNK_SIZE, 64)
+        .unwrap();
     // SAFETY: a live block of `large`, freed once.
     let r = unsafe { large.dealloc(b.ptr) };
     assert!(
