@@ -11,6 +11,7 @@
 //! | 100k mixed sizes, freed in shuffled order | [`MixedPlan`], [`mixed_batch`] |
 //! | `Vec` growth by `push` | [`vec_push`] |
 //! | hash map churn with heap-allocated keys | [`ChurnPlan`], [`hashmap_churn`] |
+//! | hash map churn with heap-allocated values (200k keys) | [`ChurnPlan`], [`hashmap_vec_churn`] |
 //! | search tree churn (a treap of boxed nodes) | [`ChurnPlan`], [`treap_churn`] |
 //! | producer thread allocates, consumer thread frees | [`CrossPlan`], [`cross_thread`] |
 //! | several threads replacing blocks in small working sets | [`ChurnConfig`], [`thread_churn`] |
@@ -39,8 +40,8 @@ pub use treap::Treap;
 pub use via::Via;
 pub use workload::Workload;
 pub use workloads::{
-    alloc_free_pairs, hashmap_churn, mixed_batch, size_label, touch, treap_churn, vec_push,
-    ChurnPlan, MixedPlan, ALIGNED_CASES, PAIRS, PAIR_SIZES,
+    alloc_free_pairs, hashmap_churn, hashmap_vec_churn, mixed_batch, size_label, touch,
+    treap_churn, vec_push, ChurnPlan, MixedPlan, ALIGNED_CASES, PAIRS, PAIR_SIZES,
 };
 
 /// fam-alloc (every instance shares the one process-wide heap).

@@ -231,6 +231,33 @@ pub fn hashmap_churn<A: GlobalAlloc>(a: &Via<A>, plan: &ChurnPlan) -> usize {
     map.len()
 }
 
+/// Map churn with owned values: a `HashMap<u64, Vec<u8>>` in `a` whose values are byte vectors
+/// of 8..=64 bytes (a length that depends on the key). Inserts the plan's `n` keys, then `n`
+/// times removes a live key (freeing its value) and inserts a new one, then drops the map.
+/// Returns the sum of the final values' lengths.
+#[inline(never)]
+pub fn hashmap_vec_churn<A: GlobalAlloc>(a: &Via<A>, plan: &ChurnPlan) -> usize {
+    let value = |id: u64| {
+        let len = 8 + (mix(id) % 57) as usize;
+        let mut v = AVec::with_capacity_in(len, a);
+        v.resize(len, id as u8);
+        v
+    };
+    let mut map = HashMap::new_in(a);
+    let n = plan.n as u64;
+    for id in 0..n {
+        map.insert(id, value(id));
+    }
+    for (i, &victim) in plan.remove_order.iter().enumerate() {
+        let removed = map.remove(&u64::from(victim));
+        debug_assert!(removed.is_some());
+        let id = n + i as u64;
+        map.insert(id, value(id));
+    }
+    black_box(&mut map);
+    map.values().map(|v| v.len()).sum()
+}
+
 /// Search tree churn: a [`Treap`] in `a` with pseudo-random `u64` keys. Inserts the plan's `n`
 /// keys, then `n` times removes a live key and inserts a new one, then drops the tree. Returns the
 /// final length.

@@ -220,8 +220,10 @@ impl<S: ChunkSource> LargeAlloc<S> {
             zeroed: false,
         };
 
-        if new_nchunks == nchunks {
-            // `new_size` fits: the run has `chunks_used(offset, new_size)` chunks.
+        // In place when the run has the chunks `new_size` needs and at most twice as many (the
+        // waste a cached run may bring to a fresh block too).
+        if new_nchunks <= nchunks && 2 * new_nchunks >= nchunks {
+            // `new_size` fits: the run has at least `chunks_used(offset, new_size)` chunks.
             debug_assert!(new_size <= usable);
             // SAFETY: exclusive access (caller); `new_size <= usable` (above); `header` is not
             // used after this.
@@ -229,8 +231,15 @@ impl<S: ChunkSource> LargeAlloc<S> {
             return Ok(same(in_place));
         }
 
+        // Growing: a cached run long enough is taken before the source grows this one, since its
+        // pages are already there (a resize would fault in every new page of the longer run).
+        let cached = if new_nchunks > nchunks {
+            self.alloc_cached(new_size, align)
+        } else {
+            None
+        };
         let props = self.source.props();
-        if align <= CHUNK_SIZE && props.contains(SourceProps::RESIZABLE) {
+        if cached.is_none() && align <= CHUNK_SIZE && props.contains(SourceProps::RESIZABLE) {
             // SAFETY: the run `base .. base + nchunks` is this live block's, which the caller
             // gives us exclusive access to; on error the source leaves it as it was.
             if let Ok(new_base) = unsafe { self.source.resize(base, nchunks, new_nchunks) } {
@@ -248,7 +257,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
             }
         }
 
-        match self.alloc(new_size, align) {
+        match cached.map_or_else(|| self.alloc(new_size, align), Ok) {
             Ok(mut block) => {
                 // The caller may have used the whole usable size of the old block.
                 let keep = usable.min(new_size);
@@ -335,17 +344,42 @@ impl<S: ChunkSource> LargeAlloc<S> {
         !props.contains(SourceProps::SHARED)
     }
 
+    /// A cached run of `n` to `2n` chunks and its length, if the cache holds one (sweeping out
+    /// stale runs on the way).
+    fn take_cached(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
+        if !Self::caches(self.source.props()) || !RunCache::fits(n) {
+            return None;
+        }
+        let now = self.cache.tick();
+        let hit = self.cache.take(n);
+        self.evict_stale(now);
+        hit
+    }
+
+    /// A block of `size` bytes aligned to `align` (at most `CHUNK_SIZE`) in a cached run, if
+    /// the cache holds one long enough.
+    fn alloc_cached(&self, size: usize, align: usize) -> Option<LargeBlock> {
+        if align > CHUNK_SIZE {
+            return None;
+        }
+        let (base, nchunks) = self.take_cached(chunks_for(size, align).ok()?)?;
+        // SAFETY: as in `alloc`: a CHUNK_SIZE-aligned run of `nchunks` chunks, ours alone, at
+        // least `chunks_for(size, align)` long.
+        let ptr = unsafe { LargeHeader::write(base, nchunks, size, align) };
+        Some(LargeBlock {
+            ptr,
+            base,
+            nchunks,
+            zeroed: false,
+        })
+    }
+
     /// A run of at least `n` chunks (a cached one may be up to twice as long), its length, and
     /// whether it reads as zero.
     fn get_run(&self, n: usize) -> Result<(NonNull<u8>, usize, bool), LargeError> {
         let props = self.source.props();
-        if Self::caches(props) && RunCache::fits(n) {
-            let now = self.cache.tick();
-            let hit = self.cache.take(n);
-            self.evict_stale(now);
-            if let Some((base, len)) = hit {
-                return Ok((base, len, false));
-            }
+        if let Some((base, len)) = self.take_cached(n) {
+            return Ok((base, len, false));
         }
         let base = match self.source.alloc(n) {
             Ok(base) => base,
