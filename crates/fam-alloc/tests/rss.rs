@@ -214,7 +214,7 @@ fn rss_falls_after_large_blocks_are_freed() {
     );
 }
 
-/// The most the large-block run cache keeps: 16 chunks of 4 MiB, and some slack.
+/// The most the large-block run cache keeps, and some slack.
 fn large_alloc_cache_bound() -> usize {
-    (16 << 22) + (8 << 20)
+    (large_alloc::CACHE_MAX_CHUNKS << 22) + (8 << 20)
 }
