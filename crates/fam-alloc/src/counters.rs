@@ -262,6 +262,19 @@ mod enabled {
     /// Bumped by every `reset_peaks`.
     static EPOCH: AtomicU64 = AtomicU64::new(0);
 
+    /// Calls `f` on every thread block of the list `live` (held locked by the caller).
+    fn walk(live: &Live, mut f: impl FnMut(&ThreadCounters)) {
+        let mut n = live.head;
+        while !n.is_null() {
+            // SAFETY: list members are thread blocks that stay listed while the lock is held
+            // (and, in a forked child, copies of them in the child's memory).
+            let c = unsafe { &*n };
+            // Read before `f`, which may relink the node.
+            n = c.next.load(Relaxed);
+            f(c);
+        }
+    }
+
     /// Folds the counts of a thread that is gone into the exited totals.
     fn fold_exited(c: &ThreadCounters) {
         for class in 0..NUM_CLASSES {
@@ -354,25 +367,21 @@ mod enabled {
     /// counts are statistics, so that is the whole cost.
     pub(crate) fn after_fork_in_child() {
         // SAFETY: the child's only thread is this one, and it held no guard across `fork()`
-        // (the fork handlers run outside any statistics call); the list is repaired below.
-        // The list is walked and rebuilt below whatever state the holder left it in.
+        // (the fork handlers run outside any statistics call); the list is rebuilt below
+        // whatever state the holder left it in.
         unsafe { LIVE.take_over_in_child(|_| {}) };
         with_counters(|me| {
             let me = me as *const ThreadCounters as *mut ThreadCounters;
             let mut live = LIVE.lock();
             let mut found = false;
-            let mut n = live.head;
-            while !n.is_null() {
-                // SAFETY: list nodes are thread blocks, copied into the child with the memory.
-                let c = unsafe { &*n };
-                let next = c.next.load(Relaxed);
-                if n == me {
+            // Nodes are thread blocks, copied into the child with the memory.
+            walk(&live, |c| {
+                if ptr::eq(c, me) {
                     found = true;
                 } else {
                     fold_exited(c);
                 }
-                n = next;
-            }
+            });
             if found {
                 // SAFETY: `me` is this thread's block; we hold the lock.
                 unsafe {
@@ -489,20 +498,14 @@ mod enabled {
             t[class].frees = EXITED_FREES[class].load(Relaxed);
             peaks[class] = EXITED_PEAK[class].load(Relaxed);
         }
-        let live = LIVE.lock();
-        let mut n = live.head;
-        while !n.is_null() {
-            // SAFETY: list members are live thread blocks; the guard we hold keeps them listed.
-            let c = unsafe { &*n };
+        walk(&LIVE.lock(), |c| {
             for class in 0..NUM_CLASSES {
                 t[class].allocs += c.allocs[class].load(Relaxed);
                 t[class].frees += c.frees[class].load(Relaxed);
                 t[class].cached += c.cached(class);
                 peaks[class] += c.mark(class);
             }
-            n = c.next.load(Relaxed);
-        }
-        drop(live);
+        });
         for class in 0..NUM_CLASSES {
             // The marks bound the blocks out of the pool, which include those in use and cached
             // (relaxed reads of moving counters can disagree by a batch; the bound is kept).

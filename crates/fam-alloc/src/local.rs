@@ -60,35 +60,61 @@ thread_local! {
     };
 }
 
-/// The calling thread's [`Local`], reached in the cheapest way the build allows.
+/// The calling thread's [`Local`] as its fast path reaches it, or null before the thread's first
+/// access when it is reached through [`ie`].
 ///
 /// By default this is `LOCAL.with`: in an executable a constant offset from the thread pointer,
 /// in a shared library a call to `__tls_get_addr`. With the `initial-exec-tls` feature (on
-/// x86-64 Linux) the address is cached in an 8-byte initial-exec slot (see [`ie`]), so a shared
-/// library reaches it with two loads and no call.
+/// x86-64 Linux) the address is cached in an 8-byte initial-exec slot, so a shared library
+/// reaches it with two loads and no call.
 #[inline(always)]
-fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
+fn reached() -> *const Local {
     #[cfg(all(
         feature = "initial-exec-tls",
         target_arch = "x86_64",
         target_os = "linux"
     ))]
-    {
-        let mut p = ie::get();
-        if p.is_null() {
-            p = ie::fill();
-        }
-        // SAFETY: a non-null slot holds the address of this thread's `LOCAL` (only `ie::fill`
-        // stores it, on this thread), which lives as long as the thread and is never dropped
-        // (it has no destructor).
-        f(unsafe { &*p })
-    }
+    return ie::get();
     #[cfg(not(all(
         feature = "initial-exec-tls",
         target_arch = "x86_64",
         target_os = "linux"
     )))]
-    LOCAL.with(f)
+    LOCAL.with(|l| l as *const Local)
+}
+
+/// The calling thread's [`Local`], never null.
+#[inline(always)]
+fn this() -> *const Local {
+    let p = reached();
+    if p.is_null() {
+        first_access()
+    } else {
+        p
+    }
+}
+
+/// A thread's first access through the initial-exec slot: the slot is filled (without the
+/// feature, `reached` is never null and this is not called).
+#[cold]
+#[inline(never)]
+fn first_access() -> *const Local {
+    let p = LOCAL.with(|l| l as *const Local);
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie::set(p);
+    p
+}
+
+/// Runs `f` on the calling thread's [`Local`].
+#[inline(always)]
+fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
+    // SAFETY: `this` returns the address of this thread's `LOCAL`, which lives as long as the
+    // thread and is never dropped (it has no destructor).
+    f(unsafe { &*this() })
 }
 
 /// The initial-exec slot that caches the address of the thread's [`LOCAL`].
@@ -109,7 +135,7 @@ fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
     target_os = "linux"
 ))]
 mod ie {
-    use super::{Local, LOCAL};
+    use super::Local;
 
     // Hidden, so that every object of the library resolves it to the same slot without the
     // symbol leaving the library.
@@ -131,7 +157,7 @@ mod ie {
         let p: *const Local;
         // SAFETY: reads the GOT entry holding the slot's thread-pointer offset, then the slot in
         // this thread's static TLS block; both are mapped for the thread's whole life. `pure`
-        // and `readonly`: the result depends only on memory, which `fill`'s store clobbers.
+        // and `readonly`: the result depends only on memory, which `set`'s store clobbers.
         unsafe {
             core::arch::asm!(
                 "mov {p}, qword ptr [rip + fam_alloc_local_slot@GOTTPOFF]",
@@ -143,11 +169,8 @@ mod ie {
         p
     }
 
-    /// Stores this thread's `Local` in the slot and returns it (once per thread).
-    #[cold]
-    #[inline(never)]
-    pub(super) fn fill() -> *const Local {
-        let p = LOCAL.with(|l| l as *const Local);
+    /// Stores `p`, this thread's `Local`, in the slot (once per thread).
+    pub(super) fn set(p: *const Local) {
         // SAFETY: writes this thread's own slot (see `get`); nothing else touches it.
         unsafe {
             core::arch::asm!(
@@ -158,7 +181,6 @@ mod ie {
                 options(nostack, preserves_flags),
             );
         }
-        p
     }
 }
 
@@ -170,11 +192,8 @@ mod ie {
 pub(crate) fn with_local<R>(
     f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
 ) -> R {
-    with_this(|l| {
-        // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so
-        // no other reference to it is live while `f` runs.
-        f(unsafe { &mut *l.heap.get() }, &l.counters)
-    })
+    // SAFETY: `this` never returns null.
+    unsafe { with_local_at(this(), f) }
 }
 
 /// Runs `f` on the calling thread's heap and counters if the thread reaches them on its fast path
@@ -184,28 +203,25 @@ pub(crate) fn with_local<R>(
 pub(crate) fn try_with_local<R>(
     f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
 ) -> Option<R> {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
-    {
-        let p = ie::get();
-        if p.is_null() {
-            return None;
-        }
-        // SAFETY: as in `with_this`: a non-null slot names this thread's `LOCAL`.
-        let l = unsafe { &*p };
-        // SAFETY: as in `with_local`: the heap is this thread's alone and not otherwise borrowed.
-        let heap = unsafe { &mut *l.heap.get() };
-        Some(f(heap, &l.counters))
-    }
-    #[cfg(not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )))]
-    Some(with_local(f))
+    let p = reached();
+    // SAFETY: checked non-null just before.
+    (!p.is_null()).then(|| unsafe { with_local_at(p, f) })
+}
+
+/// `f` on the heap and counters of `l`.
+///
+/// # Safety
+/// `l` is this thread's `Local` (from `reached` or `this`), not null.
+#[inline(always)]
+unsafe fn with_local_at<R>(
+    l: *const Local,
+    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
+) -> R {
+    // SAFETY: `l` is this thread's `LOCAL` (contract), alive for the thread's life.
+    let l = unsafe { &*l };
+    // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so no
+    // other reference to it is live while `f` runs.
+    f(unsafe { &mut *l.heap.get() }, &l.counters)
 }
 
 /// Runs `f` on the calling thread's heap.

@@ -11,7 +11,7 @@
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
 //!   a thread's bucket, which a free through this module marks in the block's second word
-//!   ([`FREE_MARK`] XORed with the block's address; blocks of 16 bytes and more; the allocation
+//!   (`FREE_MARK` XORed with the block's address; blocks of 16 bytes and more; the allocation
 //!   path clears it).
 //!
 //! What is not caught: a double free of an 8-byte block still cached in a bucket, and a free of a
@@ -27,11 +27,13 @@ use core::ptr::{self, NonNull};
 use large_alloc::LargeAlloc;
 use size_class::Fine;
 
-use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
+use crate::class::{CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
 use crate::local::{try_with_local, with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
+/// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
+pub use slab_pool::class::small_class;
 use slab_pool::ChunkHeader;
 
 /// Sets up what thread registration needs before the program runs: the pthread key whose
@@ -72,7 +74,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 /// Allocates a block of slab class `class` (below [`NUM_CLASSES`], as [`small_class`] gives), or
 /// returns null when memory is exhausted: the fast path of a caller that knows the class already
 /// (the C library's `malloc` looks it up in a table). A pop from the thread's bucket; everything
-/// else is in [`alloc_small_slow`], so the fast path saves no registers.
+/// else is in `alloc_small_slow`, so the fast path saves no registers.
 #[inline(always)]
 pub fn alloc_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
@@ -111,11 +113,6 @@ fn handed_out(class: usize, p: *mut u8) -> *mut u8 {
         unsafe { p.cast::<usize>().add(1).write(0) };
     }
     p
-}
-
-/// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
-pub const fn class_for(size: usize, align: usize) -> Option<usize> {
-    small_class(size, align)
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`, skipping the zeroing when the memory comes
@@ -173,7 +170,7 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
 ///
 /// The fast path: one registry load gives the chunk and its class, the chunk's bitmap says the
 /// block is out, the block's second word says it is not in a bucket, and the block goes to the
-/// calling thread's bucket. Large blocks and foreign pointers leave for [`free_other`].
+/// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
 /// # Safety
 /// If `ptr` is a live block of this allocator, nobody uses it after the call.

@@ -62,7 +62,7 @@ static MALLOC_CLASS: [u8; TABLE_MAX / 8 + 1] = {
     let mut k = 0;
     while k < t.len() {
         let size = k * 8;
-        t[k] = match raw::class_for(size, malloc_align(size)) {
+        t[k] = match raw::small_class(size, malloc_align(size)) {
             Some(c) => c as u8,
             None => panic!("every size up to TABLE_MAX is a slab size"),
         };
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn the_malloc_table_gives_what_the_class_rule_gives() {
         for size in 0..=TABLE_MAX {
-            let want = raw::class_for(size, malloc_align(size)).unwrap();
+            let want = raw::small_class(size, malloc_align(size)).unwrap();
             assert_eq!(table_class(size), want, "size {size}");
         }
     }

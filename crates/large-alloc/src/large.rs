@@ -15,7 +15,7 @@
 
 use core::ptr::NonNull;
 
-use chunk_source::{ChunkSource, SourceProps, CHUNK_SIZE};
+use chunk_source::{ChunkError, ChunkSource, SourceProps, CHUNK_SIZE};
 
 use crate::cache::RunCache;
 use crate::header::{chunks_for, chunks_used, payload_offset, LargeHeader, HEADER_SIZE};
@@ -129,13 +129,30 @@ impl<S: ChunkSource> LargeAlloc<S> {
         // from the source or taken out of the cache, and at most trimmed of unused chunks);
         // `payload_offset + max(size, 1)` fits in it (`chunks_for` counts the largest offset, and
         // `shed_unused_chunks` keeps every chunk the block touches).
+        Ok(unsafe { Self::block_in(base, nchunks, size, align, zeroed) })
+    }
+
+    /// Writes the header of a block of `size` bytes aligned to `align` into the run of
+    /// `nchunks` chunks at `base`, and describes the block.
+    ///
+    /// # Safety
+    /// As for [`LargeHeader::write`]: the run is CHUNK_SIZE-aligned, ours alone, and holds the
+    /// payload at its offset.
+    unsafe fn block_in(
+        base: NonNull<u8>,
+        nchunks: usize,
+        size: usize,
+        align: usize,
+        zeroed: bool,
+    ) -> LargeBlock {
+        // SAFETY: per the contract.
         let ptr = unsafe { LargeHeader::write(base, nchunks, size, align) };
-        Ok(LargeBlock {
+        LargeBlock {
             ptr,
             base,
             nchunks,
             zeroed,
-        })
+        }
     }
 
     /// Frees the block whose payload is `ptr`.
@@ -323,10 +340,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
         self.cache.drain(|base, n| {
             released += n;
             // SAFETY: the run came out of the cache, so it is ours and was the source's.
-            let r = unsafe { self.source.dealloc(base, n) };
-            // A source that refuses its own run back has lost track of it: nothing sensible
-            // is left to do with the run but keep it out of use.
-            debug_assert!(r.is_ok(), "source refused a cached run: {r:?}");
+            let _ = unsafe { self.give_back(base, n) };
         });
         released
     }
@@ -365,13 +379,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
         let (base, nchunks) = self.take_cached(chunks_for(size, align).ok()?)?;
         // SAFETY: as in `alloc`: a CHUNK_SIZE-aligned run of `nchunks` chunks, ours alone, at
         // least `chunks_for(size, align)` long.
-        let ptr = unsafe { LargeHeader::write(base, nchunks, size, align) };
-        Some(LargeBlock {
-            ptr,
-            base,
-            nchunks,
-            zeroed: false,
-        })
+        Some(unsafe { Self::block_in(base, nchunks, size, align, false) })
     }
 
     /// A run of at least `n` chunks (a cached one may be up to twice as long), its length, and
@@ -383,7 +391,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
         }
         let base = match self.source.alloc(n) {
             Ok(base) => base,
-            Err(chunk_source::ChunkError::OutOfMemory) if self.cache.cached_chunks() > 0 => {
+            Err(ChunkError::OutOfMemory) if self.cache.cached_chunks() > 0 => {
                 self.trim();
                 self.source.alloc(n)?
             }
@@ -450,26 +458,30 @@ impl<S: ChunkSource> LargeAlloc<S> {
             }
         }
         // SAFETY: the caller gives up the run, which the source handed out.
+        unsafe { self.give_back(base, n) }.map_err(LargeError::from)
+    }
+
+    /// Returns a run of `n` chunks at `base` to the source. When the source refuses (the OS at
+    /// its limit of mappings, say), the run stays mapped and unused, and its pages go back at
+    /// least; the error then says the address space was kept, not that the free was wrong.
+    ///
+    /// # Safety
+    /// The run is one the source handed out, owned by the caller, which gives it up.
+    unsafe fn give_back(&self, base: NonNull<u8>, n: usize) -> Result<(), ChunkError> {
+        // SAFETY: per the contract.
         let r = unsafe { self.source.dealloc(base, n) };
         if r.is_err() {
-            // The OS refused to unmap (at its limit of mappings, say): the run stays mapped and
-            // unused. Give its pages back at least; the error tells the caller the address
-            // space was kept, not that the free was wrong.
             // SAFETY: the run is ours and nothing uses it any more.
             let _ = unsafe { self.source.decommit(base, n * CHUNK_SIZE) };
         }
-        r.map_err(LargeError::from)
+        r
     }
 
     /// Gives back to the source the cached runs unused for more than `CACHE_MAX_AGE` ticks.
     fn evict_stale(&self, now: usize) {
         self.cache.evict_stale(now, |base, n| {
             // SAFETY: the run came out of the cache, so it is ours and was the source's.
-            if unsafe { self.source.dealloc(base, n) }.is_err() {
-                // Kept mapped (see `put_run`); its pages go back at least.
-                // SAFETY: as above.
-                let _ = unsafe { self.source.decommit(base, n * CHUNK_SIZE) };
-            }
+            let _ = unsafe { self.give_back(base, n) };
         });
     }
 }

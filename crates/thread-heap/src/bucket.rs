@@ -142,11 +142,9 @@ impl Bucket {
         block: NonNull<Block>,
         store: &S,
     ) {
-        if self.len < self.cap {
-            // SAFETY: the caller hands the block over, and there is room for it (`len < cap`).
-            unsafe { self.push(block) }
-        } else {
-            // SAFETY: forwarded from the caller.
+        // SAFETY: forwarded from the caller.
+        if !unsafe { self.try_push(block) } {
+            // SAFETY: as above.
             unsafe { self.flush_and_push(class, block, store) }
         }
     }

@@ -106,6 +106,44 @@ fn free_is_lifo() {
     assert_eq!(store.stats(0).flushes, 0);
 }
 
+/// The fast-path halves never reach the store: `pop` of an empty bucket and `push` onto a full
+/// one report it and change nothing, and otherwise act as `alloc` and `dealloc` do.
+#[test]
+fn pop_and_push_stop_where_the_store_would_be_needed() {
+    let store = store_one(64);
+    let mut heap = ThreadHeap::<1>::new([4]);
+    assert_eq!(heap.pop(0), None, "an empty bucket does not refill");
+    assert_eq!(store.stats(0).refills, 0);
+    let held = take(&mut heap, &store, 0, 5);
+    // Refills of two (half the capacity) left one block cached: three pushes fill the bucket.
+    assert_eq!(heap.cached(0), 1);
+    let order: Vec<_> = held.iter().map(|h| h.ptr).collect();
+    let mut pushed = Vec::new();
+    for h in held {
+        h.check(&store);
+        // SAFETY: `h` was allocated from this heap over `store` and is no longer used; a refused
+        // block stays ours and is freed below.
+        if unsafe { heap.push(0, h.ptr) } {
+            pushed.push(h.ptr);
+        } else {
+            assert_eq!(heap.cached(0), 4, "refused only when full");
+            // SAFETY: as above, through the path that flushes.
+            unsafe { heap.dealloc(0, h.ptr, &store) };
+        }
+        heap.assert_valid();
+    }
+    // The fourth was refused; its free flushed half the bucket, so the fifth fit again.
+    assert_eq!(pushed, [order[0], order[1], order[2], order[4]]);
+    assert_eq!(
+        store.stats(0).flushes,
+        1,
+        "only the refused block's free flushed"
+    );
+    let newest = heap.pop(0).expect("the bucket holds blocks");
+    assert_eq!(newest, *order.last().unwrap(), "LIFO");
+    heap.flush_all(&store);
+}
+
 /// Fills a bucket of capacity `cap` with `cap` blocks freed in order, frees one more and checks
 /// that exactly the oldest `cap - cap / 2` went back, as one chain, newest of them first.
 fn check_overflow(cap: u32) {
