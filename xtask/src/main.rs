@@ -158,12 +158,13 @@ fn ci(args: &[String]) {
             ("RUSTFLAGS", "--cfg loom"),
             ("CARGO_TARGET_DIR", "target/loom"),
         ];
-        // The slot set's races, then the slab pool's membership protocol (its models live in
-        // the library, next to the protocol).
+        // The slot set's races, then the slab pool's membership protocol and the spin lock's
+        // fork takeover (their models live in the libraries, next to the protocols).
         cargo(
             &["test", "-p", "slab-bitmap", "--test", "loom", "--release"],
             &env,
         ) && cargo(&["test", "-p", "slab-pool", "--lib", "--release"], &env)
+            && cargo(&["test", "-p", "chunk-source", "--lib", "--release"], &env)
     });
     // size-class is left out: its exhaustive tests walk every size up to 1 MiB, which takes
     // hours under miri, and it has no unsafe code.

@@ -55,6 +55,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use static_assertions::{const_assert, const_assert_eq};
 
+pub mod fork;
 #[cfg(feature = "mmap")]
 mod mmap;
 mod region;

@@ -62,10 +62,16 @@ struct FreeList {
 // list to another thread moves that ownership with it.
 unsafe impl Send for FreeList {}
 
-/// The free list, and the right to move the break on behalf of this source.
-static STATE: SpinMutex<FreeList> = SpinMutex::new(FreeList {
-    head: ptr::null_mut(),
-});
+/// The free list, and the right to move the break on behalf of this source. Taken over in a
+/// forked child whose parent had a thread inside this source at the fork (see
+/// [`crate::fork`]): the free list, which that thread may have been changing, is dropped (its
+/// runs stay mapped, their pages already given back; the child grows the break for new chunks).
+static STATE: SpinMutex<FreeList> = SpinMutex::with_repair(
+    FreeList {
+        head: ptr::null_mut(),
+    },
+    |list| list.head = ptr::null_mut(),
+);
 
 /// Chunks from the program break, grown with `sbrk` and reused through a free list.
 ///
@@ -77,8 +83,8 @@ static STATE: SpinMutex<FreeList> = SpinMutex::new(FreeList {
 /// The break has no atomic increment: this source serialises its own use with a spin lock and
 /// copes with others moving the break between its calls, but code that calls `sbrk` at the very
 /// same moment from another thread can still race it. Use it where nothing else grows the break
-/// concurrently (for example when this crate provides `malloc` itself). Like any lock, the spin
-/// lock is inherited locked by a child forked while another thread held it.
+/// concurrently (for example when this crate provides `malloc` itself). A child forked while
+/// another thread held the spin lock takes it over (see [`crate::fork`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SbrkSource {
     _private: (),
@@ -89,20 +95,6 @@ impl SbrkSource {
     /// `static`).
     pub const fn new() -> Self {
         Self { _private: () }
-    }
-
-    /// Makes the source usable in a forked child, whose parent may have had a thread inside it
-    /// at the fork: if the lock was held, it is freed and the free list, which the holder may
-    /// have been changing, is dropped (its runs stay mapped, their pages already given back;
-    /// the child grows the break for new chunks). If the lock was free, nothing changes. Call it
-    /// from a `pthread_atfork` child handler.
-    ///
-    /// # Safety
-    /// The caller is the only thread of a forked child, and no call into this source is under
-    /// way on it (a child handler runs outside any).
-    pub unsafe fn after_fork_in_child() {
-        // SAFETY: forwarded from the caller.
-        unsafe { STATE.take_over_in_child(|list| list.head = ptr::null_mut()) };
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //! One thread at a time *owns* the arena's bucket heap: the first thread to allocate takes it,
 //! and from then on its allocations and frees are bucket pops and pushes with no atomic
-//! instruction (a thread-local address compared with the owner, and the fork generation checked).
+//! instruction (the thread's identity, a per-process number, compared with the owner, and the fork
+//! generation checked).
 //! The owner also owns the pool chunks its buckets refill from (an [`Owner`] beside the heap), so
 //! blocks it frees into them cost no atomic. Other threads are served straight from the pool,
 //! lock-free: a chunk owned just for one claim to allocate, a release to free. So the arena is `Send + Sync` and fast for the common case of one
@@ -37,14 +38,14 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use chunk_source::{ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE};
+use chunk_source::{fork, ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE};
 use large_alloc::LargeAlloc;
 use thread_heap::{CentralStore, Chain, ThreadHeap};
 
 use slab_pool::{ChunkHeader, Owner, SlabPool};
 
 use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
-use crate::fork;
+use crate::local::{prepare_for_fork, thread_id};
 use crate::registry::{Kind, Registry, RegistryPtr};
 use crate::report;
 
@@ -202,7 +203,7 @@ struct Core {
 
 /// What only this process (and, for the buckets, only the owner thread) uses.
 struct Local {
-    /// The owning thread's token, [`NO_OWNER`], or [`ADOPTING`] while a thread takes over.
+    /// The owning thread's identity (`local::thread_id`), [`NO_OWNER`], or [`ADOPTING`] while a thread takes over.
     owner: AtomicUsize,
     /// The fork generation when the owner took the heap.
     fork_gen: AtomicU64,
@@ -306,7 +307,7 @@ impl Default for Arena {
 impl Arena {
     /// A private arena over anonymous mappings. Memory is taken lazily, a chunk at a time.
     pub fn new() -> Self {
-        fork::install_handlers();
+        prepare_for_fork();
         let mut parts = new_private_parts();
         // The registry lives in the same box as the pool and is dropped after it.
         let registry = RegistryPtr(&parts.registry);
@@ -325,7 +326,7 @@ impl Arena {
         if num_chunks == 0 {
             return Err(ArenaError::NoChunks);
         }
-        fork::install_handlers();
+        prepare_for_fork();
         let total = num_chunks.checked_add(1).ok_or(ArenaError::OutOfMemory)?;
         let region = Box::new(chunk_source::ShmSource::new(total).map_err(|e| match e {
             ChunkError::OutOfMemory => ArenaError::OutOfMemory,
@@ -382,7 +383,7 @@ impl Arena {
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     fn local_heap(&self) -> Option<&mut ThreadHeap<NUM_CLASSES>> {
-        let me = fork::thread_token();
+        let me = thread_id();
         let l = &*self.local;
         if l.owner.load(Ordering::Relaxed) == me
             && l.fork_gen.load(Ordering::Relaxed) == fork::generation()

@@ -103,7 +103,7 @@ mod disabled {
     pub(crate) fn thread_started() {}
     #[inline(always)]
     pub(crate) fn thread_exited() {}
-    pub(crate) fn after_fork_in_child() {}
+    pub(crate) fn register_child_hook() {}
     #[inline(always)]
     pub(crate) fn exited_op(_class: usize, _alloc: bool, _n: usize) {}
     pub(crate) fn heaps() -> core::iter::Empty<stats::HeapStats> {
@@ -140,6 +140,7 @@ mod enabled {
     use super::ClassTotals;
     use crate::class::{CLASSES, NUM_CLASSES};
     use crate::local::with_counters;
+    use chunk_source::fork::ChildHook;
     use chunk_source::SpinMutex;
 
     /// One thread's counters. Written only by its thread (relaxed load + store); read by snapshots.
@@ -364,12 +365,10 @@ mod enabled {
     /// node on it is a thread block copied into the child. The threads other than this one are
     /// gone: their counts join the exited totals, and the list is left holding this thread only
     /// (if it was on it). A thread caught halfway through its own exit may be counted twice;
-    /// counts are statistics, so that is the whole cost.
-    pub(crate) fn after_fork_in_child() {
-        // SAFETY: the child's only thread is this one, and it held no guard across `fork()`
-        // (the fork handlers run outside any statistics call); the list is rebuilt below
-        // whatever state the holder left it in.
-        unsafe { LIVE.take_over_in_child(|_| {}) };
+    /// counts are statistics, so that is the whole cost. The lock, if a thread of the parent
+    /// held it, is taken over (see [`chunk_source::fork`]); the list is rebuilt whatever state
+    /// the holder left it in.
+    fn after_fork_in_child() {
         with_counters(|me| {
             let me = me as *const ThreadCounters as *mut ThreadCounters;
             let mut live = LIVE.lock();
@@ -395,6 +394,13 @@ mod enabled {
                 live.len = 0;
             }
         });
+    }
+
+    static CHILD_HOOK: ChildHook = ChildHook::new(after_fork_in_child);
+
+    /// Makes every forked child repair the live list (see `after_fork_in_child`).
+    pub(crate) fn register_child_hook() {
+        chunk_source::fork::register(&CHILD_HOOK);
     }
 
     /// Folds this thread's counts into the exited totals and takes it off the list.

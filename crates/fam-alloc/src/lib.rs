@@ -36,7 +36,6 @@
 mod arena;
 mod class;
 mod counters;
-mod fork;
 mod global;
 mod local;
 pub mod raw;

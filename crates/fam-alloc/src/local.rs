@@ -19,9 +19,14 @@
 //! are freed without an atomic. At exit the thread gives those chunks up; after exit it refills
 //! and flushes without an owner, so a dead thread never holds a chunk.
 //!
-//! Fork: the pool has no locks, so nothing is taken around `fork()`. The private heap is the
-//! child's own copy, so the forking thread's buckets and owned chunks stay valid there; other
-//! threads' are never used in the child (a bounded loss: their buckets and one chunk per class).
+//! Fork: the pool has no locks, so nothing is taken around `fork()` (the protocol is
+//! [`chunk_source::fork`]'s). The private heap is the child's own copy, so the forking thread's
+//! buckets and owned chunks stay valid there; other threads' are never used in the child (a
+//! bounded loss: their buckets and one chunk per class).
+//!
+//! A thread's identity ([`thread_id`]) is a number drawn from a per-process counter, not an
+//! address: glibc gives a new thread the stack (and so the thread-local addresses) of one that
+//! exited, and a forked child's new threads would meet the addresses of the parent's.
 
 use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +37,43 @@ use thread_heap::{CentralStore, Chain, ThreadHeap};
 use crate::class::{CLASSES, NUM_CLASSES};
 use crate::counters::{self, ThreadCounters};
 use crate::global::pool;
+
+/// Installs the fork handler and registers what fam-alloc does in a forked child. Calls
+/// `pthread_atfork`, which may allocate: only from where a nested allocation is safe.
+pub(crate) fn prepare_for_fork() {
+    chunk_source::fork::install();
+    counters::register_child_hook();
+}
+
+/// The next thread identity; 0 means "none yet" and 1 is reserved for the arenas' adopting
+/// state, so the first thread gets 2.
+static NEXT_THREAD_ID: AtomicUsize = AtomicUsize::new(2);
+
+thread_local! {
+    /// This thread's identity, drawn on first use. No destructor: usable during thread teardown.
+    static THREAD_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A number that identifies the calling thread among every thread this process has run, also
+/// in a forked child (the forking thread keeps its number; later threads draw new ones). Never
+/// 0 or 1.
+#[inline(always)]
+pub(crate) fn thread_id() -> usize {
+    let id = THREAD_ID.with(Cell::get);
+    if id != 0 {
+        id
+    } else {
+        new_thread_id()
+    }
+}
+
+#[cold]
+fn new_thread_id() -> usize {
+    // Relaxed: the numbers only need to be distinct, which the RMW alone guarantees.
+    let id = NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed);
+    THREAD_ID.with(|c| c.set(id));
+    id
+}
 
 /// Per-thread state.
 const NEW: u8 = 0;
@@ -373,7 +415,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                     EXIT_KEY.store(KEY_UNSET, Ordering::Release);
                     return None;
                 }
-                crate::fork::install_handlers();
+                prepare_for_fork();
                 crate::statistics::install_exit_report();
                 EXIT_KEY.store(key as usize, Ordering::Release);
                 return Some(key);
@@ -418,4 +460,25 @@ fn bucket_cap(class: usize) -> u32 {
 pub(crate) fn flush_current() {
     with_heap(|h| h.flush_all(&GlobalStore));
     counters::emptied_buckets();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_id;
+    use std::collections::HashSet;
+    use std::thread;
+
+    /// Threads started one after another usually get the stack (and the thread-local
+    /// addresses) of the one before; their identities must still differ.
+    #[test]
+    fn threads_that_reuse_a_stack_get_new_identities() {
+        let main = thread_id();
+        assert_eq!(thread_id(), main, "a thread's identity is stable");
+        let mut seen = HashSet::from([main]);
+        for _ in 0..64 {
+            let id = thread::spawn(thread_id).join().unwrap();
+            assert!(id > 1, "0 and 1 are reserved");
+            assert!(seen.insert(id), "identity {id} given twice");
+        }
+    }
 }
