@@ -180,7 +180,7 @@ pub unsafe fn is_zero(p: *const u8, len: usize) -> bool {
 }
 
 /// One field of `/proc/self/status`, in bytes.
-fn status_field(name: &str) -> Option<usize> {
+pub fn status_field(name: &str) -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(name))?;
     let kib: usize = line[name.len()..]
