@@ -4,7 +4,8 @@
 //!
 //! Slot `s` is bit `s % 64` of word `s / 64`; a set bit means "claimed". The last word may hold
 //! fewer than 64 slots: its bits at and past `len` (the *tail*) are written set by
-//! [`SlotSet::reset`] and no operation ever clears them, so a search never has to know where the
+//! [`SlotSet::reset`], set by every view over memory that lacks them, and no operation ever
+//! clears them, so a search never has to know where the
 //! set ends: a word whose free bits are all below `len` needs no bound check. Next to the words
 //! lives a *hint*, a word index where searches start. It only saves work: any value is safe, and
 //! one past the end is read as 0.
@@ -113,9 +114,10 @@ pub(crate) const fn tail_mask(len: usize) -> u64 {
 /// # Invariants
 ///
 /// - `words.len() == SlotSet::words_for(len)`.
-/// - `tail == tail_mask(len)`: the bits of the last word at and past `len`. After `reset` they
-///   are set in memory, and no method clears them (releases refuse them, `release_all` writes
-///   them set), so a bit that a search finds free is always a slot `< len`.
+/// - `tail == tail_mask(len)`: the bits of the last word at and past `len`. Every constructor
+///   sets them in memory (`reset` writes them, the views seal them), and no method clears them
+///   (releases refuse them, `release_all` writes them set), so a bit that a search finds free
+///   is always a slot `< len`.
 /// - For `s < len`, bit `s % 64` of word `s / 64` is set iff slot `s` is claimed.
 /// - The hint is any value; values `>= words.len()` are read as 0.
 ///
@@ -152,9 +154,10 @@ impl<'a> SlotSet<'a> {
         8 + 8 * Self::words_for(len)
     }
 
-    /// A view over existing words. Does not change them: call [`reset`](Self::reset) first if
-    /// they are not yet an initialised set of `len` slots (a zeroed word array is one only when
-    /// `len` is a multiple of 64, since the tail bits must be set).
+    /// A view over existing words. Changes no slot: words that were never [`reset`](Self::reset)
+    /// are a set whose slots are claimed where their bits are set (call `reset` for "all free").
+    /// Whatever the words hold, no slot at or past `len` is ever handed out: the view sets the
+    /// tail bits of the last word if they are not set yet (see [`seal_tail`](Self::seal_tail)).
     ///
     /// Only the first `words_for(len)` words are used.
     ///
@@ -168,7 +171,25 @@ impl<'a> SlotSet<'a> {
             "SlotSet::new: {len} slots need {n} words, got {}",
             words.len()
         );
-        Self::from_parts(&words[..n], hint, len)
+        let set = Self::from_parts(&words[..n], hint, len);
+        set.seal_tail();
+        set
+    }
+
+    /// Makes sure the bits past `len` in the last word are set, so that they are never handed
+    /// out: one relaxed load, and an RMW only over memory that was never initialised.
+    ///
+    /// Every operation of a view runs after its constructor called this, and no operation
+    /// clears a tail bit, so by coherence every RMW a view makes on the last word reads the
+    /// tail set, whichever thread set it first. Relaxed: the bits carry no data, only the
+    /// modification order of the word matters.
+    #[inline]
+    fn seal_tail(&self) {
+        if let Some(last) = self.words.last() {
+            if last.load(Relaxed) & self.tail != self.tail {
+                last.fetch_or(self.tail, Relaxed);
+            }
+        }
     }
 
     /// The view over exactly `words_for(len)` words.
@@ -228,8 +249,9 @@ impl<'a> SlotSet<'a> {
     ///
     /// # Safety
     ///
-    /// As for [`init_raw`](Self::init_raw), and the memory holds a set initialised with the same
-    /// `len` (otherwise no slot is handed out twice, but slots past `len` may be handed out).
+    /// As for [`init_raw`](Self::init_raw). Memory that holds no set made with the same `len`
+    /// is read as one whose slots are claimed where bits are set; no slot is handed out twice
+    /// and none past `len` (the tail is sealed as in [`new`](Self::new)).
     ///
     /// # Panics
     ///
@@ -238,13 +260,7 @@ impl<'a> SlotSet<'a> {
     pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> SlotSet<'a> {
         // SAFETY: the caller's contract is exactly the one `view_raw` asks for.
         let set = unsafe { Self::view_raw(ptr, len) };
-        debug_assert!(
-            set.words
-                .last()
-                // Relaxed: a sanity check of bits that never change after initialisation.
-                .is_none_or(|w| w.load(Relaxed) & set.tail == set.tail),
-            "SlotSet::from_raw: the memory does not hold an initialised set of {len} slots"
-        );
+        set.seal_tail();
         set
     }
 

@@ -175,6 +175,37 @@ fn new_uses_only_the_words_it_needs() {
     assert_eq!(claim_all_singly(set).len(), 70);
 }
 
+/// Words that were never reset: a zeroed pair for 100 slots has its 28 tail bits clear.
+#[test]
+fn a_view_over_unreset_words_never_hands_out_a_slot_past_len() {
+    let words = [AtomicU64::new(0), AtomicU64::new(0)];
+    let hint = AtomicUsize::new(0);
+    let set = SlotSet::new(&words, &hint, 100);
+    assert_eq!(set.count_free(), 100);
+    let slots = claim_all_singly(set);
+    assert_eq!(slots.len(), 100);
+    assert!(slots.iter().all(|&s| s < 100));
+    set.release_all();
+    let words = [AtomicU64::new(0), AtomicU64::new(0)];
+    let set = SlotSet::new(&words, &hint, 100);
+    let mut got = 0;
+    while let Some(b) = set.claim_batch(64) {
+        got += b.len() as usize;
+        assert!(b.iter().all(|s| s < 100), "a batch past len");
+    }
+    assert_eq!(got, 100);
+}
+
+#[test]
+fn a_raw_view_over_zeroed_memory_never_hands_out_a_slot_past_len() {
+    let mut mem = [0u64; 3];
+    // SAFETY: 24 bytes = bytes_for(100), 8-aligned, used only through the view below.
+    let set = unsafe { SlotSet::from_raw(mem.as_mut_ptr().cast(), 100) };
+    let slots = claim_all_singly(set);
+    assert_eq!(slots.len(), 100);
+    assert!(slots.iter().all(|&s| s < 100));
+}
+
 #[test]
 #[should_panic(expected = "need 2 words")]
 fn new_panics_on_too_few_words() {
