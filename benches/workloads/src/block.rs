@@ -90,7 +90,7 @@ fn offsets(size: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Writes the pattern of `tag` into the `size` bytes at `p`. Blocks under 8 bytes get the
-/// tag's low bytes; larger ones the words of [`offsets`]. A block with `size >= 8` holds `tag`
+/// tag's low bytes; larger ones the words at the offsets `offsets` picks (the first, one per page, the last). A block with `size >= 8` holds `tag`
 /// itself in its first word, so a block can be identified from its content alone.
 ///
 /// # Safety

@@ -77,7 +77,7 @@ fn table_class(size: usize) -> usize {
     MALLOC_CLASS[size.div_ceil(8)] as usize
 }
 
-/// Allocates `size` bytes, aligned as [`malloc_align`] says: 16 for sizes that round up (to 8) to
+/// Allocates `size` bytes, aligned as `malloc_align` says: 16 for sizes that round up (to 8) to
 /// a multiple of 16, else 8.
 ///
 /// `malloc(0)` returns a unique minimal block (to be freed like any other). Returns null with

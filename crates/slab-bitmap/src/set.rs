@@ -157,7 +157,7 @@ impl<'a> SlotSet<'a> {
     /// A view over existing words. Changes no slot: words that were never [`reset`](Self::reset)
     /// are a set whose slots are claimed where their bits are set (call `reset` for "all free").
     /// Whatever the words hold, no slot at or past `len` is ever handed out: the view sets the
-    /// tail bits of the last word if they are not set yet (see [`seal_tail`](Self::seal_tail)).
+    /// tail bits of the last word if they are not set yet.
     ///
     /// Only the first `words_for(len)` words are used.
     ///

@@ -19,7 +19,7 @@ pub const MAX_SMALL: usize = Fine::MAX_SIZE;
 pub const MAX_SMALL_ALIGN: usize = 128 * 1024;
 
 /// Bytes at the start of a chunk before the bitmap words: the chunk header (three cache lines,
-/// see [`crate::chunk`]), padded.
+/// see [`ChunkHeader`](crate::ChunkHeader)), padded.
 pub const HEADER_SIZE: usize = 256;
 /// Offset of the first block in a slab chunk: header and the two bitmap areas, rounded up to the
 /// largest slab alignment. Blocks are therefore aligned to `min(natural_align(size), 128 KiB)`.
