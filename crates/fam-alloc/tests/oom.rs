@@ -209,7 +209,10 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         let mut arena_blocks = 0usize;
         while private.allocate(small).is_ok() {
             arena_blocks += 1;
-            check(arena_blocks < 1 << 26, "private arena allocate never failed")?;
+            check(
+                arena_blocks < 1 << 26,
+                "private arena allocate never failed",
+            )?;
         }
         // SAFETY: `keep` is live in `private` with layout `small`; a failed grow leaves it.
         let grown = unsafe {
@@ -231,9 +234,15 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
             .is_ok()
         {
             shared_blocks += 1;
-            check(shared_blocks < 1 << 20, "a full shared arena kept allocating")?;
+            check(
+                shared_blocks < 1 << 20,
+                "a full shared arena kept allocating",
+            )?;
         }
-        check(large.intact() && tiny.intact() && zeroed.intact(), "blocks damaged")?;
+        check(
+            large.intact() && tiny.intact() && zeroed.intact(),
+            "blocks damaged",
+        )?;
 
         // Everything back, the limit lifted: the allocator works again.
         large.free_all();
@@ -242,7 +251,10 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         set_limit(libc::RLIM_INFINITY);
         let mut again = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
         // SAFETY: non-zero size.
-        check(again.fill(|l| unsafe { alloc(l) }, 8) == 8, "large allocs after")?;
+        check(
+            again.fill(|l| unsafe { alloc(l) }, 8) == 8,
+            "large allocs after",
+        )?;
         let mut again_small = Chain::new(small);
         // SAFETY: non-zero size.
         check(
