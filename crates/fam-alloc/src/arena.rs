@@ -601,25 +601,36 @@ impl Arena {
             return None;
         }
         let core = self.core();
+        // A private arena's run may move to where its registry has no leaf yet: take the
+        // leaves first, so that running out of memory fails here with the block untouched.
+        let registry = match &self.backing {
+            Backing::Private(parts) => Some(&parts.registry),
+            Backing::Shared { .. } => None,
+        };
+        let reserve = match registry {
+            Some(reg) => Some(reg.reserve(new_size.div_ceil(CHUNK_SIZE) + 1)?),
+            None => None,
+        };
         // SAFETY: forwarded from the caller.
-        let r = unsafe { core.large.realloc(ptr, new_size) }.ok()?;
-        if r.run_changed() {
-            if let Backing::Private(parts) = &self.backing {
-                parts
-                    .registry
-                    .remove(r.old_base.as_ptr() as usize, r.old_nchunks);
-                let base = r.block.base.as_ptr() as usize;
-                if !parts
-                    .registry
-                    .insert(base, r.block.nchunks, Kind::Large, base)
-                {
-                    report::bad_free(
-                        "Arena::grow",
-                        ptr.as_ptr() as usize,
-                        "out of memory for the chunk registry",
-                    );
+        let r = match unsafe { core.large.realloc(ptr, new_size) } {
+            Ok(r) => r,
+            Err(_) => {
+                if let (Some(reg), Some(res)) = (registry, reserve) {
+                    reg.unreserve(res);
                 }
+                return None;
             }
+        };
+        if let (Some(reg), Some(res)) = (registry, reserve) {
+            if r.run_changed() {
+                reg.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
+                let base = r.block.base.as_ptr() as usize;
+                reg.insert_reserved(base, r.block.nchunks, Kind::Large, base, res);
+            } else {
+                reg.unreserve(res);
+            }
+        }
+        if r.run_changed() {
             core.large_chunks
                 .fetch_add(r.block.nchunks, Ordering::Relaxed);
             core.large_chunks

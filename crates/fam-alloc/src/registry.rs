@@ -11,6 +11,13 @@
 //! and installed with a CAS; leaves are never freed, so a reader holding a leaf pointer can
 //! always read it. Entries are single words written with `Release` and read with `Acquire`, so a
 //! reader that sees an entry also sees the chunk header that was written before it.
+//!
+//! A large block that `realloc` moves lands wherever the OS puts it, possibly in a 64 GiB range
+//! with no leaf yet, and by then the old run is gone: registering the new run must not fail.
+//! So such a move first takes a [`Reserve`] of leaves ([`Registry::reserve`]: from two spares
+//! kept mapped, or mapped now), which fails, before anything moves, when memory is out; the
+//! insert after the move draws on it ([`Registry::insert_reserved`]) and gives back what it did
+//! not use.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -87,15 +94,122 @@ pub(crate) struct Entry {
     pub(crate) base: usize,
 }
 
-/// The registry itself. One static instance serves the whole process.
+/// The registry itself. One static instance serves the whole process (and one more lives in
+/// each private arena); all-zero memory is an empty registry.
 pub(crate) struct Registry {
     root: [AtomicPtr<Leaf>; ROOT_LEN],
+    /// Mapped, zeroed leaves kept for [`Registry::reserve`]; null where none.
+    spares: [AtomicPtr<Leaf>; SPARES],
+}
+
+/// Spare leaves kept: enough for a run that crosses one leaf boundary (up to 64 GiB).
+const SPARES: usize = 2;
+
+/// Leaves set aside for one insert that must not fail: unused leaves, linked through their
+/// first entry. Hand it to [`Registry::insert_reserved`], which gives back what is left.
+#[must_use]
+pub(crate) struct Reserve {
+    head: *mut Leaf,
+    len: usize,
+}
+
+impl Reserve {
+    fn push(&mut self, leaf: *mut Leaf) {
+        // SAFETY: `leaf` is a mapped leaf nobody else can reach; its first entry holds the link
+        // until it is popped (and zeroed again).
+        unsafe { (*leaf)[0].store(self.head as usize, Ordering::Relaxed) };
+        self.head = leaf;
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<*mut Leaf> {
+        let leaf = self.head;
+        if leaf.is_null() {
+            return None;
+        }
+        // SAFETY: leaves on the reserve are mapped and reachable only through it.
+        unsafe {
+            self.head = (*leaf)[0].load(Ordering::Relaxed) as *mut Leaf;
+            (*leaf)[0].store(0, Ordering::Relaxed);
+        }
+        self.len -= 1;
+        Some(leaf)
+    }
 }
 
 impl Registry {
     pub(crate) const fn new() -> Self {
         Self {
             root: [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN],
+            spares: [const { AtomicPtr::new(ptr::null_mut()) }; SPARES],
+        }
+    }
+
+    /// Leaves enough to register a run of `n` chunks at any address, taken from the spares or
+    /// mapped now; `None` (nothing held) when the OS refuses.
+    pub(crate) fn reserve(&self, n: usize) -> Option<Reserve> {
+        let need = n.div_ceil(LEAF_LEN) + 1;
+        let mut r = Reserve {
+            head: ptr::null_mut(),
+            len: 0,
+        };
+        for spare in &self.spares {
+            if r.len == need {
+                break;
+            }
+            // Acquire: the spare's zeroed contents (published by the Release CAS in `unreserve`).
+            let leaf = spare.swap(ptr::null_mut(), Ordering::Acquire);
+            if !leaf.is_null() {
+                r.push(leaf);
+            }
+        }
+        while r.len < need {
+            match map_leaf() {
+                Some(leaf) => r.push(leaf),
+                None => {
+                    self.unreserve(r);
+                    return None;
+                }
+            }
+        }
+        Some(r)
+    }
+
+    /// [`insert`](Self::insert) that cannot fail: a leaf it needs comes from `reserve` if the
+    /// OS refuses one. What is left of the reserve goes back to the spares.
+    pub(crate) fn insert_reserved(
+        &self,
+        start: usize,
+        n: usize,
+        kind: Kind,
+        base: usize,
+        mut reserve: Reserve,
+    ) {
+        debug_assert!(reserve.len > n.div_ceil(LEAF_LEN), "reserve too small");
+        for i in 0..n {
+            let ok = self
+                .leaf_from(start + (i << CHUNK_SHIFT), Some(&mut reserve))
+                .is_some();
+            debug_assert!(ok, "a reserve covers every leaf of the run");
+        }
+        for i in 0..n {
+            self.store(start + (i << CHUNK_SHIFT), base | kind as usize);
+        }
+        self.unreserve(reserve);
+    }
+
+    /// Gives back a reserve that was not needed: its leaves become spares where there is room,
+    /// the rest are unmapped.
+    pub(crate) fn unreserve(&self, mut r: Reserve) {
+        while let Some(leaf) = r.pop() {
+            let kept = self.spares.iter().any(|s| {
+                // Release: a later `reserve` sees the leaf's zeroed contents.
+                s.compare_exchange(ptr::null_mut(), leaf, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            });
+            if !kept {
+                unmap_leaf(leaf);
+            }
         }
     }
 
@@ -208,10 +322,15 @@ impl Registry {
 
     /// The leaf covering `addr`, mapping it on first use.
     fn leaf_for(&self, addr: usize) -> Option<&Leaf> {
+        self.leaf_from(addr, None)
+    }
+
+    /// [`leaf_for`](Self::leaf_for), taking the leaf from `reserve` when the OS refuses one.
+    fn leaf_from(&self, addr: usize, reserve: Option<&mut Reserve>) -> Option<&Leaf> {
         let (r, _) = Self::split(addr)?;
         let mut leaf = self.root[r].load(Ordering::Acquire);
         if leaf.is_null() {
-            let fresh = map_leaf()?;
+            let fresh = map_leaf().or_else(|| reserve.and_then(Reserve::pop))?;
             // AcqRel: publish the zeroed leaf, or see the one another thread installed first.
             match self.root[r].compare_exchange(
                 ptr::null_mut(),
@@ -233,7 +352,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        for slot in &self.root {
+        for slot in self.root.iter().chain(&self.spares) {
             let leaf = slot.swap(ptr::null_mut(), Ordering::AcqRel);
             if !leaf.is_null() {
                 unmap_leaf(leaf);
@@ -242,7 +361,15 @@ impl Drop for Registry {
     }
 }
 
+/// Tests make the OS refuse leaves with this.
+#[cfg(test)]
+static REFUSE_LEAVES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 fn map_leaf() -> Option<*mut Leaf> {
+    #[cfg(test)]
+    if REFUSE_LEAVES.load(Ordering::Relaxed) {
+        return None;
+    }
     // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result
     // is checked against MAP_FAILED. Zero-filled pages are valid `AtomicUsize`s with value 0.
     let p = unsafe {
@@ -382,5 +509,33 @@ mod tests {
         r.remove(base, 3);
         assert_eq!(r.lookup(base), None);
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);
+    }
+
+    /// A run moved to an address range with no leaf, while the OS refuses memory, is still
+    /// registered from the reserve taken before the move; without a reserve it is refused.
+    #[test]
+    fn a_reserve_registers_a_run_when_the_os_refuses_leaves() {
+        let r = Registry::new();
+        let leaf_span = LEAF_LEN * CHUNK_SIZE;
+        let reserve = r.reserve(3).expect("leaves while memory is there");
+        REFUSE_LEAVES.store(true, Ordering::Relaxed);
+        // Three chunks across the boundary of leaves 5 and 6: two fresh leaves.
+        let start = 6 * leaf_span - CHUNK_SIZE;
+        r.insert_reserved(start, 3, Kind::Large, start, reserve);
+        for i in 0..3 {
+            let e = r.lookup(start + i * CHUNK_SIZE + 1).expect("registered");
+            assert_eq!((e.kind, e.base), (Kind::Large, start));
+        }
+        assert!(!r.insert(9 * leaf_span, 1, Kind::Large, 9 * leaf_span));
+        assert!(r.reserve(1).is_none(), "no spare left and the OS refuses");
+        REFUSE_LEAVES.store(false, Ordering::Relaxed);
+        let reserve = r.reserve(1).expect("memory is back");
+        r.insert_reserved(9 * leaf_span, 1, Kind::Slab, 9 * leaf_span, reserve);
+        assert_eq!(r.lookup(9 * leaf_span).unwrap().kind, Kind::Slab);
+        // What the insert did not use went back to the spares.
+        assert!(r
+            .spares
+            .iter()
+            .all(|s| !s.load(Ordering::Relaxed).is_null()));
     }
 }

@@ -33,7 +33,11 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> i32 {
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             Ok(Ok(())) => 0,
             Ok(Err(msg)) => {
-                eprintln!("oom child: {msg}");
+                // Straight to fd 2: the harness captures `eprintln!`, and the child never
+                // hands the capture back.
+                let line = format!("oom child: {msg}\n");
+                // SAFETY: writes `line.len()` bytes of `line`.
+                unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
                 1
             }
             Err(_) => 2,
@@ -137,6 +141,13 @@ impl Chain {
     }
 }
 
+/// Whether an allocation that the test then drops on the floor failed. The pointer escapes
+/// through `black_box`: an allocation nobody uses may otherwise be removed by the optimiser,
+/// which then takes it to have succeeded.
+fn failed(p: *mut u8) -> bool {
+    std::hint::black_box(p).is_null()
+}
+
 fn check(ok: bool, what: &str) -> Result<(), String> {
     if ok {
         Ok(())
@@ -164,6 +175,13 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         // SAFETY: `old` is 64 writable bytes.
         unsafe { old.write_bytes(0xa5, 64) };
 
+        let big = Layout::from_size_align(3 << 20, 8).unwrap();
+        // SAFETY: a non-zero size; filled below.
+        let old_large = unsafe { alloc(big) };
+        check(!old_large.is_null(), "large alloc before the limit")?;
+        // SAFETY: `old_large` holds 3 MiB.
+        unsafe { old_large.write_bytes(0x3c, 3 << 20) };
+
         set_limit(vm_size() + (256 << 20));
         let mut large = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
         // SAFETY (closures below): every layout has a non-zero size.
@@ -177,27 +195,39 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         // SAFETY: non-zero sizes.
         unsafe {
             check(
-                alloc_zeroed(Layout::from_size_align(3 << 20, 8).unwrap()).is_null(),
+                failed(alloc_zeroed(Layout::from_size_align(3 << 20, 8).unwrap())),
                 "large alloc_zeroed",
             )?;
             check(
-                alloc(Layout::from_size_align(64, 4096).unwrap()).is_null(),
+                failed(alloc(Layout::from_size_align(64, 4096).unwrap())),
                 "page-aligned alloc",
             )?;
             check(
-                alloc(Layout::from_size_align(1 << 20, 2 << 20).unwrap()).is_null(),
+                failed(alloc(Layout::from_size_align(1 << 20, 2 << 20).unwrap())),
                 "2 MiB-aligned alloc",
             )?;
             // SAFETY: `old` is live with layout `small`; on failure it stays live.
-            check(realloc(old, small, 8 << 20).is_null(), "growing realloc")?;
+            check(failed(realloc(old, small, 8 << 20)), "growing realloc")?;
             check(
                 (0..64).all(|i| old.add(i).read() == 0xa5),
                 "a failed realloc changed the block",
             )?;
             check(
-                A.alloc(Layout::from_size_align(64 << 20, 8).unwrap())
-                    .is_null(),
+                failed(A.alloc(Layout::from_size_align(64 << 20, 8).unwrap())),
                 "64 MiB alloc",
+            )?;
+        }
+        // SAFETY: `old_large` is live with layout `big`; on failure it stays live.
+        unsafe {
+            check(
+                failed(realloc(old_large, big, 64 << 20)),
+                "growing a large block",
+            )?;
+            check(
+                (0..3 << 20)
+                    .step_by(4096)
+                    .all(|i| old_large.add(i).read() == 0x3c),
+                "a failed large realloc changed the block",
             )?;
         }
         check(
@@ -273,6 +303,7 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         unsafe {
             private.deallocate(b.cast(), Layout::from_size_align(3 << 20, 8).unwrap());
             dealloc(old, small);
+            dealloc(old_large, big);
             private.deallocate(keep.cast(), small);
         }
         Ok(())
