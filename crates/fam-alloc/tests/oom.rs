@@ -148,6 +148,18 @@ fn failed(p: *mut u8) -> bool {
     std::hint::black_box(p).is_null()
 }
 
+/// `alloc` for the chains, whose layouts all have a non-zero size.
+fn global(l: Layout) -> *mut u8 {
+    // SAFETY: `Chain::new` asserts a size of at least 16 bytes.
+    unsafe { alloc(l) }
+}
+
+/// `alloc_zeroed` for the chains.
+fn global_zeroed(l: Layout) -> *mut u8 {
+    // SAFETY: as in `global`.
+    unsafe { alloc_zeroed(l) }
+}
+
 fn check(ok: bool, what: &str) -> Result<(), String> {
     if ok {
         Ok(())
@@ -184,15 +196,15 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
 
         set_limit(vm_size() + (256 << 20));
         let mut large = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
-        // SAFETY (closures below): every layout has a non-zero size.
-        let n = large.fill(|l| unsafe { alloc(l) }, 1 << 20);
+        let n = large.fill(global, 1 << 20);
         check(n > 0 && n < (1 << 20), "large allocs never failed")?;
         let mut tiny = Chain::new(small);
-        let n = tiny.fill(|l| unsafe { alloc(l) }, 1 << 26);
+        let n = tiny.fill(global, 1 << 26);
         check(n < (1 << 26), "small allocs never failed")?;
         let mut zeroed = Chain::new(small);
-        zeroed.fill(|l| unsafe { alloc_zeroed(l) }, 1 << 26);
-        // SAFETY: non-zero sizes.
+        zeroed.fill(global_zeroed, 1 << 26);
+        // SAFETY: every layout below has a non-zero size; `old` and `old_large` are live blocks
+        // of the layouts given.
         unsafe {
             check(
                 failed(alloc_zeroed(Layout::from_size_align(3 << 20, 8).unwrap())),
@@ -253,9 +265,10 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
             )
         };
         check(grown.is_err(), "private arena grow")?;
-        // SAFETY: `keep` is still live.
+        let kept = keep.cast::<u8>().as_ptr();
         check(
-            (0..64).all(|i| unsafe { keep.cast::<u8>().as_ptr().add(i).read() } == 0x5a),
+            // SAFETY: `keep` is still live, 64 bytes long.
+            (0..64).all(|i| unsafe { kept.add(i).read() } == 0x5a),
             "a failed grow changed the block",
         )?;
         let mut shared_blocks = 0usize;
@@ -280,15 +293,10 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         zeroed.free_all();
         set_limit(libc::RLIM_INFINITY);
         let mut again = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
-        // SAFETY: non-zero size.
-        check(
-            again.fill(|l| unsafe { alloc(l) }, 8) == 8,
-            "large allocs after",
-        )?;
+        check(again.fill(global, 8) == 8, "large allocs after")?;
         let mut again_small = Chain::new(small);
-        // SAFETY: non-zero size.
         check(
-            again_small.fill(|l| unsafe { alloc(l) }, 10_000) == 10_000,
+            again_small.fill(global, 10_000) == 10_000,
             "small allocs after",
         )?;
         check(again.intact() && again_small.intact(), "blocks after")?;
