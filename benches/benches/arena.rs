@@ -13,6 +13,7 @@
 //! - `arena_blocks_10k`: 10,000 blocks of 16..256 bytes (the same sizes every time), then
 //!   - `arena`: frees each block (`Allocator::deallocate`) on the arena's owner thread;
 //!   - `arena_drop`: drops a fresh arena holding them instead (no individual frees);
+//!   - `arena_reset`: resets the arena (`Arena::reset`: every block at once, chunks kept);
 //!   - `bumpalo`: resets the bump allocator (it cannot free a single block);
 //!   - `fam` and `system`: frees each block (`GlobalAlloc::dealloc`).
 //!
@@ -20,6 +21,8 @@
 //!   frees or the reset happen outside the clock): the like-for-like comparison with bumpalo.
 //! - `arena_vec_push_10k`: an allocator-api2 `Vec<u64>` grown by 10,000 pushes from empty, then
 //!   dropped (`bumpalo`: then reset), and `std` `Vec` on the system allocator for reference.
+//! - `arena_with_capacity_10k`: a fresh allocator made with 8 MiB of room (`Arena::with_capacity`,
+//!   `Bump::with_capacity`), the 10,000 blocks of `arena_blocks_10k` allocated, then dropped.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -104,6 +107,18 @@ fn blocks(c: &mut Criterion) {
         })
     });
 
+    let mut arena = Arena::new();
+    both(&mut g, "arena_reset", || {
+        let start = Instant::now();
+        for &l in &layouts {
+            black_box(arena.allocate(l).expect("arena allocate"));
+        }
+        let allocating = start.elapsed();
+        arena.reset().expect("a private arena resets");
+        allocating
+    });
+    drop(arena);
+
     let mut bump = Bump::new();
     both(&mut g, "bumpalo", || {
         let start = Instant::now();
@@ -183,11 +198,37 @@ fn vec_push(c: &mut Criterion) {
     g.finish();
 }
 
+fn with_capacity(c: &mut Criterion) {
+    const ROOM: usize = 8 << 20;
+    let layouts = layouts();
+    let mut g = c.benchmark_group("arena_with_capacity_10k");
+    g.throughput(Throughput::Elements(BLOCKS as u64));
+    g.bench_function("arena", |b| {
+        b.iter(|| {
+            let arena = Arena::with_capacity(ROOM);
+            for &l in &layouts {
+                black_box(arena.allocate(l).expect("arena allocate"));
+            }
+            drop(arena);
+        })
+    });
+    g.bench_function("bumpalo", |b| {
+        b.iter(|| {
+            let bump = Bump::with_capacity(ROOM);
+            for &l in &layouts {
+                black_box(bump.alloc_layout(l));
+            }
+            drop(bump);
+        })
+    });
+    g.finish();
+}
+
 /// The benchmark group (criterion's generated entry point, which carries no docs of its own).
 #[allow(missing_docs)]
 mod harness {
     use super::*;
 
-    criterion_group!(benches, blocks, vec_push);
+    criterion_group!(benches, blocks, vec_push, with_capacity);
 }
 criterion_main!(harness::benches);

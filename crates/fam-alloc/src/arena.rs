@@ -60,6 +60,8 @@ pub enum ArenaError {
     AlreadyInitialized,
     /// The chunk source failed otherwise.
     Source(ChunkError),
+    /// A shared arena cannot be reset: other processes may hold its blocks.
+    Shared,
 }
 
 impl core::fmt::Display for ArenaError {
@@ -71,6 +73,7 @@ impl core::fmt::Display for ArenaError {
                 f.write_str("the shared global heap is already initialised")
             }
             Self::Source(e) => write!(f, "chunk source: {e}"),
+            Self::Shared => f.write_str("a shared arena cannot be reset"),
         }
     }
 }
@@ -316,6 +319,89 @@ impl Arena {
             backing: Backing::Private(parts),
             local: Box::new(Local::new()),
         }
+    }
+
+    /// A private arena with room for `bytes` of small blocks (up to 1 MiB each) mapped now: the
+    /// allocations that fill it ask the OS for nothing. Room is taken in 4 MiB chunks, each of
+    /// which serves one size class once used, so mixed sizes fill it less tightly than one size
+    /// does; large blocks always map their own runs. If the OS refuses part of it, the arena
+    /// holds what it got and maps the rest when needed.
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    /// use fam_alloc::Arena;
+    ///
+    /// let arena = Arena::with_capacity(16 << 20);
+    /// assert_eq!(arena.allocated_bytes(), 16 << 20);
+    /// let mut v: Vec<u64, _> = Vec::with_capacity_in(1000, &arena);
+    /// v.extend(0..1000);
+    /// assert_eq!(arena.allocated_bytes(), 16 << 20, "served from the room taken up front");
+    /// ```
+    pub fn with_capacity(bytes: usize) -> Self {
+        let arena = Self::new();
+        arena.core().pool.add_empty(bytes.div_ceil(CHUNK_SIZE));
+        arena
+    }
+
+    /// Bytes of memory the arena holds from the OS: its slab chunks (in use, cached or empty)
+    /// and the runs of its live large blocks, 4 MiB per chunk. What bumpalo's
+    /// `allocated_bytes` tells; the bytes of live blocks are [`usage`](Self::usage)`().bytes_in_use`.
+    pub fn allocated_bytes(&self) -> usize {
+        self.usage().chunks_held * CHUNK_SIZE
+    }
+
+    /// Frees every block at once and keeps the memory for what comes next: each slab chunk
+    /// becomes empty and stays mapped, large blocks go back to the OS, and the counts start
+    /// again from zero. `&mut self` proves that nothing still borrows the arena (a collection
+    /// allocated in it holds `&Arena`), so no block of it can be used after.
+    ///
+    /// A shared arena cannot be reset ([`ArenaError::Shared`]): other processes may hold its
+    /// blocks.
+    ///
+    /// ```
+    /// use allocator_api2::vec::Vec;
+    /// use fam_alloc::Arena;
+    ///
+    /// let mut arena = Arena::new();
+    /// for round in 0..3u64 {
+    ///     let mut v = Vec::new_in(&arena);
+    ///     v.extend((0..10_000).map(|i| i * round));
+    ///     core::mem::forget(v); // dropped by the reset below, not one by one
+    ///     let held = arena.allocated_bytes();
+    ///     arena.reset().unwrap();
+    ///     assert_eq!(arena.usage().bytes_in_use, 0);
+    ///     assert_eq!(arena.allocated_bytes(), held, "the chunks are kept");
+    /// }
+    /// ```
+    pub fn reset(&mut self) -> Result<(), ArenaError> {
+        let Backing::Private(parts) = &mut self.backing else {
+            return Err(ArenaError::Shared);
+        };
+        let local = &mut *self.local;
+        // The owner's buckets and owned chunks name blocks of the old incarnation: dropped.
+        local.heap.get_mut().forget_all();
+        local.chunks.get_mut().forget();
+        // Large blocks: every run the registry names goes back to the OS (cached runs are not in
+        // the registry, and `trim` unmaps them).
+        parts.core.large.trim();
+        let source = *parts.core.pool.source();
+        let registry = &parts.registry;
+        registry.for_each_run(|base, n, kind| {
+            if kind == Kind::Large {
+                registry.remove(base, n);
+                // SAFETY: the run came from this source for a large block, which `&mut self`
+                // proves nobody uses any more.
+                let _ = unsafe { source.dealloc(NonNull::new_unchecked(base as *mut u8), n) };
+            }
+        });
+        *parts.core.large_chunks.get_mut() = 0;
+        parts.core.pool.reset();
+        for c in &mut local.owner_blocks {
+            *c.get_mut() = 0;
+        }
+        *local.other_blocks.get_mut() = 0;
+        *local.other_bytes.get_mut() = 0;
+        Ok(())
     }
 
     /// A shared arena: `num_chunks` chunks of 4 MiB in one `MAP_SHARED` region, mapped now, plus

@@ -1129,3 +1129,105 @@ fn model_random_ops_from_several_threads() {
     let u = arena.usage();
     assert_eq!((u.blocks_in_use, u.bytes_in_use), (0, 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Capacity and reset
+
+/// One round of the reset test: small blocks of many classes and a few large ones, each
+/// stamped with its index and round, checked before the round ends. Returns the blocks.
+fn reset_round(arena: &Arena, round: u64, rng: &mut XorShift) -> Vec<(NonNull<u8>, usize)> {
+    let mut blocks = Vec::new();
+    for i in 0..20_000u64 {
+        let size = if i % 2000 == 0 {
+            2 * MIB + rng.below(3 * MIB)
+        } else {
+            9 + rng.below(2000)
+        };
+        let p = arena
+            .allocate(layout(size, 8))
+            .expect("allocate")
+            .cast::<u8>();
+        // SAFETY: `p` is a fresh block of at least `size > 8` bytes: the stamp and the last byte
+        // do not overlap.
+        unsafe {
+            p.cast::<u64>().as_ptr().write_unaligned(round << 32 | i);
+            p.as_ptr().add(size - 1).write(i as u8);
+        }
+        blocks.push((p, size));
+    }
+    for (i, &(p, size)) in blocks.iter().enumerate() {
+        // SAFETY: every block is live, written above.
+        unsafe {
+            assert_eq!(
+                p.cast::<u64>().as_ptr().read_unaligned(),
+                round << 32 | i as u64
+            );
+            assert_eq!(p.as_ptr().add(size - 1).read(), i as u8);
+        }
+    }
+    blocks
+}
+
+#[test]
+fn reset_frees_every_block_at_once_and_keeps_the_chunks() {
+    let _p = shared_process();
+    let mut arena = Arena::new();
+    let mut rng = XorShift::new(7);
+    let first = reset_round(&arena, 0, &mut rng);
+    let held = arena.allocated_bytes();
+    let large_chunks: usize = first
+        .iter()
+        .filter(|b| b.1 > MIB)
+        .map(|b| (b.1 + 64).div_ceil(CHUNK))
+        .sum();
+    assert!(arena.usage().blocks_in_use == first.len());
+    arena.reset().expect("a private arena resets");
+    let after = arena.usage();
+    assert_eq!((after.blocks_in_use, after.bytes_in_use), (0, 0));
+    assert_eq!(
+        arena.allocated_bytes(),
+        held - large_chunks * CHUNK,
+        "slab chunks are kept, large runs given back"
+    );
+    for round in 1..4 {
+        let blocks = reset_round(&arena, round, &mut rng);
+        assert!(
+            arena.allocated_bytes() <= held + 4 * CHUNK,
+            "round {round}: the kept chunks were not reused ({} > {held})",
+            arena.allocated_bytes()
+        );
+        assert_eq!(arena.usage().blocks_in_use, blocks.len());
+        arena.reset().unwrap();
+    }
+    // After a reset the arena is an ordinary one: blocks freed one by one come back.
+    let mut v = AVec::new_in(&arena);
+    v.extend(0..100_000u64);
+    assert_eq!(v.iter().sum::<u64>(), 4_999_950_000);
+    drop(v);
+    assert_eq!(arena.usage().bytes_in_use, 0);
+}
+
+#[test]
+fn a_shared_arena_refuses_to_reset() {
+    let _p = shared_process();
+    let mut arena = Arena::shared(2).expect("a shared arena");
+    let b = ABox::new_in(5u64, &arena);
+    drop(b);
+    assert_eq!(arena.reset(), Err(fam_alloc::ArenaError::Shared));
+    let b = ABox::new_in(6u64, &arena);
+    assert_eq!(*b, 6);
+}
+
+#[test]
+fn with_capacity_maps_its_room_up_front() {
+    let _p = shared_process();
+    let arena = Arena::with_capacity(10 * MIB);
+    assert_eq!(arena.allocated_bytes(), 3 * CHUNK, "10 MiB is three chunks");
+    assert_eq!(arena.usage().blocks_in_use, 0);
+    // Three classes, one chunk each: no chunk beyond the three.
+    let mut a = AVec::new_in(&arena);
+    a.extend((0..1000).map(|i| ABox::new_in([i as u8; 24], &arena)));
+    assert_eq!(arena.allocated_bytes(), 3 * CHUNK);
+    assert!(a.iter().enumerate().all(|(i, b)| b[23] == i as u8));
+    assert_eq!(Arena::with_capacity(0).allocated_bytes(), 0);
+}

@@ -529,6 +529,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             unsafe { &*h }.set_committed(true);
             return Some(h);
         }
+        self.fresh_chunk()
+    }
+
+    /// A chunk fresh from the source, registered and formatted EMPTY, held by the caller.
+    fn fresh_chunk(&self) -> Option<*mut ChunkHeader> {
         let base = self.source.alloc(1).ok()?;
         let addr = base.as_ptr() as usize;
         let number = match self.dir.add(addr as *mut ChunkHeader) {
@@ -599,6 +604,56 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
         self.retire_listed_empty();
         self.purge(now_ns(), true)
+    }
+
+    /// Takes `n` chunks from the source now and keeps them on the empty pool, so that the
+    /// refills that later need them make no call to the source. Returns how many it got (fewer
+    /// when the source refuses). For an arena made with a capacity.
+    pub fn add_empty(&self, n: usize) -> usize {
+        let now = now_ns();
+        for got in 0..n {
+            let Some(h) = self.fresh_chunk() else {
+                return got;
+            };
+            // SAFETY: a fresh chunk, formatted and unpublished: ours until the insert.
+            let chunk = unsafe { &*h };
+            chunk.set_emptied_at(now);
+            self.committed.insert(chunk.number());
+        }
+        n
+    }
+
+    /// Takes every block back at once: each chunk that holds a class becomes EMPTY, keeping its
+    /// pages, and joins the empty pool, whatever blocks were out, cached or owned. For an arena's
+    /// `reset`. `&mut self`: no operation is in flight and no block of the pool is used again;
+    /// owners of its chunks must [`forget`](Owner::forget) them and heaps drop what they cache.
+    ///
+    /// Registry entries keep the chunks as slab chunks; a stale pointer freed later finds its
+    /// slot free (a fresh incarnation's bitmap) or its chunk EMPTY, and is reported.
+    pub fn reset(&mut self) {
+        let len = self.dir.len();
+        for set in &self.partial {
+            while set.pop(len).is_some() {}
+        }
+        let now = now_ns();
+        for i in 0..len {
+            if self.committed.contains(i) || self.decommitted.contains(i) {
+                continue; // already empty, on the empty pool
+            }
+            let h = self.dir.get(i);
+            // SAFETY: directory entries are formatted chunks, valid for the pool's life; with
+            // `&mut self` nothing else reads or writes them now and no reference into them is
+            // kept, so the chunk is ours to format again (its local bitmap cleared first, as
+            // `format` asks).
+            unsafe {
+                let base = NonNull::new_unchecked(h.cast::<u8>());
+                ChunkHeader::clear_local(base);
+                ChunkHeader::format(base, i);
+                (*h).set_emptied_at(now);
+            }
+            self.committed.insert(i);
+        }
+        self.active.store(0, Ordering::Relaxed);
     }
 
     /// How many chunks are where.

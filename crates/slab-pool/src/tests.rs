@@ -412,3 +412,60 @@ fn the_validator_catches_a_wrong_count() {
         .claimed(1);
     pool.validate(&[&owner]);
 }
+
+/// `reset` takes every block back: chunks of two classes, some blocks out, some flushed, some
+/// local to their owner, all become empty chunks on the empty pool, and they serve any class
+/// again without the source being asked for more.
+#[test]
+fn reset_empties_every_chunk_and_keeps_it() {
+    let mut pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let (a, b) = (1, 20);
+    let mut held = Vec::new();
+    for class in [a, b] {
+        for _ in 0..(CLASSES[class].slots as usize * 2 / 64 + 1) {
+            held.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+        }
+    }
+    // Some back to their chunks: the owned one keeps them locally, the others are released.
+    let back: Vec<usize> = held.iter().copied().step_by(3).collect();
+    // SAFETY: blocks of class `a` that the test holds, given back once.
+    unsafe {
+        pool.flush(
+            Some(&mut owner),
+            a,
+            chain_of(
+                &back
+                    .iter()
+                    .copied()
+                    .filter(|&p| class_of(&pool, p) == a)
+                    .collect::<Vec<_>>(),
+            ),
+        )
+    };
+    let mapped = pool.mapped();
+    assert!(mapped >= 4, "two chunks per class at least, got {mapped}");
+    owner.forget();
+    pool.reset();
+    pool.validate(&[]);
+    let counts = pool.chunk_counts();
+    assert_eq!(counts.partial, 0);
+    assert_eq!(counts.empty_committed + counts.empty_decommitted, mapped);
+    assert_eq!(pool.active(), 0);
+    // Every chunk serves again, any class, with no new chunk from the source.
+    let mut owner = Owner::new();
+    let mut again = BTreeSet::new();
+    let per_chunk = CLASSES[b].slots as usize;
+    while again.len() < per_chunk * mapped {
+        let chain = pool.refill(&mut owner, b, 64).unwrap();
+        again.extend(blocks(&chain));
+    }
+    assert_eq!(pool.mapped(), mapped, "reset chunks were not reused");
+    pool.validate(&[&owner]);
+}
+
+/// The class of the chunk holding `p` (its tag).
+fn class_of(_pool: &Pool, p: usize) -> usize {
+    // SAFETY: `p` is a block of a formatted chunk of the pool.
+    unsafe { &*ChunkHeader::of(p) }.block_class(p).unwrap()
+}
