@@ -384,3 +384,30 @@ fn the_header_declares_the_library_functions() {
     let v = unsafe { CStr::from_ptr(fm::fam_version().cast::<c_char>()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+/// Every function the header declares is listed in the crate README's export list.
+#[test]
+fn the_readme_lists_every_function_the_header_declares() {
+    let header = include_str!("../include/fam_malloc.h");
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("## What it exports")
+        .expect("an export section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let declared: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && l.contains("fam_") && l.ends_with(");"))
+        .filter_map(|l| {
+            let name = l[..l.find('(')?].rsplit([' ', '*']).next()?;
+            name.starts_with("fam_").then_some(name)
+        })
+        .collect();
+    assert!(declared.len() >= 8, "header parse found {declared:?}");
+    for name in declared {
+        assert!(
+            section.contains(&format!("`{name}`")),
+            "README's export list leaves out {name}"
+        );
+    }
+}
