@@ -15,6 +15,14 @@
 //! merged, so runs freed one chunk at a time can serve a longer request later. `alloc` takes the
 //! first run that is long enough, splitting off its tail if it is longer.
 //!
+//! When the break cannot grow, runs come from private anonymous mappings instead (as glibc's
+//! `malloc` does): something may sit right above the break, or `RLIMIT_DATA` forbids growing
+//! it. One case is out of every program's hands: a child forked while another thread of the
+//! parent was growing the break can inherit a heap mapping that already reaches past its break
+//! (the kernel copies the break and the mappings at different moments), and no `brk` call can
+//! ever succeed in it. Such runs are zero like fresh break memory, and are freed and reused
+//! through the same free list: nothing here ever unmaps or lowers anything.
+//!
 //! Zeroed memory: `dealloc` drops the pages of a run with `MADV_DONTNEED` (which also gives
 //! them back to the OS) before it is listed, so a free run reads as zero except for its header,
 //! and a header is cleared whenever its run is handed out or merged into a neighbour.
@@ -115,7 +123,12 @@ unsafe impl ChunkSource for SbrkSource {
             debug_check(&list);
             return Ok(run);
         }
-        grow(len)
+        match grow(len) {
+            // The break cannot move (see the module comment): a private anonymous mapping
+            // instead, which from then on is kept and reused like break memory.
+            Err(ChunkError::OutOfMemory) => sys::map_aligned(len, 0, libc::MAP_PRIVATE),
+            r => r,
+        }
     }
 
     unsafe fn dealloc(&self, ptr: NonNull<u8>, n: usize) -> Result<(), ChunkError> {

@@ -8,11 +8,9 @@
 //! aligned range of `len` bytes, and unmaps the excess before and after that range.
 
 use core::ptr;
-#[cfg(any(feature = "mmap", feature = "shm"))]
 use core::ptr::NonNull;
 
 use crate::ChunkError;
-#[cfg(any(feature = "mmap", feature = "shm"))]
 use crate::{align_up, page_size, CHUNK_SIZE};
 
 /// The calling thread's `errno`.
@@ -35,7 +33,6 @@ pub(crate) fn last_error() -> ChunkError {
 /// `MAP_ANONYMOUS`), placed so that `base + lead` is a multiple of [`CHUNK_SIZE`].
 ///
 /// `len` and `lead` are multiples of the page size, `lead < len`.
-#[cfg(any(feature = "mmap", feature = "shm"))]
 pub(crate) fn map_aligned(len: usize, lead: usize, flags: i32) -> Result<NonNull<u8>, ChunkError> {
     let page = page_size();
     debug_assert!(len.is_multiple_of(page) && lead.is_multiple_of(page) && lead < len);
@@ -75,7 +72,6 @@ pub(crate) fn map_aligned(len: usize, lead: usize, flags: i32) -> Result<NonNull
 }
 
 /// One anonymous mapping of `len` bytes, readable and writable.
-#[cfg(any(feature = "mmap", feature = "shm"))]
 fn map(len: usize, flags: i32) -> Result<*mut u8, ChunkError> {
     // SAFETY: a fresh anonymous mapping at an address of the kernel's choice touches no
     // existing memory.
@@ -96,7 +92,6 @@ fn map(len: usize, flags: i32) -> Result<*mut u8, ChunkError> {
     }
 }
 
-#[cfg(any(feature = "mmap", feature = "shm"))]
 fn non_null(p: *mut u8) -> Result<NonNull<u8>, ChunkError> {
     // mmap never returns address 0 for a mapping it chose itself; be safe anyway.
     NonNull::new(p).ok_or(ChunkError::OutOfMemory)
@@ -107,7 +102,6 @@ fn non_null(p: *mut u8) -> Result<NonNull<u8>, ChunkError> {
 /// # Safety
 ///
 /// The range is mapped memory that this crate owns and nothing uses any more.
-#[cfg(any(feature = "mmap", feature = "shm"))]
 pub(crate) unsafe fn unmap(ptr: *mut u8, len: usize) -> Result<(), ChunkError> {
     // SAFETY: the caller owns the range and no longer uses it.
     if unsafe { libc::munmap(ptr.cast(), len) } == 0 {

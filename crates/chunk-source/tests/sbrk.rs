@@ -164,3 +164,59 @@ fn others_moving_the_break_in_between() {
         );
     }
 }
+
+/// A break that cannot grow (a mapping right above it, as a child forked while a thread grew
+/// the break can find): runs come from anonymous mappings instead, zeroed and chunk aligned,
+/// and are reused after they are given back. Runs in a forked child, whose break it blocks.
+#[test]
+fn a_blocked_break_falls_back_to_mappings() {
+    let _s = serial();
+    // SAFETY: the child only makes system calls and uses the source, then leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            let page = chunk_source::page_size();
+            // SAFETY: reading the break.
+            let brk = unsafe { libc::sbrk(0) } as usize;
+            let at = brk.next_multiple_of(page);
+            // SAFETY: a fresh mapping where nothing is mapped (NOREPLACE refuses otherwise).
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    64 * CHUNK_SIZE,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            assert_eq!(p as usize, at, "could not block the break");
+            // SAFETY: asking for more break, which must now fail.
+            assert_eq!(
+                unsafe { libc::sbrk(CHUNK_SIZE as libc::intptr_t) } as isize,
+                -1
+            );
+            let source = SbrkSource::new();
+            let mut run = Run::alloc(&source, 2).expect("a run despite the blocked break");
+            assert!(run.is_zero(), "a mapped run reads as zero");
+            run.stamp(9);
+            assert!(run.stamped(9));
+            let addr = run.addr();
+            drop(run);
+            let again = Run::alloc(&source, 2).expect("alloc again");
+            assert_eq!(again.addr(), addr, "the given-back run is reused");
+            assert!(again.is_zero(), "a reused run reads as zero");
+        })
+        .map_or(1, |()| 0);
+        // SAFETY: `_exit` leaves without running the harness's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is writable.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed: status {status:#x}"
+    );
+}

@@ -322,6 +322,7 @@ unsafe impl CentralStore for GlobalStore {
             None => (pool().refill_once(class, max), true),
         });
         let chain = chain?;
+        crate::raw::mark_cached(class, &chain);
         if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true, chain.len);

@@ -10,12 +10,14 @@
 //! - a pointer the allocator does not own (not in a registered chunk);
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
-//!   a thread's bucket, which a free through this module marks in the block's second word
-//!   (`FREE_MARK` XORed with the block's address; blocks of 16 bytes and more; the allocation
-//!   path clears it).
+//!   a thread's bucket. Every block in a bucket carries a mark in its second word (`FREE_MARK`
+//!   XORed with the block's address; blocks of 16 bytes and more): a free through this module
+//!   writes it, a refill writes it on the blocks it puts in a bucket, and the allocation path
+//!   clears it. `realloc` and `malloc_usable_size` refuse a marked block too.
 //!
-//! What is not caught: a double free of an 8-byte block still cached in a bucket, and a free of a
-//! block that was freed and has since been handed out again (it is a live block then).
+//! What is not caught: a free of an 8-byte block that sits in a bucket (freed already, or put
+//! there by a refill and never handed out; one-word blocks have no room for the mark), and a
+//! free of a block that was freed and has since been handed out again (it is a live block then).
 //!
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
@@ -57,6 +59,26 @@ const FREE_MARK: usize = 0x9e37_79b9_7f4a_7c15;
 #[inline(always)]
 fn free_mark(addr: usize) -> usize {
     FREE_MARK ^ addr
+}
+
+/// Marks the blocks of a refill's chain, which go into a bucket: a cached block must carry the
+/// mark whether a free put it there or a refill did, or a `free` of a slot that was claimed
+/// for a bucket but never handed out would pass every check (its bitmap bit says "out").
+/// Class 0's blocks are one word long and carry no mark.
+#[inline]
+pub(crate) fn mark_cached(class: usize, chain: &thread_heap::Chain) {
+    if class == 0 {
+        return;
+    }
+    let mut b = chain.head.as_ptr();
+    for _ in 0..chain.len {
+        // SAFETY: the chain's `len` blocks are ours, linked through their first word, and at
+        // least two words long (class > 0); the second word is not the link.
+        unsafe {
+            b.cast::<usize>().add(1).write(free_mark(b as usize));
+            b = (*b).next;
+        }
+    }
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two), or returns null when memory is
@@ -159,11 +181,23 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
         Kind::Slab => {
             // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
             match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
+                // SAFETY: a claimed block of class > 0 is at least two words long.
+                Ok(class) if class != 0 && unsafe { is_marked(ptr) } => double_free(op, addr),
                 Ok(class) => Owned::Small { class },
                 Err(bad) => report::bad_free(op, addr, bad.message()),
             }
         }
     }
+}
+
+/// Whether the block at `ptr` carries the free mark: it sits in a bucket.
+///
+/// # Safety
+/// `ptr` is the start of a claimed slab block of at least two words.
+#[inline(always)]
+unsafe fn is_marked(ptr: *mut u8) -> bool {
+    // SAFETY: per the contract, the second word is inside the block.
+    unsafe { ptr.cast::<usize>().add(1).read() == free_mark(ptr as usize) }
 }
 
 /// Frees `ptr` (null is ignored), checking it first; `op` names the caller in messages.
@@ -193,15 +227,13 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
         bad_small(op, addr, chunk, class);
     }
     if class != 0 {
-        let mark = free_mark(addr);
-        let second = ptr.cast::<usize>().wrapping_add(1);
-        // SAFETY: the block is a claimed slab block of at least 16 bytes, so its second word is
-        // readable; a live block does not hold the mark (see the module docs).
-        if unsafe { second.read() } == mark {
+        // SAFETY: the block is a claimed slab block of at least 16 bytes; a live block does not
+        // hold the mark (see the module docs).
+        if unsafe { is_marked(ptr) } {
             double_free(op, addr);
         }
         // SAFETY: as above, and the caller gives the block up.
-        unsafe { second.write(mark) };
+        unsafe { ptr.cast::<usize>().add(1).write(free_mark(addr)) };
     }
     let pushed = try_with_local(|h, c| {
         // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`.
@@ -247,7 +279,7 @@ fn bad_small(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) -> ! {
 #[cold]
 #[inline(never)]
 fn double_free(op: &str, addr: usize) -> ! {
-    report::bad_free(op, addr, "double free (block already free)")
+    report::bad_free(op, addr, slab_pool::BadBlock::AlreadyFree.message())
 }
 
 /// The rest of [`free`]: a large block, or a pointer that is not ours (reported).
