@@ -3,9 +3,12 @@
 //! `cargo xtask ci` runs every check that CI runs, in the same order, and prints how long each
 //! took. `cargo xtask ci --skip tests` leaves out the test suite (CI runs it first on its own, as
 //! the README's test command). `cargo xtask bench` runs the allocator benchmark suite (the
-//! `bench` module). `cargo xtask help` lists the tasks.
+//! `bench` module). `cargo xtask fuzz` runs the cargo-fuzz targets (the `fuzz` module).
+//! `cargo xtask help` lists the tasks.
 
 mod bench;
+mod fuzz;
+mod install;
 
 use std::env;
 use std::process::{exit, Command};
@@ -20,7 +23,7 @@ const NO_STD_CRATES: &[&str] = &[
     "slab-bitmap",
     "thread-heap",
     "chunk-source",
-    "slab-pool",
+    "fam-slab-pool",
     "large-alloc",
 ];
 
@@ -30,6 +33,9 @@ const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("large-alloc", &["mmap", "sbrk", "shm"]),
     ("fam-alloc", &["mmap", "sbrk", "stats", "allocator-api2-04"]),
 ];
+
+/// Workspace members with `publish = false`: tools and benchmarks, not packaged.
+const UNPUBLISHED: &[&str] = &["xtask", "fam-benches", "fam-workloads"];
 
 /// Backends that the allocator's own test suite also runs under (the default, mmap, runs in the
 /// main test command).
@@ -46,6 +52,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
+        Some("fuzz") => fuzz::main(&args[1..]),
+        Some("install") => install::main(&args[1..]),
         Some("help") | None => help(),
         Some(other) => {
             eprintln!("xtask: unknown task `{other}`");
@@ -57,8 +65,12 @@ fn main() {
 
 fn help() {
     println!("cargo xtask ci [--skip STEP]...   run every CI check in CI's order");
-    println!("    steps: fmt clippy tests features no-std backends loom miri");
+    println!(
+        "    steps: fmt clippy doc tests features no-std backends loom package install miri fuzz"
+    );
     println!("{}", bench::USAGE);
+    println!("{}", fuzz::USAGE);
+    println!("{}", install::USAGE);
 }
 
 fn ci(args: &[String]) {
@@ -113,6 +125,20 @@ fn ci(args: &[String]) {
             &[],
         )
     });
+    // Every crate's docs, broken intra-doc links included, with warnings denied.
+    run_step("doc", &|| {
+        cargo(
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--all-features",
+                "--exclude",
+                "xtask",
+            ],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    });
     run_step("tests", &|| cargo(TEST_COMMAND, &[]));
     run_step("features", &|| {
         FEATURE_MATRIX.iter().all(|(krate, features)| {
@@ -163,11 +189,23 @@ fn ci(args: &[String]) {
         cargo(
             &["test", "-p", "slab-bitmap", "--test", "loom", "--release"],
             &env,
-        ) && cargo(&["test", "-p", "slab-pool", "--lib", "--release"], &env)
+        ) && cargo(&["test", "-p", "fam-slab-pool", "--lib", "--release"], &env)
             && cargo(&["test", "-p", "chunk-source", "--lib", "--release"], &env)
     });
     // size-class is left out: its exhaustive tests walk every size up to 1 MiB, which takes
     // hours under miri, and it has no unsafe code.
+    // Every publishable crate packaged and built from its package, against the others'
+    // packages (`cargo package --workspace` resolves them locally before crates.io).
+    run_step("package", &|| {
+        let mut args = vec!["package", "--workspace", "--allow-dirty"];
+        for unpublished in UNPUBLISHED {
+            args.extend(["--exclude", unpublished]);
+        }
+        cargo(&args, &[])
+    });
+    // The C library installed into a scratch prefix, and a C program built against it with
+    // pkg-config alone, run linked and preloaded.
+    run_step("install", &install::check);
     run_step("miri", &|| {
         if !miri_available() {
             println!("miri: skipped (no nightly toolchain with the miri component is installed)");
@@ -189,6 +227,9 @@ fn ci(args: &[String]) {
             ],
         )
     });
+    // A short run of each fuzz target, skipped (with a message) without a nightly toolchain;
+    // `cargo xtask fuzz` runs them for longer.
+    run_step("fuzz", &|| fuzz::run(fuzz::CI_SECONDS, fuzz::TARGETS));
     summary(&steps, started.elapsed().as_secs_f64());
 }
 

@@ -193,10 +193,8 @@ fn a_blocked_break_falls_back_to_mappings() {
             };
             assert_eq!(p as usize, at, "could not block the break");
             // SAFETY: asking for more break, which must now fail.
-            assert_eq!(
-                unsafe { libc::sbrk(CHUNK_SIZE as libc::intptr_t) } as isize,
-                -1
-            );
+            let grew = unsafe { libc::sbrk(CHUNK_SIZE as libc::intptr_t) } as isize;
+            assert_eq!(grew, -1, "the break still grows");
             let source = SbrkSource::new();
             let mut run = Run::alloc(&source, 2).expect("a run despite the blocked break");
             assert!(run.is_zero(), "a mapped run reads as zero");

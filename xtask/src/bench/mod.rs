@@ -58,7 +58,7 @@ pub fn main(args: &[String]) -> ! {
     let started = Instant::now();
     let started_utc = utc_now();
     let load_before = load_average();
-    let root = workspace_root();
+    let root = crate::workspace_root();
     let target = target_dir(&root);
     let out_dir = target.join("bench-report");
     if let Err(e) = fs::create_dir_all(&out_dir) {
@@ -321,17 +321,10 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
 /// The cargo target directory in use, absolute: what `cargo metadata` says (it applies
 /// `CARGO_TARGET_DIR`, relative to the current directory, and cargo's configuration), else
 /// `CARGO_TARGET_DIR` or the workspace's `target/`.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     let from_metadata = Command::new(cargo_program())
         .args([
             "metadata",
