@@ -15,6 +15,11 @@
 //!   writes it, a refill writes it on the blocks it puts in a bucket, and the allocation path
 //!   clears it. `realloc` and `malloc_usable_size` refuse a marked block too.
 //!
+//! [`free`], [`realloc`] and [`usable_size`] take the blocks this module hands out, the C ABI's.
+//! A block that `FamAlloc` handed out through Rust's `GlobalAlloc` (which is told the layout and
+//! skips these checks) may still carry the mark a refill wrote while it was cached, and is not
+//! theirs to take.
+//!
 //! What is not caught: a free of an 8-byte block that sits in a bucket (freed already, or put
 //! there by a refill and never handed out; one-word blocks have no room for the mark), and a
 //! free of a block that was freed and has since been handed out again (it is a live block then).
@@ -207,7 +212,7 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 /// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
 /// # Safety
-/// If `ptr` is a live block of this allocator, nobody uses it after the call.
+/// If `ptr` is a live block this module handed out, nobody uses it after the call.
 #[inline(always)]
 pub unsafe fn free(op: &str, ptr: *mut u8) {
     if ptr.is_null() {
@@ -301,7 +306,7 @@ unsafe fn free_other(op: &str, ptr: *mut u8) {
 /// The number of usable bytes of the block at `ptr` (0 for null).
 ///
 /// # Safety
-/// `ptr` is null or a live block of this allocator (checked; misuse aborts with a message).
+/// `ptr` is null or a live block this module handed out (checked; misuse aborts with a message).
 pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
@@ -328,7 +333,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 /// acts as `alloc`.
 ///
 /// # Safety
-/// `ptr` is null or a live block of this allocator allocated with alignment `align`, not used
+/// `ptr` is null or a live block this module handed out allocated with alignment `align`, not used
 /// through the old pointer after a successful move.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if ptr.is_null() {

@@ -332,9 +332,11 @@ impl Model {
         b
     }
 
-    /// The usable extent of a block of the global heap (either entry point).
-    fn global_extent(p: *mut u8) -> usize {
-        // SAFETY: `p` is a live block of the global heap, just returned by it.
+    /// The usable extent of a block of the C-facing entry points. (A `FamAlloc` block's extent
+    /// is its layout's size: `GlobalAlloc` promises no more, and `raw`'s functions take only
+    /// blocks `raw` handed out.)
+    fn raw_extent(p: *mut u8) -> usize {
+        // SAFETY: `p` is a live block of the global heap, just returned by `raw`.
         unsafe { fam_alloc::raw::usable_size(p) }
     }
 
@@ -402,7 +404,7 @@ impl Model {
                 if p.is_null() {
                     self.fail(format_args!("out of memory for {layout:?}"));
                 }
-                (p, Self::global_extent(p))
+                (p, size)
             }
             Heap::Raw => {
                 let p = if zeroed {
@@ -413,7 +415,7 @@ impl Model {
                 if p.is_null() {
                     self.fail(format_args!("out of memory for {layout:?}"));
                 }
-                (p, Self::global_extent(p))
+                (p, Self::raw_extent(p))
             }
             Heap::Arena => {
                 let got = if zeroed {
@@ -484,7 +486,7 @@ impl Model {
                 if q.is_null() {
                     self.fail(format_args!("realloc to {new_size} failed"));
                 }
-                (q, Self::global_extent(q))
+                (q, new_size)
             }
             Heap::Raw => {
                 // SAFETY: `p` is a live block of the global heap allocated at `old.align`.
@@ -492,7 +494,7 @@ impl Model {
                 if q.is_null() {
                     self.fail(format_args!("realloc to {new_size} failed"));
                 }
-                (q, Self::global_extent(q))
+                (q, Self::raw_extent(q))
             }
             Heap::Arena => {
                 // SAFETY: `p` is a live block, so not null.
