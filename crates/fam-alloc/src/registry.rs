@@ -146,8 +146,12 @@ impl Registry {
     }
 
     /// Leaves enough to register a run of `n` chunks at any address, taken from the spares or
-    /// mapped now; `None` (nothing held) when the OS refuses.
+    /// mapped now; `None` (nothing held) when the OS refuses, or when no run of `n` chunks fits
+    /// in the address space. A run of up to 64 GiB needs the two spares and no system call.
     pub(crate) fn reserve(&self, n: usize) -> Option<Reserve> {
+        if n > 1 << CHUNK_BITS {
+            return None; // more chunks than the address space has: no run can be that long
+        }
         let need = n.div_ceil(LEAF_LEN) + 1;
         let mut r = Reserve {
             head: ptr::null_mut(),
