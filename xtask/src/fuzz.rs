@@ -26,26 +26,41 @@ const DEFAULT_SECONDS: u64 = 600;
 pub const CI_SECONDS: u64 = 20;
 
 /// Runs `cargo xtask fuzz ARGS`; never returns.
-pub fn main(args: &[String]) -> ! {
+pub fn main(mut args: lexopt::Parser) -> ! {
+    use lexopt::Arg::{Long, Short};
     let mut seconds = DEFAULT_SECONDS;
     let mut targets: Vec<&str> = TARGETS.to_vec();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seconds" => match it.next().and_then(|s| s.parse().ok()) {
+    loop {
+        let arg = match args.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => usage(&e.to_string()),
+        };
+        match arg {
+            Long("seconds") => match args
+                .value()
+                .ok()
+                .and_then(|s| s.into_string().ok()?.parse().ok())
+            {
                 Some(n) if n > 0 => seconds = n,
                 _ => usage("--seconds needs a number of seconds above 0"),
             },
-            "--target" => match it.next() {
-                Some(t) if TARGETS.contains(&t.as_str()) => targets = vec![t.as_str()],
-                Some(t) => usage(&format!("unknown target `{t}`")),
-                None => usage("--target needs a target name"),
+            Long("target") => match args.value().map(|t| t.into_string()) {
+                Ok(Ok(t)) => match TARGETS.iter().find(|&&known| known == t) {
+                    Some(&known) => targets = vec![known],
+                    None => usage(&format!("unknown target `{t}`")),
+                },
+                Ok(Err(t)) => usage(&format!("unknown target `{}`", t.to_string_lossy())),
+                Err(_) => usage("--target needs a target name"),
             },
-            "--help" | "-h" => {
+            Long("help") | Short('h') => {
                 println!("{USAGE}");
                 exit(0);
             }
-            other => usage(&format!("unknown argument `{other}`")),
+            other => usage(&format!(
+                "unknown argument `{}`",
+                crate::option_text(&other)
+            )),
         }
     }
     exit(if run(seconds, &targets) { 0 } else { 1 })

@@ -34,21 +34,27 @@ struct Dirs {
     includedir: PathBuf,
 }
 
-pub fn main(args: &[String]) -> ! {
+pub fn main(mut args: lexopt::Parser) -> ! {
+    use lexopt::Arg::Long;
     let mut prefix = None;
     let mut libdir = None;
     let mut includedir = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let slot = match a.as_str() {
-            "--prefix" => &mut prefix,
-            "--libdir" => &mut libdir,
-            "--includedir" => &mut includedir,
-            other => fail(&format!("unknown argument `{other}`\n{USAGE}")),
+    loop {
+        let arg = match args.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => fail(&format!("{e}\n{USAGE}")),
         };
-        match it.next() {
-            Some(v) => *slot = Some(absolute(Path::new(v))),
-            None => fail(&format!("{a} needs a directory")),
+        let key = crate::option_text(&arg);
+        let slot = match arg {
+            Long("prefix") => &mut prefix,
+            Long("libdir") => &mut libdir,
+            Long("includedir") => &mut includedir,
+            _ => fail(&format!("unknown argument `{key}`\n{USAGE}")),
+        };
+        match args.value() {
+            Ok(v) => *slot = Some(absolute(Path::new(&v))),
+            Err(_) => fail(&format!("{key} needs a directory")),
         }
     }
     let Some(prefix) = prefix else {

@@ -48,18 +48,38 @@ struct Step {
 }
 
 fn main() {
-    let args: Vec<String> = env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ci") => ci(&args[1..]),
-        Some("bench") => bench::main(&args[1..]),
-        Some("fuzz") => fuzz::main(&args[1..]),
-        Some("install") => install::main(&args[1..]),
+    let mut args = lexopt::Parser::from_env();
+    let task = match args.next() {
+        Ok(None) => None,
+        Ok(Some(lexopt::Arg::Value(task))) => Some(task.into_string().unwrap_or_else(|task| {
+            fail_task(&format!("unknown task `{}`", task.to_string_lossy()))
+        })),
+        Ok(Some(lexopt::Arg::Short('h') | lexopt::Arg::Long("help"))) => None,
+        Ok(Some(option)) => fail_task(&format!("unknown task `{}`", option_text(&option))),
+        Err(e) => fail_task(&e.to_string()),
+    };
+    match task.as_deref() {
+        Some("ci") => ci(args),
+        Some("bench") => bench::main(args),
+        Some("fuzz") => fuzz::main(args),
+        Some("install") => install::main(args),
         Some("help") | None => help(),
-        Some(other) => {
-            eprintln!("xtask: unknown task `{other}`");
-            help();
-            exit(2);
-        }
+        Some(other) => fail_task(&format!("unknown task `{other}`")),
+    }
+}
+
+fn fail_task(msg: &str) -> ! {
+    eprintln!("xtask: {msg}");
+    help();
+    exit(2);
+}
+
+/// An option as it was written: `-x` or `--name`; a positional value as is.
+fn option_text(arg: &lexopt::Arg<'_>) -> String {
+    match arg {
+        lexopt::Arg::Short(c) => format!("-{c}"),
+        lexopt::Arg::Long(name) => format!("--{name}"),
+        lexopt::Arg::Value(v) => v.to_string_lossy().into_owned(),
     }
 }
 
@@ -73,22 +93,23 @@ fn help() {
     println!("{}", install::USAGE);
 }
 
-fn ci(args: &[String]) {
-    let mut skip: Vec<&str> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--skip" => match it.next() {
-                Some(s) => skip.push(s.as_str()),
-                None => fail_usage("--skip needs a step name"),
+fn ci(mut args: lexopt::Parser) {
+    let mut skip: Vec<String> = Vec::new();
+    loop {
+        match args.next() {
+            Ok(None) => break,
+            Ok(Some(lexopt::Arg::Long("skip"))) => match args.value().map(|v| v.into_string()) {
+                Ok(Ok(step)) => skip.push(step),
+                _ => fail_usage("--skip needs a step name"),
             },
-            other => fail_usage(&format!("unknown argument `{other}`")),
+            Ok(Some(other)) => fail_usage(&format!("unknown argument `{}`", option_text(&other))),
+            Err(e) => fail_usage(&e.to_string()),
         }
     }
     let started = Instant::now();
     let mut steps: Vec<Step> = Vec::new();
     let mut run_step = |name: &str, f: &dyn Fn() -> bool| {
-        if skip.contains(&name) {
+        if skip.iter().any(|s| s == name) {
             steps.push(Step {
                 name: name.to_string(),
                 seconds: 0.0,

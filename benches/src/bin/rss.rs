@@ -20,16 +20,11 @@ use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 
 use fam_benches::{Via, Workload, ALLOCATORS, FAM, JEMALLOC, MIMALLOC, SYSTEM};
+// The workload programs' reading of `VmHWM`, shared so the two tools measure alike.
+use fam_workloads::peak_rss_kib;
 
 /// The key the child prints its peak RSS under.
 const KEY: &str = "peak_rss_kib=";
-
-/// The calling process's peak RSS in KiB, from `/proc/self/status`.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// Runs `workload` once against `a` and reports the peak RSS on stdout.
 fn child_run<A: core::alloc::GlobalAlloc + Sync>(a: &Via<A>, workload: Workload) -> ExitCode {
@@ -161,31 +156,83 @@ fn render(rows: &[(Workload, [Option<f64>; 4])]) -> String {
     out
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--child") {
-        return match &args[1..] {
-            [alloc, workload] => child(alloc, workload),
-            _ => {
-                eprintln!("usage: fam-rss --child ALLOCATOR WORKLOAD");
-                ExitCode::FAILURE
-            }
-        };
-    }
+/// The usage text.
+const USAGE: &str = "usage: fam-rss [WORKLOAD ...]   (all workloads by default)
+       fam-rss --child ALLOCATOR WORKLOAD";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Cli {
+    /// The table over these workloads.
+    Table(Vec<Workload>),
+    /// One cell, in this process: `--child ALLOCATOR WORKLOAD`.
+    Child(String, String),
+    /// `--help`.
+    Help,
+}
+
+/// Reads the arguments (without the program name).
+fn parse_args<I>(args: I) -> Result<Cli, String>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::Arg::{Long, Short, Value};
+    let text = |v: std::ffi::OsString| {
+        v.into_string()
+            .map_err(|v| format!("{v:?} is not valid UTF-8"))
+    };
+    let mut parser = lexopt::Parser::from_args(args);
     let mut workloads = Vec::new();
-    for a in &args {
-        match Workload::from_name(a) {
-            Some(w) => workloads.push(w),
-            None => {
-                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
-                eprintln!("unknown workload {a:?}; one of {names:?}");
-                return ExitCode::FAILURE;
+    let mut first = true;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("child") if first => {
+                let mut operand = || {
+                    parser
+                        .value()
+                        .map_err(|_| "--child needs ALLOCATOR WORKLOAD".to_owned())
+                        .and_then(text)
+                };
+                let (alloc, workload) = (operand()?, operand()?);
+                if parser.next().map_err(|e| e.to_string())?.is_some() {
+                    return Err("--child takes ALLOCATOR WORKLOAD and nothing more".into());
+                }
+                return Ok(Cli::Child(alloc, workload));
             }
+            Short('h') | Long("help") => return Ok(Cli::Help),
+            Value(name) => {
+                let name = text(name)?;
+                let w = Workload::from_name(&name).ok_or_else(|| {
+                    let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                    format!("unknown workload {name:?}; one of {names:?}")
+                })?;
+                workloads.push(w);
+            }
+            Short(c) => return Err(format!("unknown argument \"-{c}\"")),
+            Long(other) => return Err(format!("unknown argument \"--{other}\"")),
         }
+        first = false;
     }
     if workloads.is_empty() {
         workloads = Workload::ALL.to_vec();
     }
+    Ok(Cli::Table(workloads))
+}
+
+fn main() -> ExitCode {
+    let workloads = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Cli::Table(workloads)) => workloads,
+        Ok(Cli::Child(alloc, workload)) => return child(&alloc, &workload),
+        Ok(Cli::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("fam-rss: {e}\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     let mut rows = Vec::new();
     for w in workloads {
@@ -215,6 +262,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_the_command_line() {
+        assert_eq!(
+            parse_args(["mixed", "treap"]),
+            Ok(Cli::Table(vec![Workload::Mixed, Workload::Treap]))
+        );
+        assert_eq!(
+            parse_args::<[&str; 0]>([]),
+            Ok(Cli::Table(Workload::ALL.to_vec()))
+        );
+        assert_eq!(
+            parse_args(["--child", "fam", "mixed"]),
+            Ok(Cli::Child("fam".into(), "mixed".into()))
+        );
+        assert_eq!(parse_args(["--help"]), Ok(Cli::Help));
+        assert!(parse_args(["--child", "fam"]).is_err());
+        assert!(parse_args(["--child", "fam", "mixed", "x"]).is_err());
+        assert!(parse_args(["mixed", "--child", "fam", "mixed"]).is_err());
+        assert!(parse_args(["nope"]).unwrap_err().contains("one of"));
+        assert!(parse_args(["--bogus"]).is_err());
+    }
+
+    #[test]
     fn table_rows_ratios_and_means() {
         let rows = [
             (
@@ -241,10 +310,5 @@ mod tests {
             "{}",
             lines[5]
         );
-    }
-
-    #[test]
-    fn reads_its_own_peak() {
-        assert!(peak_rss_kib().is_some_and(|k| k > 0));
     }
 }

@@ -29,20 +29,11 @@ struct Group {
     median_ns: [Option<f64>; 4],
 }
 
-/// The `point_estimate` of the `median` object in criterion's `estimates.json`.
-///
-/// The file is small, machine-written JSON (`{"mean":{...},"median":{"confidence_interval":
-/// {...},"point_estimate":X,...},...}`), so a targeted scan is enough: find the `"median"` key,
-/// then the first `"point_estimate"` after it (the confidence interval before it has none), and
-/// read the number.
+/// The `point_estimate` of the `median` object in criterion's `estimates.json`
+/// (`{"mean":{...},"median":{"confidence_interval":{...},"point_estimate":X,...},...}`).
 fn median_of(json: &str) -> Option<f64> {
-    let rest = &json[json.find("\"median\"")?..];
-    let rest = &rest[rest.find("\"point_estimate\"")? + "\"point_estimate\"".len()..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+    let estimates: serde_json::Value = serde_json::from_str(json).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
 }
 
 /// Every group under `dir` that has a result for at least one of the allocators.
@@ -185,22 +176,45 @@ fn render(groups: &[Group]) -> String {
     out
 }
 
-fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
+/// The usage text.
+const USAGE: &str = "usage: fam-bench-summary [--dir CRITERION_OR_TARGET_DIR]";
+
+/// Reads the arguments (without the program name): the `--dir` given, or `None` for `--help`.
+fn parse_args<I>(args: I) -> Result<Option<Option<PathBuf>>, String>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::Arg::{Long, Short, Value};
+    let mut parser = lexopt::Parser::from_args(args);
     let mut dir = None;
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("--dir") => dir = args.next().map(PathBuf::from),
-            Some("-h" | "--help") => {
-                println!("usage: fam-bench-summary [--dir CRITERION_OR_TARGET_DIR]");
-                return ExitCode::SUCCESS;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("dir") => {
+                let v = parser.value().map_err(|_| "--dir needs a directory")?;
+                dir = Some(PathBuf::from(v));
             }
-            _ => {
-                eprintln!("unknown argument {arg:?}; usage: fam-bench-summary [--dir DIR]");
-                return ExitCode::FAILURE;
-            }
+            Short('h') | Long("help") => return Ok(None),
+            Short(c) => return Err(format!("unknown argument \"-{c}\"")),
+            Long(other) => return Err(format!("unknown argument \"--{other}\"")),
+            Value(other) => return Err(format!("unknown argument {other:?}")),
         }
     }
+    Ok(Some(dir))
+}
+
+fn main() -> ExitCode {
+    let dir = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("fam-bench-summary: {e}\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dir = criterion_dir(dir);
     let groups = match read_groups(&dir) {
         Ok(g) if !g.is_empty() => g,
@@ -234,6 +248,20 @@ mod tests {
             Some(7.0)
         );
         assert_eq!(median_of(r#"{"mean":{"point_estimate":1}}"#), None);
+        assert_eq!(median_of(r#"{"median": {"point_estimate": 7"#), None);
+    }
+
+    #[test]
+    fn reads_the_command_line() {
+        assert_eq!(
+            parse_args(["--dir", "x"]),
+            Ok(Some(Some(PathBuf::from("x"))))
+        );
+        assert_eq!(parse_args(["--dir=x"]), Ok(Some(Some(PathBuf::from("x")))));
+        assert_eq!(parse_args::<[&str; 0]>([]), Ok(Some(None)));
+        assert_eq!(parse_args(["-h"]), Ok(None));
+        assert!(parse_args(["--dir"]).is_err());
+        assert!(parse_args(["x"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The command line every workload takes: `--threads N --scale F`.
 
+use std::ffi::OsString;
 use std::process::exit;
 
 /// What a workload was asked to do.
@@ -16,8 +17,7 @@ impl Args {
     /// Parses the process's arguments; prints the usage (with `about`, one line on what the
     /// workload does) and exits on `--help` or a bad argument.
     pub fn from_env(name: &str, about: &str) -> Args {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        match Self::parse(&args) {
+        match Self::parse(std::env::args_os().skip(1)) {
             Ok(Some(a)) => a,
             Ok(None) => {
                 println!("{name}: {about}\n\n{}", usage(name));
@@ -31,40 +31,37 @@ impl Args {
     }
 
     /// Parses `args` (without the program name): `Ok(None)` for `--help`.
-    pub fn parse(args: &[String]) -> Result<Option<Args>, String> {
+    pub fn parse<I>(args: I) -> Result<Option<Args>, String>
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString>,
+    {
+        use lexopt::Arg::{Long, Short, Value};
         let mut a = Args {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             scale: 1.0,
         };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (key, inline) = match arg.split_once('=') {
-                Some((k, v)) => (k, Some(v.to_owned())),
-                None => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{key} needs a value"))
-            };
-            match key {
-                "--threads" => {
-                    let v = value()?;
+        let mut parser = lexopt::Parser::from_args(args);
+        while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+            match arg {
+                Long("threads") => {
+                    let v = value(&mut parser, "--threads")?;
                     a.threads = match v.parse::<usize>() {
                         Ok(n) if n >= 1 => n,
                         _ => return Err(format!("--threads: {v:?} is not a count >= 1")),
                     };
                 }
-                "--scale" => {
-                    let v = value()?;
+                Long("scale") => {
+                    let v = value(&mut parser, "--scale")?;
                     a.scale = match v.parse::<f64>() {
                         Ok(f) if f.is_finite() && f > 0.0 => f,
                         _ => return Err(format!("--scale: {v:?} is not a number > 0")),
                     };
                 }
-                "-h" | "--help" => return Ok(None),
-                other => return Err(format!("unknown argument {other:?}")),
+                Short('h') | Long("help") => return Ok(None),
+                Short(c) => return Err(format!("unknown argument \"-{c}\"")),
+                Long(other) => return Err(format!("unknown argument \"--{other}\"")),
+                Value(other) => return Err(format!("unknown argument {other:?}")),
             }
         }
         Ok(Some(a))
@@ -74,6 +71,15 @@ impl Args {
     pub fn scaled(&self, n: usize) -> usize {
         ((n as f64 * self.scale).round() as usize).max(1)
     }
+}
+
+/// The value of the option `key`, which `parser` has just returned.
+fn value(parser: &mut lexopt::Parser, key: &str) -> Result<String, String> {
+    parser
+        .value()
+        .map_err(|_| format!("{key} needs a value"))?
+        .into_string()
+        .map_err(|v| format!("{key}: {v:?} is not valid UTF-8"))
 }
 
 fn usage(name: &str) -> String {
@@ -89,7 +95,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Option<Args>, String> {
-        Args::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        Args::parse(args)
     }
 
     #[test]
@@ -107,5 +113,10 @@ mod tests {
         assert!(parse(&["--scale", "-1"]).is_err());
         assert!(parse(&["--scale"]).is_err());
         assert!(parse(&["--frobnicate"]).is_err());
+        assert!(parse(&["--threads=2", "extra"]).is_err());
+        assert_eq!(
+            parse(&["--threads"]).unwrap_err(),
+            "--threads needs a value"
+        );
     }
 }

@@ -29,8 +29,7 @@ mod svg;
 mod workloads;
 
 use std::env;
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,7 +42,7 @@ use svg::{Chart, Series};
 pub use options::USAGE;
 
 /// Runs `cargo xtask bench ARGS`; never returns.
-pub fn main(args: &[String]) -> ! {
+pub fn main(args: lexopt::Parser) -> ! {
     let opts = match Options::parse(args) {
         Ok(Some(o)) => o,
         Ok(None) => {
@@ -95,11 +94,11 @@ pub fn main(args: &[String]) -> ! {
     let measured: Vec<&Allocator> = allocs.iter().filter(|a| a.available()).collect();
 
     let csv_path = out_dir.join("results.csv");
-    let mut csv = match File::create(&csv_path) {
-        Ok(f) => f,
+    let mut csv = match csv::Writer::from_path(&csv_path) {
+        Ok(w) => w,
         Err(e) => fail(&format!("cannot create {}: {e}", csv_path.display())),
     };
-    let _ = writeln!(csv, "{}", report::CSV_HEADER);
+    let _ = csv.write_record(report::CSV_HEADER);
     let total = opts.rounds * opts.workloads.len() * measured.len();
     println!(
         "==> xtask bench: {} rounds x {} workloads x {} allocators = {total} runs \
@@ -142,7 +141,7 @@ pub fn main(args: &[String]) -> ! {
                     alloc: a.name,
                     result,
                 };
-                let _ = writeln!(csv, "{}", report::csv_line(&run, opts.threads, opts.scale));
+                let _ = csv.write_record(report::csv_record(&run, opts.threads, opts.scale));
                 let _ = csv.flush();
                 runs.push(run);
             }
@@ -321,11 +320,9 @@ fn cargo(root: &Path, target: &Path, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The cargo target directory in use, absolute: what `cargo metadata` says (it applies
-/// `CARGO_TARGET_DIR`, relative to the current directory, and cargo's configuration), else
-/// `CARGO_TARGET_DIR` or the workspace's `target/`.
-pub(crate) fn target_dir(root: &Path) -> PathBuf {
-    let from_metadata = Command::new(cargo_program())
+/// `cargo metadata --no-deps` of the workspace, parsed; `None` if cargo or its output fails.
+fn cargo_metadata(root: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(cargo_program())
         .args([
             "metadata",
             "--format-version",
@@ -336,9 +333,26 @@ pub(crate) fn target_dir(root: &Path) -> PathBuf {
         .arg(root.join("Cargo.toml"))
         .output()
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| json_string(&String::from_utf8_lossy(&o.stdout), "target_directory"));
-    let dir = from_metadata.map(PathBuf::from).unwrap_or_else(|| {
+        .filter(|o| o.status.success())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The version of the workspace package `name` in `cargo metadata` output.
+fn package_version<'m>(metadata: &'m serde_json::Value, name: &str) -> Option<&'m str> {
+    metadata["packages"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["version"]
+        .as_str()
+}
+
+/// The cargo target directory in use, absolute: what `cargo metadata` says (it applies
+/// `CARGO_TARGET_DIR`, relative to the current directory, and cargo's configuration), else
+/// `CARGO_TARGET_DIR` or the workspace's `target/`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    let from_metadata =
+        cargo_metadata(root).and_then(|m| m["target_directory"].as_str().map(PathBuf::from));
+    let dir = from_metadata.unwrap_or_else(|| {
         env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"))
@@ -350,34 +364,10 @@ pub(crate) fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// The string value of the first `"key":"..."` in `json` (escapes `\"`, `\\` and `\/`
-/// undone; cargo writes paths with no other escapes).
-fn json_string(json: &str, key: &str) -> Option<String> {
-    let pat = format!("\"{key}\":\"");
-    let rest = &json[json.find(&pat)? + pat.len()..];
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => out.push(chars.next()?),
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 /// "fam-alloc 0.1.0 (git 3a986fb, with uncommitted changes)".
 fn fam_version(root: &Path) -> String {
-    let version = fs::read_to_string(root.join("Cargo.toml"))
-        .ok()
-        .and_then(|t| {
-            t.lines().map(str::trim).find_map(|l| {
-                l.strip_prefix("version = \"")?
-                    .strip_suffix('"')
-                    .map(str::to_owned)
-            })
-        })
+    let version = cargo_metadata(root)
+        .and_then(|m| package_version(&m, "fam-alloc").map(str::to_owned))
         .unwrap_or_else(|| "?".to_owned());
     let git = |args: &[&str]| {
         Command::new("git")
@@ -469,10 +459,23 @@ mod tests {
     }
 
     #[test]
-    fn reads_a_json_string() {
-        let j = r#"{"packages":[],"target_directory":"/a/b \"c\"\\d","version":1}"#;
-        assert_eq!(json_string(j, "target_directory").unwrap(), "/a/b \"c\"\\d");
-        assert_eq!(json_string(j, "nope"), None);
+    fn reads_cargo_metadata() {
+        let m: serde_json::Value = serde_json::from_str(
+            r#"{"packages":[{"name":"xtask","version":"9.9.9"},{"name":"fam-alloc","version":"0.1.0"}],
+                "target_directory":"/a/b \"c\"\\d","version":1}"#,
+        )
+        .unwrap();
+        assert_eq!(m["target_directory"].as_str(), Some("/a/b \"c\"\\d"));
+        assert_eq!(package_version(&m, "fam-alloc"), Some("0.1.0"));
+        assert_eq!(package_version(&m, "nope"), None);
+        // This workspace's own metadata names the allocator and a target directory.
+        let root = crate::workspace_root();
+        let m = cargo_metadata(&root).expect("cargo metadata runs");
+        assert_eq!(
+            package_version(&m, "fam-alloc"),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(target_dir(&root).is_absolute());
     }
 
     #[test]

@@ -46,7 +46,8 @@ cargo xtask bench [OPTIONS]   the allocator benchmark suite (glibc, fam, jemallo
 
 impl Options {
     /// Parses the arguments after `bench`; `Ok(None)` for `--help`.
-    pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    pub fn parse(mut args: lexopt::Parser) -> Result<Option<Options>, String> {
+        use lexopt::Arg::{Long, Short};
         let mut quick = false;
         let mut rounds = None;
         let mut only: Option<Vec<&'static Workload>> = None;
@@ -55,35 +56,25 @@ impl Options {
         let mut criterion = false;
         let mut install = true;
         let mut timeout_s = DEFAULT_TIMEOUT_S;
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (key, inline) = match arg.split_once('=') {
-                Some((k, v)) => (k, Some(v.to_owned())),
-                None => (arg.as_str(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next().cloned())
-                    .ok_or_else(|| format!("{key} needs a value"))
-            };
-            match key {
-                "--quick" => quick = true,
-                "--criterion" => criterion = true,
-                "--no-install" => install = false,
-                "--rounds" => rounds = Some(positive(key, &value()?)?),
-                "--threads" => threads = Some(positive(key, &value()?)?),
-                "--timeout" => timeout_s = positive(key, &value()?)? as u64,
-                "--scale" => {
-                    let v = value()?;
+        while let Some(arg) = args.next().map_err(|e| e.to_string())? {
+            let key = crate::option_text(&arg);
+            match arg {
+                Long("quick") => quick = true,
+                Long("criterion") => criterion = true,
+                Long("no-install") => install = false,
+                Long("rounds") => rounds = Some(positive(&key, &value(&mut args, &key)?)?),
+                Long("threads") => threads = Some(positive(&key, &value(&mut args, &key)?)?),
+                Long("timeout") => timeout_s = positive(&key, &value(&mut args, &key)?)? as u64,
+                Long("scale") => {
+                    let v = value(&mut args, &key)?;
                     scale = match v.parse::<f64>() {
                         Ok(f) if f.is_finite() && f > 0.0 => Some(f),
                         _ => return Err(format!("--scale: {v:?} is not a number > 0")),
                     };
                 }
-                "--only" => {
+                Long("only") => {
                     let mut list = only.take().unwrap_or_default();
-                    for name in value()?.split(',').filter(|s| !s.is_empty()) {
+                    for name in value(&mut args, &key)?.split(',').filter(|s| !s.is_empty()) {
                         let w = WORKLOADS.iter().find(|w| w.name == name).ok_or_else(|| {
                             let names: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
                             format!("--only: no workload {name:?}; one of {}", names.join(", "))
@@ -94,8 +85,8 @@ impl Options {
                     }
                     only = Some(list);
                 }
-                "-h" | "--help" => return Ok(None),
-                other => return Err(format!("unknown argument {other:?}")),
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(format!("unknown argument {key:?}")),
             }
         }
         let workloads = match only {
@@ -159,6 +150,14 @@ pub fn default_threads() -> usize {
         .max(2)
 }
 
+/// The value of the option `key`, which `args` has just returned.
+fn value(args: &mut lexopt::Parser, key: &str) -> Result<String, String> {
+    args.value()
+        .map_err(|_| format!("{key} needs a value"))?
+        .into_string()
+        .map_err(|v| format!("{key}: {v:?} is not valid UTF-8"))
+}
+
 fn positive(key: &str, v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -171,7 +170,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Option<Options>, String> {
-        Options::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        Options::parse(lexopt::Parser::from_args(args))
     }
 
     #[test]
@@ -204,6 +203,13 @@ mod tests {
         assert!(parse(&["--rounds", "0"]).is_err());
         assert!(parse(&["--scale", "x"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["larson"]).unwrap_err().contains("unknown argument"));
+        assert!(parse(&["--quick=yes"]).is_err());
+        assert_eq!(parse(&["--rounds"]).unwrap_err(), "--rounds needs a value");
+        assert_eq!(parse(&["--timeout=7"]).unwrap().unwrap().timeout_s, 7);
+        assert!(parse(&["--no-install", "--criterion"])
+            .unwrap()
+            .is_some_and(|o| !o.install && o.criterion));
         assert_eq!(parse(&["--help"]).unwrap(), None);
     }
 }

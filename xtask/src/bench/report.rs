@@ -497,24 +497,49 @@ pub fn duration_text(secs: f64) -> String {
 }
 
 /// The header of `results.csv`.
-pub const CSV_HEADER: &str =
-    "round,workload,allocator,threads,scale,ok,time_s,wall_s,cpu_s,peak_rss_kib,error";
+pub const CSV_HEADER: [&str; 11] = [
+    "round",
+    "workload",
+    "allocator",
+    "threads",
+    "scale",
+    "ok",
+    "time_s",
+    "wall_s",
+    "cpu_s",
+    "peak_rss_kib",
+    "error",
+];
 
-/// One line of `results.csv` (no newline).
-pub fn csv_line(r: &Run, threads: usize, scale: f64) -> String {
-    match &r.result {
-        Ok(s) => format!(
-            "{},{},{},{threads},{scale},1,{:.6},{:.6},{:.6},{},",
-            r.round, r.workload, r.alloc, s.time_s, s.wall_s, s.cpu_s, s.rss_kib
+/// One record of `results.csv`, a field per column of [`CSV_HEADER`]; the `csv` writer quotes
+/// what needs it. An error's line breaks become spaces, so each run stays on one line.
+pub fn csv_record(r: &Run, threads: usize, scale: f64) -> [String; 11] {
+    let (ok, [time_s, wall_s, cpu_s, rss], error) = match &r.result {
+        Ok(s) => (
+            "1",
+            [
+                format!("{:.6}", s.time_s),
+                format!("{:.6}", s.wall_s),
+                format!("{:.6}", s.cpu_s),
+                s.rss_kib.to_string(),
+            ],
+            String::new(),
         ),
-        Err(e) => format!(
-            "{},{},{},{threads},{scale},0,,,,,\"{}\"",
-            r.round,
-            r.workload,
-            r.alloc,
-            e.replace('"', "\"\"").replace('\n', " ")
-        ),
-    }
+        Err(e) => ("0", Default::default(), e.replace(['\r', '\n'], " ")),
+    };
+    [
+        r.round.to_string(),
+        r.workload.to_owned(),
+        r.alloc.to_owned(),
+        threads.to_string(),
+        scale.to_string(),
+        ok.to_owned(),
+        time_s,
+        wall_s,
+        cpu_s,
+        rss,
+        error,
+    ]
 }
 
 #[cfg(test)]
@@ -631,23 +656,34 @@ mod tests {
     }
 
     #[test]
-    fn csv_lines_quote_errors() {
+    fn csv_records_quote_errors_and_read_back() {
+        let text = |records: &[[String; 11]]| {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(CSV_HEADER).unwrap();
+            for r in records {
+                w.write_record(r).unwrap();
+            }
+            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        };
         let t = run(1, "a", "fam", 0.5, 10);
-        assert_eq!(
-            csv_line(&t, 2, 1.0),
-            "1,a,fam,2,1,1,0.500000,0.510000,1.000000,10,"
-        );
         let f = Run {
-            result: Err("said \"no\"".into()),
+            result: Err("said \"no\", twice\nthen stopped".into()),
             ..t
         };
+        let out = text(&[csv_record(&t, 2, 1.0), csv_record(&f, 2, 0.3)]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER.join(","));
+        assert_eq!(lines[1], "1,a,fam,2,1,1,0.500000,0.510000,1.000000,10,");
         assert_eq!(
-            csv_line(&f, 2, 0.3),
-            "1,a,fam,2,0.3,0,,,,,\"said \"\"no\"\"\""
+            lines[2],
+            "1,a,fam,2,0.3,0,,,,,\"said \"\"no\"\", twice then stopped\""
         );
-        assert_eq!(
-            csv_line(&t, 2, 1.0).split(',').count(),
-            CSV_HEADER.split(',').count()
-        );
+        assert_eq!(lines.len(), 3);
+        let mut reader = csv::Reader::from_reader(out.as_bytes());
+        assert_eq!(reader.headers().unwrap(), CSV_HEADER.as_slice());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[1][10], "said \"no\", twice then stopped");
+        assert_eq!(&rows[0][9], "10");
     }
 }

@@ -1,18 +1,19 @@
-//! A small JSON reader: a recursive-descent parser into [`Json`], then the report's fields.
+//! The JSON report read with `serde_json` into a [`Json`] tree, then the report's fields.
 //!
-//! The grammar is RFC 8259 minus fractions and exponents (the report writes integers only):
-//! objects, arrays, strings with every escape (surrogate pairs included), integers with an
-//! optional `-` and no leading zeros, `true`, `false`, `null`. Nesting deeper than
-//! [`MAX_DEPTH`] is refused so hostile input cannot exhaust the stack.
+//! `serde_json` does the grammar (RFC 8259, every string escape, surrogate pairs joined, a
+//! nesting limit of 128 levels so hostile input cannot exhaust the stack); [`Json`]'s
+//! deserializer keeps what the report needs to be read exactly: integers only (a fraction or an
+//! exponent is refused; the report writes integers), and an object's members in document order
+//! with duplicate keys kept.
 
-use std::string::String;
+use core::fmt;
+use std::string::{String, ToString};
 use std::vec::Vec;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ParseError;
 use crate::{ChunkStats, ClassStats, LargeStats};
-
-/// Deepest nesting of arrays and objects [`value`] accepts.
-const MAX_DEPTH: usize = 128;
 
 /// A JSON value (integers only).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub enum Json {
     Null,
     /// `true` or `false`.
     Bool(bool),
-    /// An integer; `i128` holds every `u64` and `i64`.
+    /// An integer in the range of `i64` or `u64` (`i128` holds both).
     Int(i128),
     /// A string, escapes resolved.
     Str(String),
@@ -65,220 +66,86 @@ impl Json {
     }
 }
 
-/// The parser's state: the whole text and the byte position reached.
-struct Parser<'a> {
-    text: &'a str,
-    pos: usize,
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
 }
 
-impl Parser<'_> {
-    fn err(&self, message: &str) -> ParseError {
-        let end = self.pos.min(self.text.len());
-        let line = self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
-        ParseError::new(line, message)
+/// Builds a [`Json`] from whatever value the deserializer meets.
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value whose numbers are integers")
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.pos).copied()
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
     }
 
-    fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.pos += 1;
-        }
+    fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
+        Ok(Json::Bool(b))
     }
 
-    fn eat(&mut self, b: u8) -> bool {
-        if self.peek() == Some(b) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
+    fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
+        Ok(Json::Int(n.into()))
     }
 
-    fn value(&mut self, depth: usize) -> Result<Json, ParseError> {
-        if depth > MAX_DEPTH {
-            return Err(self.err("nested too deeply"));
-        }
-        self.skip_ws();
-        match self.peek() {
-            Some(b'{') => {
-                self.pos += 1;
-                let mut members = Vec::new();
-                self.skip_ws();
-                if self.eat(b'}') {
-                    return Ok(Json::Object(members));
-                }
-                loop {
-                    self.skip_ws();
-                    if self.peek() != Some(b'"') {
-                        return Err(self.err("expected a key"));
-                    }
-                    let key = self.string()?;
-                    self.skip_ws();
-                    if !self.eat(b':') {
-                        return Err(self.err("expected ':'"));
-                    }
-                    members.push((key, self.value(depth + 1)?));
-                    self.skip_ws();
-                    if self.eat(b'}') {
-                        return Ok(Json::Object(members));
-                    }
-                    if !self.eat(b',') {
-                        return Err(self.err("expected ',' or '}'"));
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.pos += 1;
-                let mut items = Vec::new();
-                self.skip_ws();
-                if self.eat(b']') {
-                    return Ok(Json::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.skip_ws();
-                    if self.eat(b']') {
-                        return Ok(Json::Array(items));
-                    }
-                    if !self.eat(b',') {
-                        return Err(self.err("expected ',' or ']'"));
-                    }
-                }
-            }
-            Some(b'"') => self.string().map(Json::Str),
-            Some(b'-' | b'0'..=b'9') => self.number().map(Json::Int),
-            _ => {
-                for (word, v) in [
-                    ("true", Json::Bool(true)),
-                    ("false", Json::Bool(false)),
-                    ("null", Json::Null),
-                ] {
-                    if self.text[self.pos..].starts_with(word) {
-                        self.pos += word.len();
-                        return Ok(v);
-                    }
-                }
-                Err(self.err("expected a value"))
-            }
-        }
+    fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
+        Ok(Json::Int(n.into()))
     }
 
-    /// A string; `pos` is at its opening quote.
-    fn string(&mut self) -> Result<String, ParseError> {
-        self.pos += 1;
-        let mut out = String::new();
-        loop {
-            // Copy the run of plain characters; it starts and ends at ASCII bytes, so the
-            // slice is on character boundaries.
-            let start = self.pos;
-            while matches!(self.peek(), Some(b) if b != b'"' && b != b'\\' && b >= 0x20) {
-                self.pos += 1;
-            }
-            out.push_str(&self.text[start..self.pos]);
-            match self.peek() {
-                Some(b'"') => {
-                    self.pos += 1;
-                    return Ok(out);
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let c = match self.peek() {
-                        Some(b'"') => '"',
-                        Some(b'\\') => '\\',
-                        Some(b'/') => '/',
-                        Some(b'b') => '\u{8}',
-                        Some(b'f') => '\u{c}',
-                        Some(b'n') => '\n',
-                        Some(b'r') => '\r',
-                        Some(b't') => '\t',
-                        Some(b'u') => {
-                            self.pos += 1;
-                            let c = self.unicode_escape()?;
-                            out.push(c);
-                            continue;
-                        }
-                        _ => return Err(self.err("bad escape")),
-                    };
-                    self.pos += 1;
-                    out.push(c);
-                }
-                Some(_) => return Err(self.err("control character in string")),
-                None => return Err(self.err("unterminated string")),
-            }
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Json, E> {
+        // `serde_json` reads `-0` as the float -0.0; as an integer it is 0.
+        if x == 0.0 && x.is_sign_negative() {
+            return Ok(Json::Int(0));
         }
+        // A fraction, an exponent, or an integer past the 64-bit range.
+        Err(E::custom("only integers in the 64-bit range are supported"))
     }
 
-    /// The character of a `\uXXXX` escape (`pos` just past the `u`), joining a surrogate pair.
-    fn unicode_escape(&mut self) -> Result<char, ParseError> {
-        let hi = self.hex4()?;
-        let code = if (0xD800..0xDC00).contains(&hi) {
-            if !self.text[self.pos..].starts_with("\\u") {
-                return Err(self.err("lone surrogate"));
-            }
-            self.pos += 2;
-            let lo = self.hex4()?;
-            if !(0xDC00..0xE000).contains(&lo) {
-                return Err(self.err("lone surrogate"));
-            }
-            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-        } else {
-            hi
-        };
-        char::from_u32(code).ok_or_else(|| self.err("lone surrogate"))
+    fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+        Ok(Json::Str(s.into()))
     }
 
-    fn hex4(&mut self) -> Result<u32, ParseError> {
-        let digits = self
-            .text
-            .get(self.pos..self.pos + 4)
-            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| self.err("expected 4 hex digits"))?;
-        self.pos += 4;
-        u32::from_str_radix(digits, 16).map_err(|_| self.err("expected 4 hex digits"))
+    fn visit_string<E>(self, s: String) -> Result<Json, E> {
+        Ok(Json::Str(s))
     }
 
-    /// An integer: `-`?, then `0` or a non-zero digit followed by digits.
-    fn number(&mut self) -> Result<i128, ParseError> {
-        let negative = self.eat(b'-');
-        let start = self.pos;
-        let mut n: i128 = 0;
-        while let Some(d @ b'0'..=b'9') = self.peek() {
-            n = n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(i128::from(d - b'0')))
-                .ok_or_else(|| self.err("number too large"))?;
-            self.pos += 1;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
         }
-        let digits = self.pos - start;
-        if digits == 0 {
-            return Err(self.err("expected digits"));
-        }
-        if digits > 1 && self.text.as_bytes()[start] == b'0' {
-            return Err(self.err("leading zero"));
-        }
-        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
-            return Err(self.err("only integers are supported"));
-        }
-        Ok(if negative { -n } else { n })
+        Ok(Json::Array(items))
     }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Json>()? {
+            members.push(member);
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// A `serde_json` error as a [`ParseError`]: its line, and its message with the column.
+fn parse_error(e: &serde_json::Error) -> ParseError {
+    let full = e.to_string();
+    if e.line() == 0 {
+        return ParseError::new(0, full);
+    }
+    let position = std::format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&position).unwrap_or(&full);
+    ParseError::new(e.line(), std::format!("{message} at column {}", e.column()))
 }
 
 /// Parses one JSON value filling the whole text (surrounding whitespace allowed).
 pub fn value(text: &str) -> Result<Json, ParseError> {
-    let mut p = Parser { text, pos: 0 };
-    let v = p.value(0)?;
-    p.skip_ws();
-    if p.pos != text.len() {
-        return Err(p.err("trailing characters"));
-    }
-    Ok(v)
+    serde_json::from_str(text).map_err(|e| parse_error(&e))
 }
 
 /// A class object of the JSON report.

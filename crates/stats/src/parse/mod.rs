@@ -3,7 +3,7 @@
 //!
 //! [`bmalloc`] reads every line kind; it also reads the original bmalloc dump (any `V` header,
 //! no `L`/`C`/`T` lines) as long as no value wrapped past the signed range. [`json`] reads the
-//! JSON report with a small recursive-descent parser ([`value`]) and then picks the fields out.
+//! JSON report with `serde_json` into a [`Json`] tree ([`value`]) and then picks the fields out.
 //! Neither checks that the figures agree with each other (`inuse = nmalloc - nfree`, ...): they
 //! return what the text says.
 
