@@ -17,16 +17,16 @@ use std::time::Instant;
 /// The README's test command: the whole workspace's tests.
 const TEST_COMMAND: &[&str] = &["test", "--workspace"];
 
-/// Crates that are `no_std` libraries and must build without std.
-const NO_STD_CRATES: &[&str] = &[
-    "size-class",
-    "slab-bitmap",
-    "thread-heap",
-    "chunk-source",
-    "fam-slab-pool",
-    "large-alloc",
+/// Crates that are `no_std` libraries and must build without std: package name, directory
+/// under `crates/`.
+const NO_STD_CRATES: &[(&str, &str)] = &[
+    ("size-class", "size-class"),
+    ("slab-bitmap", "slab-bitmap"),
+    ("thread-heap", "thread-heap"),
+    ("chunk-source", "chunk-source"),
+    ("fam-slab-pool", "slab-pool"),
+    ("large-alloc", "large-alloc"),
 ];
-
 /// Each crate with cargo features, with the features that must build on their own.
 const FEATURE_MATRIX: &[(&str, &[&str])] = &[
     ("chunk-source", &["mmap", "sbrk", "shm", "std"]),
@@ -180,8 +180,8 @@ fn ci(mut args: lexopt::Parser) {
         })
     });
     run_step("no-std", &|| {
-        NO_STD_CRATES.iter().all(|krate| {
-            no_std_declared(krate) && cargo(&["build", "-p", krate, "--no-default-features"], &[])
+        NO_STD_CRATES.iter().all(|(krate, dir)| {
+            no_std_declared(dir) && cargo(&["build", "-p", krate, "--no-default-features"], &[])
         })
     });
     run_step("backends", &|| {
@@ -318,12 +318,10 @@ fn crate_exists(krate: &str) -> bool {
         .exists()
 }
 
-/// A `no_std` crate says so at the top of its lib.rs; the build then proves it needs no std.
-fn no_std_declared(krate: &str) -> bool {
-    let lib = workspace_root()
-        .join("crates")
-        .join(krate)
-        .join("src/lib.rs");
+/// A `no_std` crate (in `crates/DIR`) says so at the top of its lib.rs; the build then proves
+/// it needs no std.
+fn no_std_declared(dir: &str) -> bool {
+    let lib = workspace_root().join("crates").join(dir).join("src/lib.rs");
     match std::fs::read_to_string(&lib) {
         Ok(text) if text.contains("#![no_std]") || text.contains("#![cfg_attr(not(") => true,
         Ok(_) => {
