@@ -9,6 +9,8 @@
 
 #[path = "common/bad_pointer.rs"]
 mod bad_pointer;
+#[path = "common/regressions.rs"]
+mod regressions;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -165,27 +167,7 @@ proptest! {
 #[test]
 fn fuzz_regressions_replay() {
     let _s = serial();
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fuzz/regressions/bad_pointers"
-    );
-    // The folder is the repository's, not the package's: a packaged copy of this crate has none.
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("{dir}: not here (a packaged crate); nothing to replay");
-            return;
-        }
-        Err(e) => panic!("{dir}: {e}"),
-    };
-    let mut files: Vec<_> = entries
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{dir} holds at least the seed inputs");
-    for path in &files {
-        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (path, data) in regressions::inputs("bad_pointers") {
         match bad_pointer::decode(&data) {
             Ok(case) => {
                 let v = run(&case);

@@ -14,6 +14,8 @@
 mod common;
 #[path = "common/ops.rs"]
 mod ops;
+#[path = "common/regressions.rs"]
+mod regressions;
 
 use fam_alloc::FamAlloc;
 use ops::{Heap, Model, Op, Resize, MAX_ALIGN_LOG2, MAX_LIVE, MAX_SIZE};
@@ -163,24 +165,7 @@ fn fixed_sequence_reaches_every_op() {
 /// the model.
 #[test]
 fn fuzz_regressions_replay() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/regressions/ops");
-    // The folder is the repository's, not the package's: a packaged copy of this crate has none.
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("{dir}: not here (a packaged crate); nothing to replay");
-            return;
-        }
-        Err(e) => panic!("{dir}: {e}"),
-    };
-    let mut files: Vec<_> = entries
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{dir} holds at least the seed inputs");
-    for path in &files {
-        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (path, data) in regressions::inputs("ops") {
         let ops = ops::decode(&data);
         eprintln!("{}: {} ops", path.display(), ops.len());
         let mut m = Model::new();

@@ -23,13 +23,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 crate=$(dirname "$here")
-root=$(cd "$crate/../.." && pwd)
-cd "$root"
-target=${CARGO_TARGET_DIR:-target}
-case $target in
-/*) ;;
-*) target=$root/$target ;;
-esac
+# shellcheck source=suite.sh
+source "$here/suite.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/fam-malloc-programs.XXXXXX")
 if [ -n "${KEEP_WORK:-}" ]; then
@@ -108,24 +103,7 @@ for f in "$lib" "$static"; do
     }
 done
 
-# --- Reporting ------------------------------------------------------------------------------
-
-passes=0
-failures=0
-ok() {
-    echo "ok $1"
-    passes=$((passes + 1))
-}
-failed() {
-    echo "FAILED $1"
-    failures=$((failures + 1))
-    shift
-    local line
-    for line in "$@"; do
-        [ -n "$line" ] && printf '%s\n' "$line" | sed 's/^/    /'
-    done
-    return 0
-}
+# --- Reporting: ok, failed, skip and summary come from suite.sh ------------------------------
 
 # same NAME COMMAND...: runs COMMAND on the C library's malloc, then with the library preloaded;
 # passes when both runs exit with 0 and print the same standard output. COMMAND may be a shell
@@ -347,7 +325,12 @@ api_flags=(-O2 -Wall -Wextra -Werror -I"$crate/include")
 if compile api-static "$here/c/api.c" "${api_flags[@]}" "${with_static[@]}"; then
     expect api-static "api: ok" "$work/api-static"
 fi
-if compile api-shared "$here/c/api.c" "${api_flags[@]}" -L"$target/release" -lfam_malloc -Wl,-rpath,"$target/release"; then
+# The library's soname is libfam_malloc.so.0, which cargo does not lay out: link against a
+# directory that has the usual names, as an install (`cargo xtask install`) does.
+mkdir -p "$work/lib"
+ln -sf "$lib" "$work/lib/libfam_malloc.so.0"
+ln -sf libfam_malloc.so.0 "$work/lib/libfam_malloc.so"
+if compile api-shared "$here/c/api.c" "${api_flags[@]}" -L"$work/lib" -lfam_malloc -Wl,-rpath,"$work/lib"; then
     expect api-shared "api: ok" "$work/api-shared"
 fi
 
@@ -398,5 +381,4 @@ else
     failed stats-off-by-default "exit status $rc" "stderr: $(head -c 300 "$work/stats-none.err")"
 fi
 
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+summary

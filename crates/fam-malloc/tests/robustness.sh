@@ -38,13 +38,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 crate=$(dirname "$here")
-root=$(cd "$crate/../.." && pwd)
-cd "$root"
-target=${CARGO_TARGET_DIR:-target}
-case $target in
-/*) ;;
-*) target=$root/$target ;;
-esac
+# shellcheck source=suite.sh
+source "$here/suite.sh"
 
 if [ -n "${FULL:-}" ]; then
     badptr_probes=1000000 forkstorm_forks=10000 sigfork_seconds=60 stdiofork_runs=100
@@ -80,30 +75,7 @@ for build in mmap sbrk; do
     }
 done
 
-# --- Reporting ------------------------------------------------------------------------------
-
-passes=0
-failures=0
-skips=0
-ok() {
-    echo "ok $1"
-    passes=$((passes + 1))
-}
-# failed NAME WHY [DETAIL...]: the details are printed below, indented.
-failed() {
-    echo "FAILED $1: $2"
-    failures=$((failures + 1))
-    shift 2
-    local line
-    for line in "$@"; do
-        [ -n "$line" ] && printf '%s\n' "$line" | sed 's/^/    /'
-    done
-    return 0
-}
-skip() {
-    echo "skip $1: $2"
-    skips=$((skips + 1))
-}
+# --- Reporting: ok, failed, skip and summary come from suite.sh ------------------------------
 
 # compile NAME: builds $work/NAME from tests/c/NAME.c; a failure is the failed check
 # NAME-compile, and the checks that need the program are left out.
@@ -313,5 +285,4 @@ fi
 
 [ "$skips" -eq 0 ] || echo "$skips skipped"
 echo "robustness: $(($(date +%s) - start)) s"
-echo "$passes passed, $failures failed"
-[ "$failures" -eq 0 ]
+summary
