@@ -138,9 +138,11 @@ pub fn install() {
         // `fork()` returns there.
         unsafe { after_fork_in_child() };
     }
-    // Relaxed is enough for a flag that only makes the call happen once; AcqRel keeps a second
-    // caller from returning before the first one's registration is visible to it.
-    if INSTALLED.swap(true, Ordering::AcqRel) {
+    // Relaxed: the flag only makes the call happen once (the RMW picks one winner) and guards no
+    // data. A caller that loses returns at once, maybe before the winner's `pthread_atfork` has
+    // returned; a fork in that window would miss the handler, which is why `install` belongs
+    // where a thread or an arena is first set up, before there is fork-sensitive state.
+    if INSTALLED.swap(true, Ordering::Relaxed) {
         return;
     }
     // SAFETY: `child` is an `extern "C"` function that lives for the whole program.

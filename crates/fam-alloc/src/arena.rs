@@ -46,7 +46,7 @@ use slab_pool::{ChunkHeader, Owner, SlabPool};
 
 use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::local::{prepare_for_fork, thread_id};
-use crate::registry::{Kind, Registry, RegistryPtr};
+use crate::registry::{resize_large, Kind, Registry, RegistryPtr};
 use crate::report;
 
 /// Why an arena could not be made.
@@ -687,35 +687,13 @@ impl Arena {
             return None;
         }
         let core = self.core();
-        // A private arena's run may move to where its registry has no leaf yet: take the
-        // leaves first, so that running out of memory fails here with the block untouched.
         let registry = match &self.backing {
             Backing::Private(parts) => Some(&parts.registry),
             Backing::Shared { .. } => None,
         };
-        let reserve = match registry {
-            Some(reg) => Some(reg.reserve(new_size.div_ceil(CHUNK_SIZE) + 1)?),
-            None => None,
-        };
-        // SAFETY: forwarded from the caller.
-        let r = match unsafe { core.large.realloc(ptr, new_size) } {
-            Ok(r) => r,
-            Err(_) => {
-                if let (Some(reg), Some(res)) = (registry, reserve) {
-                    reg.unreserve(res);
-                }
-                return None;
-            }
-        };
-        if let (Some(reg), Some(res)) = (registry, reserve) {
-            if r.run_changed() {
-                reg.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
-                let base = r.block.base.as_ptr() as usize;
-                reg.insert_reserved(base, r.block.nchunks, Kind::Large, base, res);
-            } else {
-                reg.unreserve(res);
-            }
-        }
+        // SAFETY: forwarded from the caller: a live large block of this arena's large
+        // allocator, whose runs its registry (if private) records.
+        let r = unsafe { resize_large(registry, &core.large, ptr, new_size) }?;
         if r.run_changed() {
             core.large_chunks
                 .fetch_add(r.block.nchunks, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
-use crate::registry::{Kind, Registry};
+use crate::registry::{resize_large, Kind, Registry};
 use crate::{counters, report};
 use slab_pool::{ChunkCounts, SlabPool};
 
@@ -224,27 +224,18 @@ pub(crate) unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: per the contract `ptr` is a live large block, so its header is mapped.
     let old_size = unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) }
         .map_or(0, |h| h.size());
-    // The run may move to where the registry has no leaf yet: take the leaves first, so that
-    // running out of memory fails here, with the block untouched.
-    let Some(reserve) = REGISTRY.reserve(new_size.div_ceil(chunk_source::CHUNK_SIZE) + 1) else {
+    // SAFETY: per the contract `ptr` is a live large block of LARGE, recorded in REGISTRY.
+    let Some(r) = (unsafe {
+        resize_large(
+            Some(&REGISTRY),
+            &LARGE,
+            NonNull::new_unchecked(ptr),
+            new_size,
+        )
+    }) else {
         return ptr::null_mut();
     };
-    // SAFETY: per the contract `ptr` is a live large block.
-    let r = match unsafe { LARGE.realloc(NonNull::new_unchecked(ptr), new_size) } {
-        Ok(r) => r,
-        Err(_) => {
-            REGISTRY.unreserve(reserve);
-            return ptr::null_mut();
-        }
-    };
     counters::large_resized(old_size, new_size, r.old_nchunks, r.block.nchunks);
-    let base = r.block.base.as_ptr() as usize;
-    if r.run_changed() {
-        REGISTRY.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
-        REGISTRY.insert_reserved(base, r.block.nchunks, Kind::Large, base, reserve);
-    } else {
-        REGISTRY.unreserve(reserve);
-    }
     r.block.ptr.as_ptr()
 }
 

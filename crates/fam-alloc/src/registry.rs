@@ -204,7 +204,7 @@ impl Registry {
 
     /// Gives back a reserve that was not needed: its leaves become spares where there is room,
     /// the rest are unmapped.
-    pub(crate) fn unreserve(&self, mut r: Reserve) {
+    fn unreserve(&self, mut r: Reserve) {
         while let Some(leaf) = r.pop() {
             let kept = self.spares.iter().any(|s| {
                 // Release: a later `reserve` sees the leaf's zeroed contents.
@@ -363,6 +363,38 @@ impl Drop for Registry {
             }
         }
     }
+}
+
+/// Resizes the large block at `ptr` with `large` and keeps `registry` (none for a shared
+/// arena, whose region is released whole) in step with its run. The leaves a moved run may
+/// need are reserved first, so running out of memory is `None` with the block untouched.
+///
+/// # Safety
+/// `ptr` is a live large block of `large`, whose runs `registry` records; nobody else uses it
+/// during the call.
+pub(crate) unsafe fn resize_large<S: chunk_source::ChunkSource>(
+    registry: Option<&Registry>,
+    large: &large_alloc::LargeAlloc<S>,
+    ptr: core::ptr::NonNull<u8>,
+    new_size: usize,
+) -> Option<large_alloc::Realloc> {
+    let reserve = match registry {
+        Some(reg) => Some(reg.reserve(new_size.div_ceil(chunk_source::CHUNK_SIZE) + 1)?),
+        None => None,
+    };
+    // SAFETY: forwarded from the caller.
+    let r = unsafe { large.realloc(ptr, new_size) };
+    if let (Some(reg), Some(reserve)) = (registry, reserve) {
+        match &r {
+            Ok(r) if r.run_changed() => {
+                reg.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
+                let base = r.block.base.as_ptr() as usize;
+                reg.insert_reserved(base, r.block.nchunks, Kind::Large, base, reserve);
+            }
+            _ => reg.unreserve(reserve),
+        }
+    }
+    r.ok()
 }
 
 /// Tests make the OS refuse leaves with this.

@@ -5,21 +5,17 @@
 //!
 //! This binary keeps the system allocator as its global allocator: the only blocks of
 //! fam-alloc's global heap are the ones the cases make, so the module knows every valid free.
-//! `PROPTEST_CASES=<n>` runs `n` random cases instead of [`DEFAULT_CASES`].
+//! `PROPTEST_CASES=<n>` runs `n` random cases instead of [`property::DEFAULT_CASES`].
 
 #[path = "common/bad_pointer.rs"]
 mod bad_pointer;
-#[path = "common/regressions.rs"]
-mod regressions;
+#[path = "common/property.rs"]
+mod property;
 
 use std::sync::{Mutex, MutexGuard};
 
 use bad_pointer::{run, Base, Case, Path, Verdict, BLOCKS};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
-
-/// Random cases per run unless `PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 256;
 
 /// One case at a time: a fork while another test thread is inside the allocator would test
 /// the allocator's fork handling, which is not what this binary is about.
@@ -137,19 +133,8 @@ fn offset() -> impl Strategy<Value = i64> {
     ]
 }
 
-fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = DEFAULT_CASES;
-    }
-    c.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
-        "proptest-regressions",
-    )));
-    c
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(property::config())]
 
     #[test]
     fn random_bad_pointers_abort(
@@ -167,7 +152,7 @@ proptest! {
 #[test]
 fn fuzz_regressions_replay() {
     let _s = serial();
-    for (path, data) in regressions::inputs("bad_pointers") {
+    for (path, data) in property::inputs("bad_pointers") {
         match bad_pointer::decode(&data) {
             Ok(case) => {
                 let v = run(&case);

@@ -8,40 +8,24 @@
 //! A failing sequence is shrunk (ops dropped, sizes and picks lowered) to a short one, which
 //! proptest prints and records in `tests/proptest_model.proptest-regressions` (commit it: the
 //! recorded cases run first on every later run). `PROPTEST_CASES=<n>` runs `n` sequences instead of the default
-//! [`DEFAULT_CASES`]. The inputs kept in `fuzz/regressions/ops/` (crashes the fuzzer found, and
+//! [`property::DEFAULT_CASES`]. The inputs kept in `fuzz/regressions/ops/` (crashes the fuzzer found, and
 //! seeds) are replayed through the same model here, so they run without a nightly toolchain.
 
 mod common;
 #[path = "common/ops.rs"]
 mod ops;
-#[path = "common/regressions.rs"]
-mod regressions;
+#[path = "common/property.rs"]
+mod property;
 
 use fam_alloc::FamAlloc;
 use ops::{Heap, Model, Op, Resize, MAX_ALIGN_LOG2, MAX_LIVE, MAX_SIZE};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 #[global_allocator]
 static A: FamAlloc = FamAlloc::new();
 
-/// Sequences per run unless `PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 256;
 /// The longest sequence.
 const MAX_OPS: usize = 192;
-
-fn config() -> ProptestConfig {
-    // The default configuration reads PROPTEST_CASES (and proptest's other variables).
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = DEFAULT_CASES;
-    }
-    // Failing cases go to `proptest_model.proptest-regressions` beside this file.
-    c.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
-        "proptest-regressions",
-    )));
-    c
-}
 
 /// Sizes from 0 to 2 MiB, most of them small: 60 % up to 128 B, 25 % up to 4 KiB, 12 % up to
 /// 256 KiB, 3 % up to 2 MiB (above the largest slab class, 1 MiB, they are large blocks).
@@ -87,7 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(property::config())]
 
     /// Every op's block checks out (see `common/ops.rs`), and all blocks are intact at the end.
     #[test]
@@ -165,7 +149,7 @@ fn fixed_sequence_reaches_every_op() {
 /// the model.
 #[test]
 fn fuzz_regressions_replay() {
-    for (path, data) in regressions::inputs("ops") {
+    for (path, data) in property::inputs("ops") {
         let ops = ops::decode(&data);
         eprintln!("{}: {} ops", path.display(), ops.len());
         let mut m = Model::new();

@@ -84,7 +84,7 @@ fn c_malloc_and_free_are_counted() {
     let s0 = fam_alloc::stats();
     let block = s0.classes[class].block_size;
     for _ in 0..N {
-        let p = fm::malloc(SIZE);
+        let p = std::hint::black_box(fm::malloc(SIZE));
         assert!(!p.is_null());
         // SAFETY: a live block of this allocator.
         assert_eq!(unsafe { fm::malloc_usable_size(p) }, block as usize);
@@ -119,7 +119,7 @@ fn c_malloc_and_free_are_counted() {
     // A large block: the requested bytes are counted, and its chunks.
     let l0 = fam_alloc::stats();
     let big = 3 * MIB + 7;
-    let p = fm::malloc(big);
+    let p = std::hint::black_box(fm::malloc(big)); // kept: the optimiser may drop an unused malloc
     assert!(!p.is_null());
     let l1 = fam_alloc::stats();
     assert_eq!(l1.large.allocs - l0.large.allocs, 1);
@@ -144,11 +144,11 @@ fn mallinfo2_agrees_with_stats() {
     let mut ptrs: Vec<*mut c_void> = Vec::with_capacity(N);
     let (s0, m0) = quiet(|| fm::mallinfo2());
     for _ in 0..N {
-        let p = fm::malloc(SIZE);
+        let p = std::hint::black_box(fm::malloc(SIZE));
         assert!(!p.is_null());
         ptrs.push(p);
     }
-    let big = fm::malloc(5 * MIB);
+    let big = std::hint::black_box(fm::malloc(5 * MIB)); // kept, as above
     assert!(!big.is_null());
     let (s, m) = quiet(|| fm::mallinfo2());
 
@@ -253,8 +253,8 @@ fn fam_write_stats_writes_parseable_reports() {
     let _g = serial();
     let pipe = Pipe::new();
     // Something live, so the report has a large block and classes in use.
-    let big = fm::malloc(2 * MIB);
-    let small = fm::malloc(20_000);
+    let big = std::hint::black_box(fm::malloc(2 * MIB));
+    let small = std::hint::black_box(fm::malloc(20_000));
     assert!(!big.is_null() && !small.is_null());
 
     // JSON, written while nothing changed: every figure is the snapshot's.

@@ -176,6 +176,30 @@ impl<'a> SlotSet<'a> {
         set
     }
 
+    /// A view over words that already hold an initialised set of `len` slots, without the
+    /// sealing [`new`](Self::new) does: no load of the last word. For callers that view the same
+    /// words on every operation and reset them themselves (a slab chunk's bitmap, reset when
+    /// the chunk takes a class).
+    ///
+    /// # Safety
+    ///
+    /// The bits past `len` in the last word are set (by [`reset`](Self::reset),
+    /// [`init_raw`](Self::init_raw), or a view made with `new` over the same words and `len`).
+    /// Otherwise the view may hand out slots past `len`.
+    ///
+    /// # Panics
+    ///
+    /// If `words.len() < SlotSet::words_for(len)`.
+    pub unsafe fn new_unchecked(words: &'a [AtomicU64], hint: &'a AtomicUsize, len: usize) -> Self {
+        let n = Self::words_for(len);
+        assert!(
+            words.len() >= n,
+            "SlotSet::new_unchecked: {len} slots need {n} words, got {}",
+            words.len()
+        );
+        Self::from_parts(&words[..n], hint, len)
+    }
+
     /// Makes sure the bits past `len` in the last word are set, so that they are never handed
     /// out: one relaxed load, and an RMW only over memory that was never initialised.
     ///

@@ -229,11 +229,16 @@ impl ChunkHeader {
     #[inline]
     pub fn slots(&self, class: usize) -> SlotSet<'_> {
         let info = &CLASSES[class];
-        SlotSet::new(
-            &self.shared_words()[..info.words as usize],
-            &self.hint.0,
-            info.slots as usize,
-        )
+        // SAFETY: the bitmap is reset for `class` (tail bits set) by `activate` before any block
+        // of the incarnation is claimed or released; `activate` itself only resets through this
+        // view, which writes every word and reads none.
+        unsafe {
+            SlotSet::new_unchecked(
+                &self.shared_words()[..info.words as usize],
+                &self.hint.0,
+                info.slots as usize,
+            )
+        }
     }
 
     /// Starts a new incarnation of class `class` on an EMPTY chunk.

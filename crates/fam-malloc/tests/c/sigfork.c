@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
+
 static atomic_int stop;
 static volatile sig_atomic_t forks, fork_errors;
 static long iterations;
@@ -33,27 +35,6 @@ static pthread_t main_thread;
 static void say(const char *s) {
     ssize_t r = write(1, s, strlen(s));
     (void)r;
-}
-
-/* A child whose malloc returned NULL says so (without stdio, whose locks a fork may have left
- * taken) and exits with status 3. */
-static void child_failed_malloc(void) {
-    char msg[80] = "sigfork: malloc returned NULL in a child, errno ";
-    size_t len = strlen(msg);
-    int e = errno;
-    char digits[12];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + e % 10);
-        e /= 10;
-    } while (e != 0 && n < 11);
-    while (n > 0) {
-        msg[len++] = digits[--n];
-    }
-    msg[len++] = '\n';
-    ssize_t r = write(2, msg, len);
-    (void)r;
-    _exit(3);
 }
 
 static void on_usr1(int sig) {
@@ -65,7 +46,7 @@ static void on_usr1(int sig) {
         if (n % 2 == 1) {
             void *p = malloc(40 + n % 2000);
             if (p == NULL) {
-                child_failed_malloc();
+                child_failed_malloc("sigfork");
             }
             memset(p, 1, 40);
             free(p);

@@ -32,33 +32,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
+
 #define PIPES 2
 #define FORKERS 2
 
 /* Stop flags: forkers and the flusher stop first, then the feeders (see main). */
 static atomic_int stop, stop_feeding;
 static atomic_long forks, lines, flushes, errors;
-
-/* A child whose malloc returned NULL says so (without stdio, whose locks a fork may have left
- * taken) and exits with status 3. */
-static void child_failed_malloc(void) {
-    char msg[80] = "stdiofork: malloc returned NULL in a child, errno ";
-    size_t len = strlen(msg);
-    int e = errno;
-    char digits[12];
-    int n = 0;
-    do {
-        digits[n++] = (char)('0' + e % 10);
-        e /= 10;
-    } while (e != 0 && n < 11);
-    while (n > 0) {
-        msg[len++] = digits[--n];
-    }
-    msg[len++] = '\n';
-    ssize_t r = write(2, msg, len);
-    (void)r;
-    _exit(3);
-}
 
 static void on_alarm(int sig) {
     (void)sig;
@@ -77,7 +58,7 @@ static void *forker(void *arg) {
             if (n % 2 == 1) {
                 void *p = malloc(100 + n % 3000);
                 if (p == NULL) {
-                    child_failed_malloc();
+                    child_failed_malloc("stdiofork");
                 }
                 free(p);
             }

@@ -1,7 +1,26 @@
-//! The fuzz targets' regression inputs (`fuzz/regressions/TARGET/`), for the stable tests that
-//! replay them through the same decoders.
+//! What the stable property tests share: proptest's settings, and the fuzz targets' regression
+//! inputs (`fuzz/regressions/TARGET/`), which they replay through the same decoders.
 
 use std::path::PathBuf;
+
+use proptest::test_runner::{Config, FileFailurePersistence};
+
+/// Random cases per property when `PROPTEST_CASES` is not set.
+pub const DEFAULT_CASES: u32 = 256;
+
+/// proptest's default settings (which read `PROPTEST_CASES` and its other variables), with
+/// [`DEFAULT_CASES`] when the environment names no count, and failing cases kept in a
+/// `.proptest-regressions` file beside the test's source.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = DEFAULT_CASES;
+    }
+    c.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+        "proptest-regressions",
+    )));
+    c
+}
 
 /// Every input of `target`'s regression folder, sorted by name, with its bytes. Empty when the
 /// folder is not there: it belongs to the repository, and a packaged copy of this crate has none.
