@@ -19,6 +19,8 @@
 //! | `glibc-thread` | glibc's bench-malloc-thread: threads replace random blocks of a working set, sizes biased to small |
 //! | `large` | large blocks, 64 KiB .. 32 MiB, every page written |
 //! | `realloc` | many buffers grown by small steps with `realloc` |
+//! | `malloc-large` | mimalloc-bench's malloc-large: one thread replaces random blocks of 20 slots with new 5 .. 25 MiB blocks, each zeroed in full |
+//! | `rss-after-free` | one thread allocates 512 MiB of 16 B .. 1 MiB blocks, frees all but every 64th, waits 1 s and reports the resident set (`rss_after_free_kib=`) |
 //!
 //! Every program takes `--threads N` and `--scale F` (the work done is proportional to `F`; at
 //! 1.0 a run takes a second or a few on two cores), checks its own results (every block
@@ -32,6 +34,8 @@
 //! peak_rss_kib=<VmHWM of /proc/self/status>
 //! ```
 //!
+//! (`rss-after-free` prints `rss_after_free_kib=` and `live_kib=` just before them.)
+//!
 //! Every random choice comes from a seeded [`Rng`], so every run does the same work.
 
 pub mod args;
@@ -40,7 +44,7 @@ pub mod report;
 mod rng;
 
 pub use args::Args;
-pub use report::{cpu_seconds, fail, finish, peak_rss_kib, Work};
+pub use report::{cpu_seconds, current_rss_kib, fail, finish, peak_rss_kib, Work};
 pub use rng::{mix, Rng};
 
 use std::sync::Barrier;

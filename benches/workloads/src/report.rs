@@ -1,6 +1,6 @@
 //! What a workload prints at the end, and how it fails.
 //!
-//! The last three lines of a successful run are machine-readable (`cargo xtask bench` reads
+//! The last four lines of a successful run are machine-readable (`cargo xtask bench` reads
 //! them):
 //!
 //! ```text
@@ -9,6 +9,10 @@
 //! time_s=1.234567
 //! peak_rss_kib=56789
 //! ```
+//!
+//! A workload may print lines of its own before them; `cargo xtask bench` also reads
+//! `rss_after_free_kib=` (the resident set after the workload freed most of what it
+//! allocated, [`current_rss_kib`]) where a program prints it (`rss-after-free` does).
 //!
 //! `cpu_s` is the user and system CPU time of the whole process (all its threads, set-up
 //! included): unlike the elapsed time, it does not grow while other programs hold the CPUs.
@@ -49,6 +53,18 @@ pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process's current resident set size in KiB: the second field of `/proc/self/statm`
+/// (resident pages) times the page size. Unlike [`peak_rss_kib`], this falls when the
+/// allocator gives memory back to the OS.
+pub fn current_rss_kib() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads the system's configuration.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = u64::try_from(page).ok().filter(|&p| p > 0)?;
+    Some(pages * page / 1024)
 }
 
 /// The path of the shared object (or program) that defines the `malloc` this process calls,
@@ -116,6 +132,8 @@ mod tests {
     #[test]
     fn reads_its_own_peak_and_finds_malloc() {
         assert!(peak_rss_kib().is_some_and(|k| k > 0));
+        let now = current_rss_kib().expect("statm is readable");
+        assert!(now > 0 && now <= peak_rss_kib().unwrap(), "{now}");
         let from = malloc_from().expect("dladdr knows malloc");
         assert!(!from.is_empty());
         assert!(cpu_seconds().is_some_and(|c| c >= 0.0));

@@ -1,5 +1,5 @@
 //! Every workload program runs (small scale, two threads), passes its own checks and ends with
-//! the lines `cargo xtask bench` reads.
+//! the lines `cargo xtask bench` reads (`rss-after-free` also with its `rss_after_free_kib=`).
 
 use std::process::Command;
 
@@ -15,6 +15,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("glibc-thread", env!("CARGO_BIN_EXE_glibc-thread")),
     ("large", env!("CARGO_BIN_EXE_large")),
     ("realloc", env!("CARGO_BIN_EXE_realloc")),
+    ("malloc-large", env!("CARGO_BIN_EXE_malloc-large")),
+    ("rss-after-free", env!("CARGO_BIN_EXE_rss-after-free")),
 ];
 
 /// The value of the last line starting with `key=`.
@@ -54,11 +56,30 @@ fn every_program_runs_checks_and_reports() {
         assert!(rss > 0, "{name}");
         let from = value(&stdout, "malloc_from").unwrap();
         assert!(from.contains("libc.so"), "{name}: malloc from {from}");
+        // The throughput line comes just before the machine-readable ones (a program may print
+        // lines of its own before it).
+        let summary = lines[lines.len() - 5];
         assert!(
-            lines[0].starts_with(&format!("{name}: 2 threads")),
-            "{name}: {}",
-            lines[0]
+            summary.starts_with(&format!("{name}: 2 threads")),
+            "{name}: {summary}"
         );
+        if *name == "rss-after-free" {
+            let after: u64 = value(&stdout, "rss_after_free_kib")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let live: u64 = value(&stdout, "live_kib").unwrap().parse().unwrap();
+            assert!(
+                after > 0 && after <= rss,
+                "{name}: {after} after free, peak {rss}"
+            );
+            assert!(
+                live > 0 && live < after,
+                "{name}: {live} live, {after} resident"
+            );
+        } else {
+            assert_eq!(value(&stdout, "rss_after_free_kib"), None, "{name}");
+        }
     }
 }
 

@@ -9,12 +9,15 @@
 //! 3. Runs every workload once per allocator per round, each run a fresh process with the
 //!    allocator preloaded. Rounds interleave: for each round, for each workload, every
 //!    allocator in an order rotated by one from the last, so a slow spell of a shared machine
-//!    falls on different allocators. Each run's time, wall time and peak RSS go into
-//!    `results.csv` as soon as it ends.
+//!    falls on different allocators. Each run's time, wall time and peak RSS (and, for the
+//!    workloads that report it, the resident set after their frees) go into `results.csv` as
+//!    soon as it ends.
 //! 4. Writes `bench-report/report.md` under the target directory: the medians, fam-alloc's
 //!    ratios to mimalloc and glibc per workload with their geometric means and the targets
-//!    (time at most 0.9x mimalloc's, peak RSS at most 1.2x), a table per workload, and two
-//!    charts (`chart.svg`: time normalised to glibc, `rss.svg`: peak RSS normalised to glibc).
+//!    (time at most 0.9x mimalloc's, peak RSS at most 1.2x), the resident set after the frees
+//!    of the workloads that report it (`rss-after-free`) with fam-alloc's ratio to each of the
+//!    other allocators, a table per workload, and two charts (`chart.svg`: time normalised to
+//!    glibc, `rss.svg`: peak RSS normalised to glibc).
 //!    With `--criterion` it also runs the criterion suite and adds `fam-bench-summary`'s table.
 //!
 //! A run that fails (a workload's own content check, a crash, a time-out, or a `malloc` that
@@ -121,17 +124,21 @@ pub fn main(args: lexopt::Parser) -> ! {
                 let result = runner::run_once(&exe, a, opts.threads, opts.scale, timeout);
                 match &result {
                     Ok(s) => println!(
-                        "[{round}/{}] {:<13} {:<9} {:>8.3} s  wall {:>7.3} s  cpu {:>7.3} s  {:>8.1} MiB",
+                        "[{round}/{}] {:<14} {:<9} {:>8.3} s  wall {:>7.3} s  cpu {:>7.3} s  {:>8.1} MiB{}",
                         opts.rounds,
                         w.name,
                         a.name,
                         s.time_s,
                         s.wall_s,
                         s.cpu_s,
-                        s.rss_kib as f64 / 1024.0
+                        s.rss_kib as f64 / 1024.0,
+                        s.rss_after_free_kib.map_or_else(String::new, |k| format!(
+                            "  after free {:>8.1} MiB",
+                            k as f64 / 1024.0
+                        ))
                     ),
                     Err(e) => println!(
-                        "[{round}/{}] {:<13} {:<9} FAILED: {e}",
+                        "[{round}/{}] {:<14} {:<9} FAILED: {e}",
                         opts.rounds, w.name, a.name
                     ),
                 }
@@ -191,6 +198,10 @@ pub fn main(args: lexopt::Parser) -> ! {
     write_file(&report_path, &md);
 
     println!("\n{}", report::summary_markdown(&table));
+    let after_free = report::rss_after_free_markdown(&table);
+    if !after_free.is_empty() {
+        println!("{after_free}");
+    }
     println!("{}", report::targets_markdown(&table));
     println!("report:  {}", report_path.display());
     println!("charts:  {}", out_dir.join("chart.svg").display());
@@ -492,6 +503,7 @@ mod tests {
                         wall_s: 1.0,
                         cpu_s: 1.0,
                         rss_kib: 100,
+                        rss_after_free_kib: None,
                     }),
                 })
             })

@@ -1,7 +1,8 @@
 //! From runs to numbers: medians, ratios, geometric means, and the report's markdown and CSV.
 //!
 //! Each (workload, allocator) cell keeps the median over its successful rounds of the
-//! program's time, the process's wall time and the peak RSS. Ratios compare medians
+//! program's time, the process's wall time and the peak RSS, and, for the workloads that
+//! report it (`rss-after-free`), of the resident set after the frees. Ratios compare medians
 //! (fam-alloc's over mimalloc's, over glibc's); the geometric mean of a ratio is taken over
 //! the workloads where both sides have a number. The targets are fixed here: fam-alloc's
 //! time geometric mean at most [`TIME_TARGET`] times mimalloc's, its peak RSS geometric mean
@@ -44,6 +45,9 @@ pub struct Cell {
     pub cpu_s: f64,
     /// Median peak RSS, KiB.
     pub rss_kib: f64,
+    /// Median resident set after the frees, KiB, over the rounds that reported one; `None`
+    /// for workloads that do not report it.
+    pub rss_after_free_kib: Option<f64>,
     /// Successful rounds.
     pub ok: usize,
     /// Failed rounds.
@@ -61,6 +65,8 @@ pub enum Metric {
     Cpu,
     /// Peak RSS.
     Rss,
+    /// The resident set after the frees (NaN in a cell that has none, so no ratio is taken).
+    RssAfterFree,
 }
 
 impl Cell {
@@ -71,6 +77,7 @@ impl Cell {
             Metric::Wall => self.wall_s,
             Metric::Cpu => self.cpu_s,
             Metric::Rss => self.rss_kib,
+            Metric::RssAfterFree => self.rss_after_free_kib.unwrap_or(f64::NAN),
         }
     }
 }
@@ -131,6 +138,11 @@ impl Table {
                         wall_s: median(&pick(|s| s.wall_s)).unwrap_or(f64::NAN),
                         cpu_s: median(&pick(|s| s.cpu_s)).unwrap_or(f64::NAN),
                         rss_kib: median(&pick(|s| s.rss_kib as f64)).unwrap_or(f64::NAN),
+                        rss_after_free_kib: median(
+                            &ok.iter()
+                                .filter_map(|s| s.rss_after_free_kib.map(|k| k as f64))
+                                .collect::<Vec<f64>>(),
+                        ),
                         ok: ok.len(),
                         failed,
                     });
@@ -166,6 +178,13 @@ impl Table {
             .filter_map(|w| self.ratio(w, a, b, m))
             .collect();
         geomean(&v)
+    }
+
+    /// Whether workload `w` reports the resident set after its frees (some cell has it).
+    pub fn has_rss_after_free(&self, w: usize) -> bool {
+        self.cells[w]
+            .iter()
+            .any(|c| c.is_some_and(|c| c.rss_after_free_kib.is_some()))
     }
 
     /// Whether every workload has a number for `a`, so its geometric means cover the suite.
@@ -223,6 +242,49 @@ pub fn summary_markdown(t: &Table) -> String {
         g("mimalloc", Metric::Wall),
         g("mimalloc", Metric::Cpu),
     );
+    s
+}
+
+/// The resident set after the frees, for the workloads that report it: every allocator's
+/// median in MiB and fam-alloc's ratio to each of the others. Empty when no workload reports
+/// it.
+pub fn rss_after_free_markdown(t: &Table) -> String {
+    let rows: Vec<usize> = (0..t.workloads.len())
+        .filter(|&w| t.has_rss_after_free(w))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let peers: Vec<&str> = t.allocs.iter().copied().filter(|a| *a != "fam").collect();
+    let mut s = String::new();
+    s.push_str("| workload |");
+    for a in &t.allocs {
+        let _ = write!(s, " RSS after free {a} MiB |");
+    }
+    for b in &peers {
+        let _ = write!(s, " after free fam/{b} |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(t.allocs.len() + peers.len()));
+    s.push('\n');
+    for w in rows {
+        let _ = write!(s, "| {} |", t.workloads[w]);
+        for a in &t.allocs {
+            let mib = t
+                .cell(w, a)
+                .and_then(|c| c.rss_after_free_kib)
+                .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k / 1024.0));
+            let _ = write!(s, " {mib} |");
+        }
+        for b in &peers {
+            let _ = write!(
+                s,
+                " {} |",
+                ratio_text(t.ratio(w, "fam", b, Metric::RssAfterFree))
+            );
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -327,13 +389,23 @@ pub fn targets_markdown(t: &Table) -> String {
 }
 
 /// The table of one workload: every allocator's medians and its ratios to mimalloc and glibc.
+///
+/// A workload that reports the resident set after its frees gets three more columns: that
+/// figure and its ratios to mimalloc and glibc.
 pub fn workload_markdown(t: &Table, w: usize) -> String {
+    let after_free = t.has_rss_after_free(w);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "| allocator | time s | range s | wall s | cpu s | peak RSS MiB | time / mimalloc | time / glibc | RSS / mimalloc | RSS / glibc |"
+    s.push_str(
+        "| allocator | time s | range s | wall s | cpu s | peak RSS MiB | time / mimalloc | time / glibc | RSS / mimalloc | RSS / glibc |",
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if after_free {
+        s.push_str(" RSS after free MiB | after free / mimalloc | after free / glibc |");
+    }
+    s.push_str("\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if after_free {
+        s.push_str("---:|---:|---:|");
+    }
+    s.push('\n');
     for (ai, a) in t.allocs.iter().enumerate() {
         let Some(c) = t.cells[w][ai] else {
             let why = if t.failures[w][ai] > 0 {
@@ -341,7 +413,8 @@ pub fn workload_markdown(t: &Table, w: usize) -> String {
             } else {
                 "not run".to_owned()
             };
-            let _ = writeln!(s, "| {a} | {why} | | | | | | | | |");
+            let extra = if after_free { " | | |" } else { "" };
+            let _ = writeln!(s, "| {a} | {why} | | | | | | | | |{extra}");
             continue;
         };
         let failed = if c.failed > 0 {
@@ -349,7 +422,7 @@ pub fn workload_markdown(t: &Table, w: usize) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(
+        let _ = write!(
             s,
             "| {a}{failed} | {:.3} | {:.3}..{:.3} | {:.3} | {:.3} | {:.1} | {} | {} | {} | {} |",
             c.time_s,
@@ -363,6 +436,18 @@ pub fn workload_markdown(t: &Table, w: usize) -> String {
             ratio_text(t.ratio(w, a, "mimalloc", Metric::Rss)),
             ratio_text(t.ratio(w, a, "glibc", Metric::Rss)),
         );
+        if after_free {
+            let mib = c
+                .rss_after_free_kib
+                .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k / 1024.0));
+            let _ = write!(
+                s,
+                " {mib} | {} | {} |",
+                ratio_text(t.ratio(w, a, "mimalloc", Metric::RssAfterFree)),
+                ratio_text(t.ratio(w, a, "glibc", Metric::RssAfterFree)),
+            );
+        }
+        s.push('\n');
     }
     s
 }
@@ -442,6 +527,16 @@ pub fn report_markdown(meta: &Meta, t: &Table, workloads: &[&Workload], runs: &[
     }
     let _ = writeln!(s, "\n## fam-alloc against mimalloc and glibc\n");
     s.push_str(&summary_markdown(t));
+    let after_free = rss_after_free_markdown(t);
+    if !after_free.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nResident set after the frees (`rss_after_free_kib`, read from `/proc/self/statm` \
+             once the program has freed most of its blocks and waited for the allocator to give \
+             memory back; medians), for the workloads that report it:\n"
+        );
+        s.push_str(&after_free);
+    }
     let _ = writeln!(s, "\nTargets:\n");
     s.push_str(&targets_markdown(t));
     let _ = writeln!(
@@ -496,8 +591,9 @@ pub fn duration_text(secs: f64) -> String {
     }
 }
 
-/// The header of `results.csv`.
-pub const CSV_HEADER: [&str; 11] = [
+/// The header of `results.csv`. `rss_after_free_kib` comes last, after `error`, so the
+/// columns before it keep their places; it is empty for workloads that do not report it.
+pub const CSV_HEADER: [&str; 12] = [
     "round",
     "workload",
     "allocator",
@@ -509,12 +605,13 @@ pub const CSV_HEADER: [&str; 11] = [
     "cpu_s",
     "peak_rss_kib",
     "error",
+    "rss_after_free_kib",
 ];
 
 /// One record of `results.csv`, a field per column of [`CSV_HEADER`]; the `csv` writer quotes
 /// what needs it. An error's line breaks become spaces, so each run stays on one line.
-pub fn csv_record(r: &Run, threads: usize, scale: f64) -> [String; 11] {
-    let (ok, [time_s, wall_s, cpu_s, rss], error) = match &r.result {
+pub fn csv_record(r: &Run, threads: usize, scale: f64) -> [String; 12] {
+    let (ok, [time_s, wall_s, cpu_s, rss, after_free], error) = match &r.result {
         Ok(s) => (
             "1",
             [
@@ -522,6 +619,8 @@ pub fn csv_record(r: &Run, threads: usize, scale: f64) -> [String; 11] {
                 format!("{:.6}", s.wall_s),
                 format!("{:.6}", s.cpu_s),
                 s.rss_kib.to_string(),
+                s.rss_after_free_kib
+                    .map_or_else(String::new, |k| k.to_string()),
             ],
             String::new(),
         ),
@@ -539,6 +638,7 @@ pub fn csv_record(r: &Run, threads: usize, scale: f64) -> [String; 11] {
         cpu_s,
         rss,
         error,
+        after_free,
     ]
 }
 
@@ -556,8 +656,18 @@ mod tests {
                 wall_s: t + 0.01,
                 cpu_s: 2.0 * t,
                 rss_kib: rss,
+                rss_after_free_kib: None,
             }),
         }
+    }
+
+    /// A run of a workload that reports the resident set after its frees.
+    fn run_after_free(alloc: &'static str, rss: u64, after_free: u64) -> Run {
+        let mut r = run(1, "r", alloc, 1.0, rss);
+        if let Ok(s) = &mut r.result {
+            s.rss_after_free_kib = Some(after_free);
+        }
+        r
     }
 
     fn table() -> Table {
@@ -638,6 +748,77 @@ mod tests {
         assert!(w.contains("| glibc (1 FAILED) | 1.000 |"), "{w}");
         assert!(w.contains("| 1.010 | 2.000 | 1.0 |"), "{w}");
         assert!(w.contains("| jemalloc | not run |"), "{w}");
+        // No workload here reports the resident set after its frees: no such table or column.
+        assert!(!w.contains("after free"), "{w}");
+        assert_eq!(rss_after_free_markdown(&t), "");
+    }
+
+    #[test]
+    fn rss_after_free_is_shown_where_a_workload_reports_it() {
+        let mut runs = vec![
+            run(1, "a", "fam", 1.0, 1024),
+            run(1, "a", "mimalloc", 1.0, 1024),
+            run_after_free("fam", 8192, 2048),
+            run_after_free("mimalloc", 4096, 4096),
+            run_after_free("glibc", 8192, 8192),
+        ];
+        // A second round where fam holds more: the median is of both rounds.
+        runs.push(Run {
+            round: 2,
+            ..run_after_free("fam", 8192, 4096)
+        });
+        let t = Table::new(
+            &runs,
+            &["a", "r"],
+            &["fam", "mimalloc", "jemalloc", "glibc"],
+        );
+        assert!(!t.has_rss_after_free(0) && t.has_rss_after_free(1));
+        assert_eq!(t.cell(1, "fam").unwrap().rss_after_free_kib, Some(3072.0));
+        assert_eq!(t.ratio(0, "fam", "mimalloc", Metric::RssAfterFree), None);
+        assert_eq!(
+            t.ratio(1, "fam", "mimalloc", Metric::RssAfterFree),
+            Some(0.75)
+        );
+        let s = rss_after_free_markdown(&t);
+        assert_eq!(
+            s,
+            "| workload | RSS after free fam MiB | RSS after free mimalloc MiB | RSS after free \
+             jemalloc MiB | RSS after free glibc MiB | after free fam/mimalloc | after free \
+             fam/jemalloc | after free fam/glibc |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n\
+             | r | 3.0 | 4.0 | - | 8.0 | 0.75 | - | 0.38 |\n"
+        );
+        // The workload without the figure keeps the usual table; the one with it gets three
+        // more columns.
+        let a = workload_markdown(&t, 0);
+        assert!(!a.contains("after free"), "{a}");
+        let r = workload_markdown(&t, 1);
+        assert!(
+            r.starts_with(
+                "| allocator | time s | range s | wall s | cpu s | peak RSS MiB | time / mimalloc \
+                 | time / glibc | RSS / mimalloc | RSS / glibc | RSS after free MiB | after free \
+                 / mimalloc | after free / glibc |\n|---|---:|---:|---:|---:|---:|---:|---:|---:\
+                 |---:|---:|---:|---:|\n"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.contains("| 8.0 | 1.00 | 1.00 | 2.00 | 1.00 | 3.0 | 0.75 | 0.38 |\n"),
+            "{r}"
+        );
+        assert!(r.contains("| glibc | 1.000 |"), "{r}");
+        assert!(
+            r.contains("| 8.0 | 1.00 | 1.00 | 2.00 | 1.00 | 8.0 | 2.00 | 1.00 |\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("| jemalloc | not run | | | | | | | | | | | |\n"),
+            "{r}"
+        );
+        // The CSV field is the figure, empty for the others.
+        let rec = csv_record(&runs[2], 1, 1.0);
+        assert_eq!(rec[11], "2048");
+        assert_eq!(csv_record(&runs[0], 1, 1.0)[11], "");
     }
 
     #[test]
@@ -657,7 +838,7 @@ mod tests {
 
     #[test]
     fn csv_records_quote_errors_and_read_back() {
-        let text = |records: &[[String; 11]]| {
+        let text = |records: &[[String; 12]]| {
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(CSV_HEADER).unwrap();
             for r in records {
@@ -673,10 +854,10 @@ mod tests {
         let out = text(&[csv_record(&t, 2, 1.0), csv_record(&f, 2, 0.3)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], CSV_HEADER.join(","));
-        assert_eq!(lines[1], "1,a,fam,2,1,1,0.500000,0.510000,1.000000,10,");
+        assert_eq!(lines[1], "1,a,fam,2,1,1,0.500000,0.510000,1.000000,10,,");
         assert_eq!(
             lines[2],
-            "1,a,fam,2,0.3,0,,,,,\"said \"\"no\"\", twice then stopped\""
+            "1,a,fam,2,0.3,0,,,,,\"said \"\"no\"\", twice then stopped\","
         );
         assert_eq!(lines.len(), 3);
         let mut reader = csv::Reader::from_reader(out.as_bytes());

@@ -3,11 +3,13 @@
 //! The program is started with `--threads` and `--scale`, with `LD_PRELOAD` set to the
 //! allocator's library (or removed, for the C library's own malloc). Its wall time is taken
 //! around the process, from spawn to exit; its own time (`time_s=`, the measured part), its
-//! CPU time (`cpu_s=`) and peak RSS (`peak_rss_kib=`) are read from its last lines. The run counts as failed if the
-//! program exits with an error (its own checks failed, or it crashed), if its output lacks
-//! those lines, if its `malloc` did not come from the allocator meant (`malloc_from=`, so a
-//! preload that silently did not take is caught), or if it runs past the time limit (it is
-//! then killed).
+//! CPU time (`cpu_s=`) and peak RSS (`peak_rss_kib=`) are read from its last lines, and the
+//! resident set after its frees (`rss_after_free_kib=`) where the program prints one (only
+//! some do; its absence is no failure). The run counts as failed if the program exits with an
+//! error (its own checks failed, or it crashed), if its output lacks those lines (or has an
+//! `rss_after_free_kib=` line that is not a number), if its `malloc` did not come from the
+//! allocator meant (`malloc_from=`, so a preload that silently did not take is caught), or if
+//! it runs past the time limit (it is then killed).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,6 +30,9 @@ pub struct Sample {
     pub cpu_s: f64,
     /// The process's peak resident set (VmHWM), KiB.
     pub rss_kib: u64,
+    /// The resident set after the program freed most of its blocks, KiB
+    /// (`rss_after_free_kib=`); `None` for programs that do not report it.
+    pub rss_after_free_kib: Option<u64>,
 }
 
 /// Runs `exe` once on `alloc`; the sample, or why the run failed.
@@ -110,11 +115,19 @@ pub fn parse(stdout: &str, wall_s: f64, alloc: &Allocator) -> Result<Sample, Str
     let rss_kib = value(stdout, "peak_rss_kib")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or("no peak_rss_kib= line")?;
+    let rss_after_free_kib = match value(stdout, "rss_after_free_kib") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| format!("rss_after_free_kib={v} is not a count of KiB"))?,
+        ),
+    };
     Ok(Sample {
         time_s,
         wall_s,
         cpu_s,
         rss_kib,
+        rss_after_free_kib,
     })
 }
 
@@ -156,9 +169,37 @@ mod tests {
                 time_s: 1.25,
                 wall_s: 1.5,
                 cpu_s: 2.5,
-                rss_kib: 4096
+                rss_kib: 4096,
+                rss_after_free_kib: None,
             }
         );
+    }
+
+    #[test]
+    fn reads_the_rss_after_free_line_where_there_is_one() {
+        let out = "rss_after_free_kib=15396\nlive_kib=2065\n\
+                   rss-after-free: 2 threads ...\nmalloc_from=/lib/x86_64-linux-gnu/libc.so.6\n\
+                   cpu_s=0.2\ntime_s=0.125\npeak_rss_kib=133968\n";
+        let s = parse(out, 1.25, &glibc()).unwrap();
+        assert_eq!(
+            s,
+            Sample {
+                time_s: 0.125,
+                wall_s: 1.25,
+                cpu_s: 0.2,
+                rss_kib: 133_968,
+                rss_after_free_kib: Some(15_396),
+            }
+        );
+        // Absent: the other workloads, which still parse.
+        let out = "malloc_from=/lib/libc.so.6\ncpu_s=1\ntime_s=1\npeak_rss_kib=1\n";
+        assert_eq!(parse(out, 1.0, &glibc()).unwrap().rss_after_free_kib, None);
+        // Present but not a number: a failed run, not a silently missing figure.
+        let out = "rss_after_free_kib=lots\nmalloc_from=/lib/libc.so.6\ncpu_s=1\ntime_s=1\n\
+                   peak_rss_kib=1\n";
+        assert!(parse(out, 1.0, &glibc())
+            .unwrap_err()
+            .contains("rss_after_free_kib=lots"));
     }
 
     #[test]

@@ -59,6 +59,18 @@ pub const WORKLOADS: &[Workload] = &[
         name: "realloc",
         about: "threads grow 64 buffers each by 1..64-byte realloc steps up to 64 B..256 KiB",
     },
+    Workload {
+        name: "malloc-large",
+        about: "mimalloc-bench's malloc-large: one thread (whatever --threads says) puts new \
+                5..25 MiB blocks, each zeroed with memset after malloc, into random slots of 20, \
+                freeing the block each replaces",
+    },
+    Workload {
+        name: "rss-after-free",
+        about: "one thread (whatever --threads says) allocates 512 MiB of 16 B..1 MiB blocks \
+                writing every page, frees all but every 64th in shuffled order, sleeps 1 s \
+                (untimed) and reports the resident set then",
+    },
 ];
 
 #[cfg(test)]
