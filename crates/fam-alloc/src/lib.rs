@@ -38,6 +38,7 @@ mod class;
 mod counters;
 mod global;
 mod local;
+pub mod options;
 pub mod raw;
 mod registry;
 mod report;

@@ -417,6 +417,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                     return None;
                 }
                 prepare_for_fork();
+                crate::options::read_env();
                 crate::statistics::install_exit_report();
                 EXIT_KEY.store(key as usize, Ordering::Release);
                 return Some(key);

@@ -126,7 +126,7 @@ fn exit_format() -> Option<Format> {
     Format::from_env(core::str::from_utf8(value).ok()?)
 }
 
-fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+pub(crate) fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that stays
     // valid while the environment is not modified (it is not, at exit).
     let p = unsafe { libc::getenv(name.as_ptr()) };

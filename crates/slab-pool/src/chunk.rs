@@ -17,8 +17,9 @@
 //!
 //! The header spans three cache lines so that writers of different kinds do not share one:
 //! the identity line (magic, tag, number: written when the chunk changes class, read by every
-//! checked free), the membership line (the count of blocks out, lowered by every flush), and the
-//! shared bitmap's search hint (moved by the owner's claims).
+//! checked free), the membership line (the count of blocks out and the time blocks last came
+//! back, written by every flush), and the claims line (the shared bitmap's search hint, moved by
+//! the owner's claims, and the record of the last purge of its free pages).
 //!
 //! Chunks are never unmapped once formatted, and the header and both bitmaps are never
 //! decommitted, so a pointer to a chunk header stays valid for the pool's life.
@@ -55,10 +56,29 @@ struct Identity {
     tag: AtomicU64,
     /// The chunk's number in its pool's directory.
     number: usize,
-    /// When the chunk entered the empty pool (monotonic nanoseconds).
+    /// When the chunk entered the empty pool (monotonic milliseconds).
     emptied_at: AtomicU64,
     /// Whether the block area holds committed pages (false after a decommit).
     committed: AtomicBool,
+}
+
+/// The membership line: written by every flush that gives blocks back.
+#[repr(C)]
+struct Flushes {
+    membership: Membership,
+    /// When blocks last came back to the chunk (monotonic milliseconds).
+    released_at: AtomicU64,
+}
+
+/// The claims line: written by the chunk's holder (its owner, or a purger holding it).
+#[repr(C)]
+struct Claims {
+    /// The shared bitmap's search hint.
+    hint: AtomicUsize,
+    /// When the chunk's free pages were last given back (monotonic milliseconds).
+    purged_at: AtomicU64,
+    /// Pages given back then and not taken again since (as far as the pool knows).
+    purged_pages: AtomicUsize,
 }
 
 /// The header at the start of every slab chunk.
@@ -72,14 +92,14 @@ struct Identity {
 #[repr(C)]
 pub struct ChunkHeader {
     id: Line<Identity>,
-    membership: Line<Membership>,
-    hint: Line<AtomicUsize>,
+    flushes: Line<Flushes>,
+    claims: Line<Claims>,
 }
 
 static_assertions::const_assert!(core::mem::size_of::<ChunkHeader>() <= HEADER_SIZE);
 static_assertions::const_assert_eq!(core::mem::size_of::<ChunkHeader>(), 3 * 64);
-static_assertions::const_assert_eq!(core::mem::offset_of!(ChunkHeader, membership), 64);
-static_assertions::const_assert_eq!(core::mem::offset_of!(ChunkHeader, hint), 128);
+static_assertions::const_assert_eq!(core::mem::offset_of!(ChunkHeader, flushes), 64);
+static_assertions::const_assert_eq!(core::mem::offset_of!(ChunkHeader, claims), 128);
 
 /// A tag value.
 #[inline(always)]
@@ -151,8 +171,15 @@ impl ChunkHeader {
                     emptied_at: AtomicU64::new(0),
                     committed: AtomicBool::new(true),
                 }),
-                membership: Line(Membership::new()),
-                hint: Line(AtomicUsize::new(0)),
+                flushes: Line(Flushes {
+                    membership: Membership::new(),
+                    released_at: AtomicU64::new(0),
+                }),
+                claims: Line(Claims {
+                    hint: AtomicUsize::new(0),
+                    purged_at: AtomicU64::new(0),
+                    purged_pages: AtomicUsize::new(0),
+                }),
             });
         }
         h
@@ -187,7 +214,103 @@ impl ChunkHeader {
     /// Where the chunk is and how many blocks are out of it.
     #[inline(always)]
     pub fn membership(&self) -> &Membership {
-        &self.membership.0
+        &self.flushes.0.membership
+    }
+
+    /// When blocks last came back to the chunk.
+    #[inline]
+    pub(crate) fn released_at(&self) -> u64 {
+        // Relaxed: a time for a purge decision, which a stale value only makes early or late;
+        // what makes a purge safe is holding the chunk and reading its bitmap.
+        self.flushes.0.released_at.load(Ordering::Relaxed)
+    }
+
+    /// Blocks came back at `now` (milliseconds).
+    #[inline]
+    pub(crate) fn set_released_at(&self, now: u64) {
+        // Relaxed: as in `released_at`.
+        self.flushes.0.released_at.store(now, Ordering::Relaxed);
+    }
+
+    /// When the chunk's free pages were last given back.
+    pub(crate) fn purged_at(&self) -> u64 {
+        // Relaxed: as in `released_at`.
+        self.claims.0.purged_at.load(Ordering::Relaxed)
+    }
+
+    /// Records a purge at `now` that left `pages` pages given back; returns the count before.
+    /// For the chunk's holder.
+    pub(crate) fn set_purged(&self, now: u64, pages: usize) -> usize {
+        // Relaxed: written only by the chunk's holder; read for decisions and statistics.
+        self.claims.0.purged_at.store(now, Ordering::Relaxed);
+        self.claims.0.purged_pages.swap(pages, Ordering::Relaxed)
+    }
+
+    /// Forgets the pages given back (a new owner takes them again as it claims); returns how
+    /// many there were. For the chunk's holder.
+    pub(crate) fn take_purged(&self) -> usize {
+        // Relaxed: as in `set_purged`.
+        self.claims.0.purged_pages.swap(0, Ordering::Relaxed)
+    }
+
+    /// Calls `f(offset, len)` for every maximal run of whole pages of the block area (offsets
+    /// from the chunk's base) in which no block of `class` is out of the chunk; with `local`,
+    /// blocks in the owner's local bitmap count as free too. Returns the pages in the runs.
+    ///
+    /// # Safety
+    /// The caller holds the chunk (so no block of it is claimed meanwhile: bits only clear), and
+    /// with `local` it is the chunk's owner.
+    pub(crate) unsafe fn free_page_runs(
+        &self,
+        class: usize,
+        local: bool,
+        page: usize,
+        mut f: impl FnMut(usize, usize),
+    ) -> usize {
+        let info = &CLASSES[class];
+        let size = info.size as usize;
+        let end = info.slots as usize * size;
+        let shared = self.shared_words();
+        let local_words = self.local_words();
+        // Acquire: a clear bit is a block some thread released, after its last read of the
+        // block (the flush reads the link, then releases); the purge that follows must come
+        // after that read.
+        let out = |w: usize| {
+            let s = shared[w].load(Ordering::Acquire);
+            if local {
+                // SAFETY: the caller owns the chunk when `local` (contract), so the local words
+                // are its to read; `w` is below the class's word count.
+                let l = unsafe { local_words.add(w).read() };
+                s & !l
+            } else {
+                s
+            }
+        };
+        let mut pages = 0;
+        let mut run: Option<usize> = None;
+        let npages = end.div_ceil(page);
+        for p in 0..=npages {
+            let free = p < npages && {
+                let first = p * page / size;
+                let last = (((p + 1) * page).min(end) - 1) / size;
+                (first / 64..=last / 64).all(|w| {
+                    let lo = if w == first / 64 { first % 64 } else { 0 };
+                    let hi = if w == last / 64 { last % 64 } else { 63 };
+                    let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+                    out(w) & mask == 0
+                })
+            };
+            match (free, run) {
+                (true, None) => run = Some(p),
+                (false, Some(start)) => {
+                    f(SLOT_OFFSET + start * page, (p - start) * page);
+                    pages += p - start;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        pages
     }
 
     pub(crate) fn emptied_at(&self) -> u64 {
@@ -235,7 +358,7 @@ impl ChunkHeader {
         unsafe {
             SlotSet::new_unchecked(
                 &self.shared_words()[..info.words as usize],
-                &self.hint.0,
+                &self.claims.0.hint,
                 info.slots as usize,
             )
         }

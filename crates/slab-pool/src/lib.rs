@@ -12,7 +12,9 @@
 //! - [`ChunkHeader`]: the chunk layout, the two bitmaps, and the one classifier of small blocks.
 //! - [`membership`]: where a chunk is (owned, listed, floating, retiring, empty) and the
 //!   lock-free protocol that moves it, model checked with loom.
-//! - [`SlabPool`]: refill, flush, retirement, the empty pool and its purge, and a validator
+//! - [`policy`]: the purge delay and the empty chunks kept committed, one [`POLICY`] per process.
+//! - [`SlabPool`]: refill, flush, retirement, the empty pool, the purge of free pages and empty
+//!   chunks, and a validator
 //!   ([`SlabPool::validate`]) that re-checks every chunk's invariants between operations.
 //!
 //! A thread heap keeps an [`Owner`] beside its buckets and passes it to every refill and flush.
@@ -45,6 +47,8 @@ pub mod class;
 #[cfg(not(loom))]
 mod groups;
 #[cfg(not(loom))]
+pub mod policy;
+#[cfg(not(loom))]
 mod pool;
 #[cfg(not(loom))]
 mod report;
@@ -56,9 +60,9 @@ mod tests;
 #[cfg(not(loom))]
 pub use chunk::{BadBlock, ChunkHeader};
 #[cfg(not(loom))]
-pub use pool::{
-    ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool, DECOMMIT_DELAY_NS, MAX_COMMITTED_EMPTY,
-};
+pub use policy::{Policy, POLICY};
+#[cfg(not(loom))]
+pub use pool::{ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool};
 #[cfg(not(loom))]
 pub use report::bad_free;
 #[cfg(not(loom))]

@@ -30,16 +30,35 @@
 //! operation leaves, in the child, at worst a chunk that is on no set (lost to the child, never
 //! handed out twice), and a signal handler that allocates cannot wait on its own thread.
 //!
-//! # Empty chunks
+//! # Giving memory back
 //!
-//! Empty chunks keep their pages for a while (a program that frees and allocates again should not
-//! pay for page faults), then are decommitted: when more than [`MAX_COMMITTED_EMPTY`] wait, or
-//! when one has waited longer than [`DECOMMIT_DELAY_NS`] at the next retirement.
-//! [`SlabPool::trim`] decommits them all at once. Chunks are never unmapped while the pool lives,
-//! so a pointer to a chunk header is always valid.
+//! Freed memory keeps its pages for the purge delay ([`POLICY`]; 100 ms by default), then goes
+//! back to the OS, in two ways:
+//!
+//! - **Free pages of active chunks.** A page of a chunk's block area in which no block is out is
+//!   decommitted once no block has come back to the chunk for the delay. A *purge pass* does it:
+//!   it takes each quiet listed chunk off its partial set (the bit is the token of exclusive
+//!   access), becomes its owner for the moment (so nothing is claimed from it meanwhile; frees
+//!   from other threads only clear bits, which can only add free pages), reads the bitmap,
+//!   decommits the runs of free pages in one call each, and gives the chunk up again through the
+//!   membership protocol, exactly as a refill's owner would. A pass triggered by a thread also
+//!   purges the chunks that thread owns, counting its local free bits as free. A chunk is purged
+//!   once per quiet spell: its `purged_at` after its `released_at` means nothing came back since.
+//!   A page comes back by itself when a refill writes to a block in it (a fault, zero-filled).
+//!   Blocks cached in thread buckets are out of their chunks, so each pins its own page, never
+//!   its whole chunk.
+//! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
+//!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
+//!
+//! Passes run at most once per half delay (at least 1 ms apart), triggered by the end of a flush
+//! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
+//! [`SlabPool::maintain`] (a background thread's call) and, ignoring the delay, by
+//! [`SlabPool::trim`]. Nothing is purged on a fast path, and a negative delay turns passes off.
+//! Chunks are never unmapped while the pool lives, and their headers and bitmaps are never
+//! decommitted, so a pointer to a chunk header is always valid.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chunk_source::{ChunkSource, SourceProps, CHUNK_SIZE};
 use slab_bitmap::ReleaseError;
@@ -49,14 +68,9 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY}
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::groups::WordGroups;
 use crate::membership::{Listing, LISTED, OWNED};
+use crate::policy::POLICY;
 use crate::report::bad_free;
 use crate::set::{ChunkSet, Directory};
-
-/// Empty chunks kept with their pages before the oldest is decommitted (64 MiB): enough that a
-/// program which frees a large batch and allocates it again does not fault every page back in.
-pub const MAX_COMMITTED_EMPTY: usize = 16;
-/// How long an empty chunk keeps its pages, at most, when the pool is in use.
-pub const DECOMMIT_DELAY_NS: u64 = 250_000_000;
 
 /// Where a pool records its chunks, so that frees can be checked before they touch memory.
 pub trait ChunkRegistry {
@@ -152,6 +166,11 @@ pub struct SlabPool<S: ChunkSource, R: ChunkRegistry = NoRegistry> {
     /// Chunks obtained from the source, and those holding a class now.
     mapped: AtomicUsize,
     active: AtomicUsize,
+    /// When the next purge pass is due (monotonic milliseconds); the thread that moves it on
+    /// runs the pass.
+    next_pass_at: AtomicU64,
+    /// Pages of active chunks given back by purges and not taken again since.
+    purged_pages: AtomicUsize,
 }
 
 // SAFETY: everything in the pool is atomics, and chunk headers are themselves all atomics; the
@@ -169,6 +188,8 @@ pub struct ChunkCounts {
     pub empty_decommitted: usize,
     /// Chunks on the partial sets of their classes.
     pub partial: usize,
+    /// Pages of active chunks that purges gave back and no new owner has taken again.
+    pub purged_pages: usize,
 }
 
 /// A chunk's bit in its class's partial set, for the membership protocol.
@@ -198,6 +219,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             decommitted: ChunkSet::new(),
             mapped: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            next_pass_at: AtomicU64::new(0),
+            purged_pages: AtomicUsize::new(0),
         }
     }
 
@@ -220,6 +243,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             ptr::addr_of_mut!((*this).decommitted).write_bytes(0, 1);
             ptr::addr_of_mut!((*this).mapped).write_bytes(0, 1);
             ptr::addr_of_mut!((*this).active).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).next_pass_at).write_bytes(0, 1);
+            ptr::addr_of_mut!((*this).purged_pages).write_bytes(0, 1);
         }
     }
 
@@ -275,6 +300,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             // SAFETY: popped numbers name formatted chunks, valid for the pool's life.
             let chunk = unsafe { &*h };
             chunk.membership().own();
+            self.forget_purged(chunk);
             if let Some(chain) = chunk.claim(class, max) {
                 *c = Cursor {
                     chunk: h,
@@ -331,6 +357,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             let n = unsafe { chunk.merge_local(class, c.lo, c.hi) };
             debug_assert_eq!(n, c.local as usize);
             chunk.membership().unclaimed(n);
+            chunk.set_released_at(now_ms());
         }
         *c = Cursor::NONE;
         let slots = CLASSES[class].slots as usize;
@@ -374,7 +401,9 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// not in use, or is a bad pointer that the checks catch (pointers into registered chunks,
     /// when the pool has a registry; any pointer the caller vouches for, when it has none).
     pub unsafe fn flush(&self, owner: Option<&mut Owner>, class: usize, chain: Chain) {
-        let cursor = owner.map(|o| &mut o.cursors[class]);
+        let now = now_ms();
+        let mut owner = owner;
+        let cursor = owner.as_deref_mut().map(|o| &mut o.cursors[class]);
         let mine = cursor.as_ref().map_or(0, |c| c.chunk as usize);
         let mut groups = WordGroups::new();
         let mut local = LocalSpan::NONE;
@@ -403,15 +432,20 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 bad_free("free", addr, "double free (block returned twice)");
             }
             if groups.is_full() {
-                self.release_groups(class, &mut groups, mine, &mut local);
+                self.release_groups(class, &mut groups, mine, &mut local, now);
             }
         }
-        self.release_groups(class, &mut groups, mine, &mut local);
+        self.release_groups(class, &mut groups, mine, &mut local, now);
         if let Some(c) = cursor {
             c.local += local.blocks;
             c.lo = c.lo.min(local.lo);
             c.hi = c.hi.max(local.hi);
+            if local.blocks != 0 {
+                // SAFETY: the owned chunk's header, valid for the pool's life.
+                unsafe { &*c.chunk }.set_released_at(now);
+            }
         }
+        self.maybe_pass(owner, now);
     }
 
     /// Releases every gathered word (one atomic each, or plain stores into `mine`'s local
@@ -422,6 +456,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         groups: &mut WordGroups,
         mine: usize,
         local: &mut LocalSpan,
+        now: u64,
     ) {
         let mut counts: [(usize, usize); 4] = [(0, 0); 4];
         for (key, mask) in groups.drain() {
@@ -441,14 +476,14 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 Some(c) => *c = (h, c.1 + n),
                 None => {
                     let (old, m) = counts[3];
-                    self.finish_chunk(class, old as *mut ChunkHeader, m);
+                    self.finish_chunk(class, old as *mut ChunkHeader, m, now);
                     counts.rotate_right(1);
                     counts[0] = (h, n);
                 }
             }
         }
         for (h, n) in counts {
-            self.finish_chunk(class, h as *mut ChunkHeader, n);
+            self.finish_chunk(class, h as *mut ChunkHeader, n, now);
         }
     }
 
@@ -487,12 +522,14 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     }
 
     /// `n` blocks of chunk `h`, which the caller does not own, came back to its shared bitmap.
-    fn finish_chunk(&self, class: usize, h: *mut ChunkHeader, n: usize) {
+    fn finish_chunk(&self, class: usize, h: *mut ChunkHeader, n: usize, now: u64) {
         if n == 0 {
             return;
         }
         // SAFETY: `h` passed `check_chunk`.
         let chunk = unsafe { &*h };
+        // Before the count falls: a chunk this makes empty is retired with its time set.
+        chunk.set_released_at(now);
         let slots = CLASSES[class].slots as usize;
         if chunk
             .membership()
@@ -508,9 +545,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         debug_assert!(ok, "a retired chunk has no block out");
         chunk.deactivate();
         chunk.membership().emptied();
+        self.forget_purged(chunk);
         // Relaxed: a statistic.
         self.active.fetch_sub(1, Ordering::Relaxed);
-        let now = now_ns();
+        let now = now_ms();
         chunk.set_emptied_at(now);
         self.committed.insert(chunk.number());
         self.purge(now, false);
@@ -558,17 +596,18 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         Some(h)
     }
 
-    /// Decommits committed empty chunks that waited too long, or the oldest beyond
-    /// [`MAX_COMMITTED_EMPTY`] (with `all`, every one). Returns how many.
+    /// Decommits committed empty chunks that waited longer than the purge delay, or the oldest
+    /// beyond [`Policy::retain_empty`](crate::Policy::retain_empty) (with `all`, every one). Returns how many.
     fn purge(&self, now: u64, all: bool) -> usize {
         let len = self.dir.len();
         let mut done = 0;
-        let mut excess = self.committed.len().saturating_sub(MAX_COMMITTED_EMPTY);
+        let delay = POLICY.purge_delay_ms();
+        let mut excess = self.committed.len().saturating_sub(POLICY.retain_empty());
         self.committed.for_each(len, |i| {
             let h = self.dir.get(i);
             // SAFETY: set members are formatted chunks, valid for the pool's life.
             let chunk = unsafe { &*h };
-            let old = now.saturating_sub(chunk.emptied_at()) >= DECOMMIT_DELAY_NS;
+            let old = delay >= 0 && now.saturating_sub(chunk.emptied_at()) >= delay as u64;
             if !(all || old || excess > 0) || !self.committed.remove(i) {
                 return;
             }
@@ -593,9 +632,147 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         done
     }
 
+    /// Runs a purge pass if one is due: at most one per half purge delay (and 1 ms), none with
+    /// a negative delay. `owner` is the calling thread's, whose own chunks are purged too.
+    #[inline]
+    fn maybe_pass(&self, owner: Option<&mut Owner>, now: u64) {
+        // Relaxed: a guess; the CAS below elects the one thread that runs the pass.
+        let due = self.next_pass_at.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        self.pass_slow(owner, now, due);
+    }
+
+    #[cold]
+    fn pass_slow(&self, owner: Option<&mut Owner>, now: u64, due: u64) {
+        let delay = POLICY.purge_delay_ms();
+        if delay < 0 {
+            return;
+        }
+        let next = now + (delay as u64 / 2).max(1);
+        // Relaxed: the pass's own work is ordered by the partial sets' SeqCst RMWs; this only
+        // says who runs it.
+        if self
+            .next_pass_at
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.purge_pages(owner, now, Some(delay as u64));
+        self.purge(now, false);
+    }
+
+    /// A purge pass now, for a caller with no heap (a background thread): free pages of listed
+    /// chunks quiet for the purge delay, empty chunks that waited for it. Does nothing with a
+    /// negative delay. Returns the pages and chunks given back.
+    pub fn maintain(&self) -> (usize, usize) {
+        let delay = POLICY.purge_delay_ms();
+        if delay < 0 {
+            return (0, 0);
+        }
+        let now = now_ms();
+        (
+            self.purge_pages(None, now, Some(delay as u64)),
+            self.purge(now, false),
+        )
+    }
+
+    /// Gives back the free pages of every listed chunk, and of the chunks `owner` owns, that no
+    /// block came back to for `delay` milliseconds and that were not purged since (with no
+    /// delay, of every one, at once). Returns how many pages.
+    fn purge_pages(&self, owner: Option<&mut Owner>, now: u64, delay: Option<u64>) -> usize {
+        let quiet = |chunk: &ChunkHeader| {
+            let released = chunk.released_at();
+            delay.is_none_or(|d| now.saturating_sub(released) >= d && chunk.purged_at() <= released)
+        };
+        let mut pages = 0;
+        let len = self.dir.len();
+        for (class, set) in self.partial.iter().enumerate() {
+            set.for_each(len, |i| {
+                // SAFETY: set members are formatted chunks, valid for the pool's life.
+                let chunk = unsafe { &*self.dir.get(i) };
+                if !quiet(chunk) || !set.remove(i) {
+                    return;
+                }
+                // We won the chunk's bit: it is ours, as a refill's owner's, until we give it up.
+                chunk.membership().own();
+                // SAFETY: we hold the chunk and its local bitmap is clear (nobody owned it).
+                pages += unsafe { self.purge_chunk(class, chunk, false, now) };
+                let slots = CLASSES[class].slots as usize;
+                if chunk
+                    .membership()
+                    .give_up(slots, &self.bit(class, chunk), false)
+                {
+                    self.retire(class, chunk);
+                }
+            });
+        }
+        if let Some(o) = owner {
+            for (class, c) in o.cursors.iter().enumerate() {
+                // SAFETY: an owned chunk's header, valid for the pool's life.
+                if let Some(chunk) = unsafe { c.chunk.as_ref() } {
+                    if quiet(chunk) {
+                        // SAFETY: the caller's owner owns the chunk.
+                        pages += unsafe { self.purge_chunk(class, chunk, true, now) };
+                    }
+                }
+            }
+        }
+        pages
+    }
+
+    /// Decommits the runs of free pages of `chunk` (of `class`) and records the purge.
+    ///
+    /// # Safety
+    /// The caller holds the chunk as its owner (`local`: the local bitmap's blocks are free), or
+    /// holds it with its local bitmap clear.
+    unsafe fn purge_chunk(
+        &self,
+        class: usize,
+        chunk: &ChunkHeader,
+        local: bool,
+        now: u64,
+    ) -> usize {
+        let base = chunk.base();
+        let mut refused = false;
+        // SAFETY: the caller holds the chunk (contract).
+        let pages = unsafe {
+            chunk.free_page_runs(class, local, chunk_source::page_size(), |off, len| {
+                // SAFETY: no block in these pages is out of the chunk, and none is claimed while
+                // we hold it, so nothing in them is in use; the range is page aligned and inside
+                // the block area.
+                let r = self
+                    .source
+                    .decommit(NonNull::new_unchecked((base + off) as *mut u8), len);
+                refused |= r.is_err();
+            })
+        };
+        // A refused decommit (a source without it) counts nothing and is not retried until
+        // blocks come back again.
+        let pages = if refused { 0 } else { pages };
+        let before = chunk.set_purged(now, pages);
+        // Relaxed: a statistic.
+        self.purged_pages.fetch_add(pages, Ordering::Relaxed);
+        self.purged_pages.fetch_sub(before, Ordering::Relaxed);
+        pages
+    }
+
+    /// A chunk changes hands or empties: its purged pages are no longer counted as given back
+    /// (its next owner faults them in as it claims; an empty chunk is counted whole).
+    fn forget_purged(&self, chunk: &ChunkHeader) {
+        let n = chunk.take_purged();
+        if n != 0 {
+            // Relaxed: a statistic.
+            self.purged_pages.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
     /// Gives back the chunks `owner` owns (if given), retires every listed chunk with no block
-    /// out, then decommits every empty chunk now.
-    /// Returns how many were decommitted. Chunks other threads own are theirs until they leave.
+    /// out, gives back the free pages of every listed chunk, then decommits every empty chunk,
+    /// all at once, whatever the purge delay. Returns how many chunks were decommitted. Chunks
+    /// other threads own are theirs until they leave.
     pub fn trim(&self, owner: Option<&mut Owner>) -> usize {
         if let Some(o) = owner {
             for (class, c) in o.cursors.iter_mut().enumerate() {
@@ -603,14 +780,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             }
         }
         self.retire_listed_empty();
-        self.purge(now_ns(), true)
+        let now = now_ms();
+        self.purge_pages(None, now, None);
+        self.purge(now, true)
     }
 
     /// Takes `n` chunks from the source now and keeps them on the empty pool, so that the
     /// refills that later need them make no call to the source. Returns how many it got (fewer
     /// when the source refuses). For an arena made with a capacity.
     pub fn add_empty(&self, n: usize) -> usize {
-        let now = now_ns();
+        let now = now_ms();
         for got in 0..n {
             let Some(h) = self.fresh_chunk() else {
                 return got;
@@ -635,7 +814,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         for set in &self.partial {
             while set.pop(len).is_some() {}
         }
-        let now = now_ns();
+        let now = now_ms();
         for i in 0..len {
             if self.committed.contains(i) || self.decommitted.contains(i) {
                 continue; // already empty, on the empty pool
@@ -662,6 +841,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             empty_committed: self.committed.len(),
             empty_decommitted: self.decommitted.len(),
             partial: self.partial.iter().map(ChunkSet::len).sum(),
+            purged_pages: self.purged_pages.load(Ordering::Relaxed),
         }
     }
 
@@ -788,15 +968,15 @@ fn report_bad_bit(class: usize, h: usize, word: usize, bad: u64) -> ! {
     bad_free("free", addr, "double free (block already free)");
 }
 
-/// Monotonic time in nanoseconds (the coarse clock: a vDSO read, no system call).
-fn now_ns() -> u64 {
+/// Monotonic time in milliseconds (the coarse clock: a vDSO read, no system call).
+fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 // Flush reads a block's link through `Block`; blocks are at least one word.

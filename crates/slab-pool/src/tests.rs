@@ -12,7 +12,8 @@ use thread_heap::{Block, Chain};
 
 use crate::class::CLASSES;
 use crate::membership::{FLOATING, LISTED, OWNED};
-use crate::{ChunkHeader, NoRegistry, Owner, SlabPool, MAX_COMMITTED_EMPTY};
+use crate::policy::DEFAULT_RETAIN_EMPTY;
+use crate::{ChunkHeader, NoRegistry, Owner, SlabPool};
 
 /// A source that refuses after `limit` chunks, to test out of memory.
 #[derive(Clone, Copy)]
@@ -248,7 +249,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
 #[test]
 fn empty_chunks_beyond_the_limit_are_decommitted() {
     let pool = boxed(MmapSource::new());
-    let n = MAX_COMMITTED_EMPTY + 4;
+    let n = DEFAULT_RETAIN_EMPTY + 4;
     let mut owner = Owner::new();
     let mut held = Vec::new();
     // n chunks of the largest class, each fully claimed.
@@ -267,7 +268,7 @@ fn empty_chunks_beyond_the_limit_are_decommitted() {
     }
     let c = pool.chunk_counts();
     assert_eq!(c.empty_committed + c.empty_decommitted, n);
-    assert!(c.empty_committed <= MAX_COMMITTED_EMPTY, "{c:?}");
+    assert!(c.empty_committed <= DEFAULT_RETAIN_EMPTY, "{c:?}");
     pool.validate(&[]);
 }
 
@@ -468,4 +469,91 @@ fn reset_empties_every_chunk_and_keeps_it() {
 fn class_of(_pool: &Pool, p: usize) -> usize {
     // SAFETY: `p` is a block of a formatted chunk of the pool.
     unsafe { &*ChunkHeader::of(p) }.block_class(p).unwrap()
+}
+
+/// Per page of `[addr, addr + len)`, whether it is resident.
+fn resident(addr: usize, len: usize) -> Vec<bool> {
+    let page = chunk_source::page_size();
+    let mut v = std::vec![0u8; len.div_ceil(page)];
+    // SAFETY: the range is mapped (a chunk of the pool) and `v` has a byte per page.
+    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) };
+    assert_eq!(r, 0, "mincore");
+    v.iter().map(|b| b & 1 != 0).collect()
+}
+
+#[test]
+fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
+    let pool = boxed(MmapSource::new());
+    let class = crate::class::small_class(64, 8).unwrap();
+    let size = CLASSES[class].size as usize;
+    let slots = CLASSES[class].slots as usize;
+    let mut owner = Owner::new();
+    let mut all = Vec::new();
+    while all.len() < slots {
+        all.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+    }
+    let base = ChunkHeader::of(all[0]) as usize;
+    assert!(all.iter().all(|&b| ChunkHeader::of(b) as usize == base));
+    for &b in &all {
+        // SAFETY: the test holds every block; each is `size` bytes.
+        unsafe { core::ptr::write_bytes(b as *mut u8, 0xa5, size) };
+    }
+    pool.release_owner(&mut owner);
+    // Keep every 100th block (so some pages hold a live block and most do not); free the rest
+    // from no owner, so the chunk is listed.
+    let kept: Vec<usize> = all.iter().copied().step_by(100).collect();
+    let freed: Vec<usize> = (0..all.len())
+        .filter(|i| i % 100 != 0)
+        .map(|i| all[i])
+        .collect();
+    for part in freed.chunks(1000) {
+        // SAFETY: blocks of this class from this pool, unused.
+        unsafe { pool.flush(None, class, chain_of(part)) };
+    }
+    pool.validate(&[]);
+    let page = chunk_source::page_size();
+    let area = base + crate::class::SLOT_OFFSET;
+    let live_page = |p: usize| {
+        kept.iter()
+            .any(|&b| (b - area) / page <= p && p <= (b + size - 1 - area) / page)
+    };
+    let npages = (slots * size).div_ceil(page);
+    assert_eq!(pool.trim(None), 0, "no chunk is empty");
+    let res = resident(area, npages * page);
+    let want_purged = (0..npages).filter(|&p| !live_page(p)).count();
+    assert!(want_purged > npages / 3, "the test keeps most pages free");
+    for (p, &r) in res.iter().enumerate() {
+        assert_eq!(
+            r,
+            live_page(p),
+            "page {p}: resident {r}, holds a live block {}",
+            !r
+        );
+    }
+    assert_eq!(pool.chunk_counts().purged_pages, want_purged);
+    for &b in &kept {
+        // SAFETY: a live block of the test's.
+        let v = unsafe { core::slice::from_raw_parts(b as *const u8, size) };
+        assert!(
+            v.iter().all(|&x| x == 0xa5),
+            "a live block kept its content"
+        );
+    }
+    pool.validate(&[]);
+    // A new owner takes the chunk: its blocks in purged pages read as zero and are usable.
+    let mut next = Owner::new();
+    let b = blocks(&pool.refill(&mut next, class, 64).unwrap());
+    assert_eq!(ChunkHeader::of(b[0]) as usize, base);
+    assert_eq!(
+        pool.chunk_counts().purged_pages,
+        0,
+        "owned again: counted as committed"
+    );
+    // SAFETY: blocks of this class from this pool, unused.
+    unsafe { pool.flush(Some(&mut next), class, chain_of(&b)) };
+    pool.release_owner(&mut next);
+    // SAFETY: the kept blocks, unused now.
+    unsafe { pool.flush(None, class, chain_of(&kept)) };
+    pool.validate(&[]);
+    assert_eq!(pool.active(), 0);
 }

@@ -1,0 +1,178 @@
+//! The purge delay, end to end: free pages of active chunks keep their memory for the delay and
+//! lose it afterwards, at the next pool operation or at a `maintain` call, for chunks that are
+//! listed and for chunks the calling thread owns. Its own process: it sets the process-wide
+//! policy.
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use chunk_source::MmapSource;
+use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
+use slab_pool::{ChunkHeader, NoRegistry, Owner, SlabPool, POLICY};
+use thread_heap::{Block, Chain};
+
+static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
+
+const DELAY_MS: i64 = 40;
+
+fn blocks(chain: &Chain) -> Vec<usize> {
+    let mut out = Vec::with_capacity(chain.len);
+    let mut p = chain.head.as_ptr();
+    for i in 0..chain.len {
+        out.push(p as usize);
+        if i + 1 < chain.len {
+            // SAFETY: the chain has `len` linked blocks.
+            p = unsafe { (*p).next };
+        }
+    }
+    out
+}
+
+fn chain_of(addrs: &[usize]) -> Chain {
+    for w in addrs.windows(2) {
+        // SAFETY: every address is a block the test holds, at least 8 bytes.
+        unsafe { (*(w[0] as *mut Block)).next = w[1] as *mut Block };
+    }
+    Chain {
+        head: std::ptr::NonNull::new(addrs[0] as *mut Block).unwrap(),
+        tail: std::ptr::NonNull::new(*addrs.last().unwrap() as *mut Block).unwrap(),
+        len: addrs.len(),
+    }
+}
+
+/// Resident pages of the block area of the chunk at `base`.
+fn resident_pages(base: usize) -> usize {
+    let page = chunk_source::page_size();
+    let len = chunk_source::CHUNK_SIZE - SLOT_OFFSET;
+    let mut v = vec![0u8; len / page];
+    // SAFETY: the range is mapped (a chunk of the pool) and `v` has a byte per page.
+    let r = unsafe {
+        libc::mincore(
+            (base + SLOT_OFFSET) as *mut libc::c_void,
+            len,
+            v.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0);
+    v.iter().filter(|b| *b & 1 != 0).count()
+}
+
+/// Claims every block of one chunk of `class` for `owner`, writing each; returns them.
+fn fill_chunk(owner: &mut Owner, class: usize) -> Vec<usize> {
+    let slots = CLASSES[class].slots as usize;
+    let size = CLASSES[class].size as usize;
+    let mut all = Vec::new();
+    while all.len() < slots {
+        all.extend(blocks(&POOL.refill(owner, class, 64).unwrap()));
+    }
+    for &b in &all {
+        // SAFETY: the test holds every block.
+        unsafe { std::ptr::write_bytes(b as *mut u8, 1, size) };
+    }
+    all
+}
+
+#[test]
+fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
+    POLICY.set_purge_delay_ms(DELAY_MS);
+    let class = small_class(64, 8).unwrap();
+    let other = small_class(32, 8).unwrap();
+    let page_count = (CLASSES[class].slots as usize * CLASSES[class].size as usize)
+        .div_ceil(chunk_source::page_size());
+
+    // A listed chunk: filled by one owner, freed by no owner.
+    let mut a = Owner::new();
+    let all = fill_chunk(&mut a, class);
+    let base = ChunkHeader::of(all[0]) as usize;
+    POOL.release_owner(&mut a);
+    // One block stays live, so the chunk stays active (listed) instead of empty.
+    for part in all[1..].chunks(500) {
+        // SAFETY: blocks of this class from this pool, unused.
+        unsafe { POOL.flush(None, class, chain_of(part)) };
+    }
+    POOL.validate(&[]);
+    // Within the delay the pages stay (the last flush was just now).
+    let r = resident_pages(base);
+    assert!(
+        r >= page_count * 9 / 10,
+        "{r} of {page_count} resident, {:?}",
+        POOL.chunk_counts()
+    );
+    sleep(Duration::from_millis(3 * DELAY_MS as u64));
+    // The next pool operation, a flush of another class's block, runs the pass.
+    let mut b = Owner::new();
+    let one = blocks(&POOL.refill(&mut b, other, 1).unwrap());
+    // SAFETY: a block of `other` from this pool, unused.
+    unsafe { POOL.flush(Some(&mut b), other, chain_of(&one)) };
+    assert_eq!(
+        resident_pages(base),
+        1,
+        "a quiet listed chunk gave its free pages back"
+    );
+    assert_eq!(POOL.chunk_counts().purged_pages, page_count - 1);
+    POOL.validate(&[&b]);
+
+    // A chunk the thread owns, its blocks freed back to it (local bits).
+    let mut c = Owner::new();
+    let mine = fill_chunk(&mut c, other);
+    let mine_base = ChunkHeader::of(mine[0]) as usize;
+    for part in mine.chunks(500) {
+        // SAFETY: blocks of `other` from this pool, unused.
+        unsafe { POOL.flush(Some(&mut c), other, chain_of(part)) };
+    }
+    POOL.validate(&[&b, &c]);
+    assert!(resident_pages(mine_base) > 0);
+    sleep(Duration::from_millis(3 * DELAY_MS as u64));
+    let x = blocks(&POOL.refill(&mut c, class, 1).unwrap());
+    // SAFETY: a block of `class` from this pool, unused.
+    unsafe { POOL.flush(Some(&mut c), class, chain_of(&x)) };
+    assert_eq!(
+        resident_pages(mine_base),
+        0,
+        "the owner's quiet chunk gave its pages back"
+    );
+    // Its blocks are handed out again, zero-filled and writable.
+    let again = blocks(&POOL.refill(&mut c, other, 64).unwrap());
+    assert_eq!(ChunkHeader::of(again[0]) as usize, mine_base);
+    for &p in &again {
+        // SAFETY: a block the test holds now.
+        unsafe { std::ptr::write_bytes(p as *mut u8, 2, CLASSES[other].size as usize) };
+    }
+    // SAFETY: blocks of `other` from this pool, unused.
+    unsafe { POOL.flush(Some(&mut c), other, chain_of(&again)) };
+    POOL.validate(&[&b, &c]);
+
+    // `maintain` (a background thread's call) purges without any pool operation.
+    let mut d = Owner::new();
+    let third = fill_chunk(&mut d, class);
+    let third_base = ChunkHeader::of(third[0]) as usize;
+    POOL.release_owner(&mut d);
+    for part in third[1..].chunks(500) {
+        // SAFETY: as above.
+        unsafe { POOL.flush(None, class, chain_of(part)) };
+    }
+    assert!(resident_pages(third_base) > 0);
+    sleep(Duration::from_millis(3 * DELAY_MS as u64));
+    let (pages, _) = POOL.maintain();
+    assert_eq!(pages, page_count - 1, "maintain gave back the free pages");
+    assert_eq!(resident_pages(third_base), 1);
+
+    // A negative delay turns purging off.
+    POLICY.set_purge_delay_ms(-1);
+    let mut e = Owner::new();
+    let fourth = fill_chunk(&mut e, class);
+    let fourth_base = ChunkHeader::of(fourth[0]) as usize;
+    POOL.release_owner(&mut e);
+    for part in fourth[1..].chunks(500) {
+        // SAFETY: as above.
+        unsafe { POOL.flush(None, class, chain_of(part)) };
+    }
+    sleep(Duration::from_millis(3 * DELAY_MS as u64));
+    assert_eq!(POOL.maintain(), (0, 0));
+    assert!(resident_pages(fourth_base) >= page_count * 9 / 10);
+    POOL.release_owner(&mut b);
+    POOL.release_owner(&mut c);
+    // SAFETY: the blocks kept live above, unused now.
+    unsafe { POOL.flush(None, class, chain_of(&[all[0], third[0], fourth[0]])) };
+    POOL.validate(&[]);
+}
