@@ -833,6 +833,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             self.committed.insert(i);
         }
         self.active.store(0, Ordering::Relaxed);
+        self.purged_pages.store(0, Ordering::Relaxed);
     }
 
     /// How many chunks are where.
