@@ -42,7 +42,9 @@
 //!   from other threads only clear bits, which can only add free pages), reads the bitmap,
 //!   decommits the runs of free pages in one call each, and gives the chunk up again through the
 //!   membership protocol, exactly as a refill's owner would. A pass triggered by a thread also
-//!   purges the chunks that thread owns, counting its local free bits as free. A chunk is purged
+//!   purges the chunks that thread owns, but only pages free in the shared bitmap: blocks in the
+//!   local bitmap keep their pages, because the C path's double-free check reads the free mark
+//!   in them. A chunk is purged
 //!   once per quiet spell: its `purged_at` after its `released_at` means nothing came back since.
 //!   A page comes back by itself when a refill writes to a block in it (a fault, zero-filled).
 //!   Blocks cached in thread buckets are out of their chunks, so each pins its own page, never
@@ -714,8 +716,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 // SAFETY: an owned chunk's header, valid for the pool's life.
                 if let Some(chunk) = unsafe { c.chunk.as_ref() } {
                     if quiet(chunk) {
+                        // Only pages free in the shared bitmap: a block in the local bitmap
+                        // keeps its content, because the C path's double-free check reads the
+                        // free mark a `free` wrote into it.
                         // SAFETY: the caller's owner owns the chunk.
-                        pages += unsafe { self.purge_chunk(class, chunk, true, now) };
+                        pages += unsafe { self.purge_chunk(class, chunk, false, now) };
                     }
                 }
             }
