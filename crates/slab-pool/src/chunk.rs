@@ -254,16 +254,14 @@ impl ChunkHeader {
     }
 
     /// Calls `f(offset, len)` for every maximal run of whole pages of the block area (offsets
-    /// from the chunk's base) in which no block of `class` is out of the chunk; with `local`,
-    /// blocks in the owner's local bitmap count as free too. Returns the pages in the runs.
+    /// from the chunk's base) in which no block of `class` is out of the shared bitmap. Returns
+    /// the pages in the runs.
     ///
     /// # Safety
-    /// The caller holds the chunk (so no block of it is claimed meanwhile: bits only clear), and
-    /// with `local` it is the chunk's owner.
+    /// The caller holds the chunk (so no block of it is claimed meanwhile: bits only clear).
     pub(crate) unsafe fn free_page_runs(
         &self,
         class: usize,
-        local: bool,
         page: usize,
         mut f: impl FnMut(usize, usize),
     ) -> usize {
@@ -271,21 +269,10 @@ impl ChunkHeader {
         let size = info.size as usize;
         let end = info.slots as usize * size;
         let shared = self.shared_words();
-        let local_words = self.local_words();
         // Acquire: a clear bit is a block some thread released, after its last read of the
         // block (the flush reads the link, then releases); the purge that follows must come
         // after that read.
-        let out = |w: usize| {
-            let s = shared[w].load(Ordering::Acquire);
-            if local {
-                // SAFETY: the caller owns the chunk when `local` (contract), so the local words
-                // are its to read; `w` is below the class's word count.
-                let l = unsafe { local_words.add(w).read() };
-                s & !l
-            } else {
-                s
-            }
-        };
+        let out = |w: usize| shared[w].load(Ordering::Acquire);
         let mut pages = 0;
         let mut run: Option<usize> = None;
         let npages = end.div_ceil(page);

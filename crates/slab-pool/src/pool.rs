@@ -701,7 +701,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 // We won the chunk's bit: it is ours, as a refill's owner's, until we give it up.
                 chunk.membership().own();
                 // SAFETY: we hold the chunk and its local bitmap is clear (nobody owned it).
-                pages += unsafe { self.purge_chunk(class, chunk, false, now) };
+                pages += unsafe { self.purge_chunk(class, chunk, now) };
                 let slots = CLASSES[class].slots as usize;
                 if chunk
                     .membership()
@@ -720,7 +720,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                         // keeps its content, because the C path's double-free check reads the
                         // free mark a `free` wrote into it.
                         // SAFETY: the caller's owner owns the chunk.
-                        pages += unsafe { self.purge_chunk(class, chunk, false, now) };
+                        pages += unsafe { self.purge_chunk(class, chunk, now) };
                     }
                 }
             }
@@ -731,20 +731,14 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// Decommits the runs of free pages of `chunk` (of `class`) and records the purge.
     ///
     /// # Safety
-    /// The caller holds the chunk as its owner (`local`: the local bitmap's blocks are free), or
-    /// holds it with its local bitmap clear.
-    unsafe fn purge_chunk(
-        &self,
-        class: usize,
-        chunk: &ChunkHeader,
-        local: bool,
-        now: u64,
-    ) -> usize {
+    /// The caller holds the chunk (its owner, or a purger that won its bit), so nothing is
+    /// claimed from it meanwhile.
+    unsafe fn purge_chunk(&self, class: usize, chunk: &ChunkHeader, now: u64) -> usize {
         let base = chunk.base();
         let mut refused = false;
         // SAFETY: the caller holds the chunk (contract).
         let pages = unsafe {
-            chunk.free_page_runs(class, local, chunk_source::page_size(), |off, len| {
+            chunk.free_page_runs(class, chunk_source::page_size(), |off, len| {
                 // SAFETY: no block in these pages is out of the chunk, and none is claimed while
                 // we hold it, so nothing in them is in use; the range is page aligned and inside
                 // the block area.
