@@ -40,6 +40,12 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 /// An entry is one word: the base in the bits above [`CHUNK_SHIFT`], the kind in bits 0-1, and for
 /// a slab chunk its current class in bits 2-9 ([`Registry::set_class`] keeps it in step with the
 /// chunk's tag), so that a C `free` learns what the block is from this one load.
+///
+/// A slab chunk that holds no class (fresh, or retired to the empty pool) has kind bits 0 and
+/// [`EMPTY_SLAB`] set instead: [`Word::is_slab`] is false for it, so the C `free`'s fast path,
+/// which trusts the word's class, sends a pointer into it to the slow path, and that reports it
+/// from the chunk's tag. The fast path's checks could not: an empty chunk's bitmap says every
+/// block is out, and its blocks' free marks are gone once its pages were given back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A slab chunk; the entry's base is the chunk itself (its header).
@@ -52,14 +58,24 @@ const KIND_MASK: usize = 0b11;
 const CLASS_SHIFT: u32 = 2;
 const CLASS_MASK: usize = 0xff;
 const BASE_MASK: usize = !((1 << CHUNK_SHIFT) - 1);
+/// The flag of a registered slab chunk that holds no class (see [`Kind`]).
+const EMPTY_SLAB: usize = 1 << 10;
 
 static_assertions::const_assert!(slab_pool::class::NUM_CLASSES <= CLASS_MASK + 1);
 static_assertions::const_assert_eq!(Kind::Large as usize & Kind::Slab as usize, 0);
 static_assertions::const_assert!((CLASS_MASK << CLASS_SHIFT) & BASE_MASK == 0);
+static_assertions::const_assert!(
+    EMPTY_SLAB & (BASE_MASK | KIND_MASK | (CLASS_MASK << CLASS_SHIFT)) == 0
+);
 
 /// The raw entry of a slab chunk of class `class` at `base`.
 const fn slab_word(base: usize, class: usize) -> usize {
     base | (class << CLASS_SHIFT) | Kind::Slab as usize
+}
+
+/// The raw entry of a slab chunk at `base` that holds no class.
+const fn empty_slab_word(base: usize) -> usize {
+    base | EMPTY_SLAB
 }
 
 /// An entry word, as [`Registry::word`] returns it: zero when the chunk is not registered.
@@ -67,7 +83,7 @@ const fn slab_word(base: usize, class: usize) -> usize {
 pub(crate) struct Word(pub(crate) usize);
 
 impl Word {
-    /// Whether the word names a slab chunk.
+    /// Whether the word names a slab chunk that holds a class (not an empty one).
     #[inline(always)]
     pub(crate) fn is_slab(self) -> bool {
         // The slab kind is the only one with bit 0 set.
@@ -251,6 +267,7 @@ impl Registry {
         let kind = match raw & KIND_MASK {
             1 => Kind::Slab,
             2 => Kind::Large,
+            0 if raw & EMPTY_SLAB != 0 => Kind::Slab,
             _ => return None,
         };
         Some(Entry {
@@ -269,8 +286,12 @@ impl Registry {
                 return false;
             }
         }
+        let word = match kind {
+            Kind::Slab => empty_slab_word(base),
+            Kind::Large => base | kind as usize,
+        };
         for i in 0..n {
-            self.store(start + (i << CHUNK_SHIFT), base | kind as usize);
+            self.store(start + (i << CHUNK_SHIFT), word);
         }
         true
     }
@@ -443,6 +464,12 @@ impl Registry {
         self.store(base, slab_word(base, class));
     }
 
+    /// Records that the registered slab chunk at `base` holds no class any more.
+    fn set_empty(&self, base: usize) {
+        debug_assert!(self.is_slab_at(base, base));
+        self.store(base, empty_slab_word(base));
+    }
+
     /// Whether `addr` lies in the registered slab chunk at `base`.
     #[inline]
     fn is_slab_at(&self, addr: usize, base: usize) -> bool {
@@ -462,6 +489,10 @@ impl slab_pool::ChunkRegistry for &'static Registry {
 
     fn activated(&self, base: usize, class: usize) {
         self.set_class(base, class);
+    }
+
+    fn retired(&self, base: usize) {
+        self.set_empty(base);
     }
 
     #[inline]
@@ -493,6 +524,13 @@ impl slab_pool::ChunkRegistry for RegistryPtr {
         }
     }
 
+    fn retired(&self, base: usize) {
+        // SAFETY: as above.
+        if let Some(r) = unsafe { self.0.as_ref() } {
+            r.set_empty(base);
+        }
+    }
+
     #[inline]
     fn is_slab(&self, addr: usize, base: usize) -> bool {
         // SAFETY: as above.
@@ -512,6 +550,29 @@ mod tests {
         assert_eq!(r.lookup(0x1234_5678), None);
         assert_eq!(r.lookup(usize::MAX), None);
         assert_eq!(r.lookup(1 << 50), None);
+    }
+
+    #[test]
+    fn only_a_slab_chunk_holding_a_class_takes_the_fast_path() {
+        let r = Registry::new();
+        let base = 0x7f10_0000_0000usize & !(CHUNK_SIZE - 1);
+        let slab = Some(Entry {
+            kind: Kind::Slab,
+            base,
+        });
+        assert!(r.register_slab(base));
+        // Fresh: registered, ours, but no class for the fast path to trust.
+        assert_eq!(r.lookup(base + 100), slab);
+        assert!(!r.word(base + 100).is_slab());
+        r.set_class(base, 7);
+        let w = r.word(base + 100);
+        assert!(w.is_slab());
+        assert_eq!((w.class(), w.base()), (7, base));
+        assert_eq!(r.lookup(base + 100), slab);
+        r.set_empty(base);
+        assert!(!r.word(base + 100).is_slab());
+        assert_eq!(r.lookup(base + 100), slab);
+        assert!(r.is_slab_at(base + 100, base));
     }
 
     #[test]

@@ -112,6 +112,36 @@ fn free_of_a_claimed_slot_never_handed_out_aborts() {
     assert_eq!(bad_pointer::run(&case), Verdict::Aborted);
 }
 
+/// A block of a chunk that was retired to the empty pool and given back to the OS: its bitmap
+/// says every block is out (a retired chunk's bits are all claimed) and its pages read zero, so
+/// no free mark is left in it. Only the chunk's state tells the free it is a double free. Found
+/// by `random_bad_pointers_abort` once purging decommitted chunks soon after they emptied.
+#[test]
+fn free_into_a_retired_chunk_aborts() {
+    let _s = serial();
+    let size = 12 << 10;
+    assert!(fam_alloc::raw::block_size(size).is_some(), "a slab class");
+    let p = fam_alloc::raw::alloc(size, 8);
+    assert!(!p.is_null());
+    // SAFETY: `p` is the live block allocated above, freed once here (the child frees it again).
+    unsafe { fam_alloc::raw::free("free", p) };
+    // The thread's bucket, its owned chunk and every empty chunk go back: the chunk of `p`
+    // (nobody else uses its class in this binary) is retired and decommitted.
+    fam_alloc::trim();
+    let layout = core::alloc::Layout::from_size_align(2 << 20, 8).expect("a valid layout");
+    let (status, stderr) = bad_pointer::in_child(p as usize, Path::Free, layout);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "status {status:#x}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "free({p:p}): double free (the block's chunk is empty)"
+        )),
+        "{stderr}"
+    );
+}
+
 fn base() -> impl Strategy<Value = Base> {
     let n = BLOCKS.len();
     prop_oneof![

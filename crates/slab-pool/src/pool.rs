@@ -82,6 +82,9 @@ pub trait ChunkRegistry {
     /// The registered chunk at `base` now serves `class` (called before any of its blocks of
     /// that class is handed out, so a reader that learns of such a block sees the class).
     fn activated(&self, base: usize, class: usize);
+    /// The chunk at `base` holds no class any more: its blocks all came back and it goes to the
+    /// empty pool (called before it is published there).
+    fn retired(&self, base: usize);
     /// Whether `addr` lies in the registered slab chunk at `base`.
     fn is_slab(&self, addr: usize, base: usize) -> bool;
 }
@@ -95,6 +98,7 @@ impl ChunkRegistry for NoRegistry {
         true
     }
     fn activated(&self, _base: usize, _class: usize) {}
+    fn retired(&self, _base: usize) {}
     fn is_slab(&self, _addr: usize, _base: usize) -> bool {
         true
     }
@@ -546,6 +550,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let ok = chunk.slots(class).try_claim_all();
         debug_assert!(ok, "a retired chunk has no block out");
         chunk.deactivate();
+        self.registry.retired(chunk.base());
         chunk.membership().emptied();
         self.forget_purged(chunk);
         // Relaxed: a statistic.
@@ -829,6 +834,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 ChunkHeader::format(base, i);
                 (*h).set_emptied_at(now);
             }
+            self.registry.retired(h as usize);
             self.committed.insert(i);
         }
         self.active.store(0, Ordering::Relaxed);

@@ -267,7 +267,7 @@ fn tiny_slot(addr: usize, live: &[*mut u8], freed: Option<(usize, usize)>) -> bo
 
 /// Forks a child that hands `addr` to `path`, and returns its wait status and what it wrote to
 /// stderr.
-fn in_child(addr: usize, path: Path, layout: Layout) -> (i32, String) {
+pub fn in_child(addr: usize, path: Path, layout: Layout) -> (i32, String) {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
