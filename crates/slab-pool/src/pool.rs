@@ -42,9 +42,10 @@
 //!   from other threads only clear bits, which can only add free pages), reads the bitmap,
 //!   decommits the runs of free pages in one call each, and gives the chunk up again through the
 //!   membership protocol, exactly as a refill's owner would. A pass triggered by a thread also
-//!   purges the chunks that thread owns, but only pages free in the shared bitmap: blocks in the
-//!   local bitmap keep their pages, because the C path's double-free check reads the free mark
-//!   in them. A chunk is purged
+//!   purges the quiet chunks that thread owns, after merging their local bitmaps into the
+//!   shared ones: a block in the local bitmap is "out" in the shared one, and only the free
+//!   mark in its memory tells the C path's double-free check that it is free, so its page could
+//!   not go while it stayed local; once merged, its bit says so. A chunk is purged
 //!   once per quiet spell: its `purged_at` after its `released_at` means nothing came back since.
 //!   A page comes back by itself when a refill writes to a block in it (a fault, zero-filled).
 //!   Blocks cached in thread buckets are out of their chunks, so each pins its own page, never
@@ -717,17 +718,30 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             });
         }
         if let Some(o) = owner {
-            for (class, c) in o.cursors.iter().enumerate() {
+            for (class, c) in o.cursors.iter_mut().enumerate() {
                 // SAFETY: an owned chunk's header, valid for the pool's life.
-                if let Some(chunk) = unsafe { c.chunk.as_ref() } {
-                    if quiet(chunk) {
-                        // Only pages free in the shared bitmap: a block in the local bitmap
-                        // keeps its content, because the C path's double-free check reads the
-                        // free mark a `free` wrote into it.
-                        // SAFETY: the caller's owner owns the chunk.
-                        pages += unsafe { self.purge_chunk(class, chunk, now) };
-                    }
+                let Some(chunk) = (unsafe { c.chunk.as_ref() }) else {
+                    continue;
+                };
+                if !quiet(chunk) {
+                    continue;
                 }
+                if c.local != 0 {
+                    // The local blocks go back to the shared bitmap first. A block in the local
+                    // bitmap is "out" there, and only the free mark a `free` wrote into it tells
+                    // the C path's double-free check that it is free, so its page could not go;
+                    // in the shared bitmap its bit says so.
+                    // SAFETY: the cursor owns the chunk; its local blocks lie in `lo..hi`.
+                    let n = unsafe { chunk.merge_local(class, c.lo, c.hi) };
+                    debug_assert_eq!(n, c.local as usize);
+                    chunk.membership().unclaimed(n);
+                    *c = Cursor {
+                        chunk: c.chunk,
+                        ..Cursor::NONE
+                    };
+                }
+                // SAFETY: the caller's owner owns the chunk.
+                pages += unsafe { self.purge_chunk(class, chunk, now) };
             }
         }
         pages

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chunk_source::MmapSource;
 use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
-use slab_pool::{ChunkHeader, NoRegistry, Owner, SlabPool, POLICY};
+use slab_pool::{BadBlock, ChunkHeader, NoRegistry, Owner, SlabPool, POLICY};
 use thread_heap::{Block, Chain};
 
 static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
@@ -112,8 +112,9 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     assert_eq!(POOL.chunk_counts().purged_pages, page_count - 1);
     POOL.validate(&[&b]);
 
-    // A chunk the thread owns keeps the pages of blocks freed back to it (local bits): their
-    // content (the C path's free marks) must survive; its never-claimed pages are purged.
+    // A chunk the thread owns gives back the pages of the blocks freed back to it (its local
+    // bits) too: the pass moves them to the shared bitmap first, where a second free of one of
+    // them is refused by its bit instead of by the free mark its page held.
     let mut c = Owner::new();
     let slots = CLASSES[other].slots as usize;
     let mut mine = Vec::new();
@@ -127,22 +128,43 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     }
     let mine_base = ChunkHeader::of(mine[0]) as usize;
     let touched = resident_pages(mine_base);
+    assert!(touched >= mine.len() * size / chunk_source::page_size());
     for part in mine.chunks(500) {
         // SAFETY: blocks of `other` from this pool, unused.
         unsafe { POOL.flush(Some(&mut c), other, chain_of(part)) };
     }
     POOL.validate(&[&b, &c]);
+    // SAFETY: the header of a slab chunk of this pool.
+    let mine_chunk = unsafe { &*ChunkHeader::of(mine[1]) };
+    assert!(
+        mine_chunk.check_block(other, mine[1]).is_ok(),
+        "a block in the local bitmap is out in the shared one"
+    );
+    assert_eq!(resident_pages(mine_base), touched, "kept within the delay");
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
     let x = blocks(&POOL.refill(&mut c, class, 1).unwrap());
     // SAFETY: a block of `class` from this pool, unused.
     unsafe { POOL.flush(Some(&mut c), class, chain_of(&x)) };
-    assert!(
-        resident_pages(mine_base) >= touched,
-        "local free blocks keep their pages"
+    assert_eq!(
+        resident_pages(mine_base),
+        0,
+        "an owned chunk with every block back gave all its pages back"
     );
-    // SAFETY: a block in the owner's local bitmap: free, but its page is kept.
-    let byte = unsafe { *((mine[1] + 8) as *const u8) };
-    assert_eq!(byte, 1, "its content survives");
+    assert_eq!(
+        mine_chunk.check_block(other, mine[1]),
+        Err(BadBlock::AlreadyFree),
+        "its blocks are free in the shared bitmap now"
+    );
+    POOL.validate(&[&b, &c]);
+    // The owner goes on claiming from it; the blocks come back as zero pages.
+    let again = blocks(&POOL.refill(&mut c, other, 64).unwrap());
+    assert!(again
+        .iter()
+        .all(|&p| ChunkHeader::of(p) as usize == mine_base));
+    // SAFETY: a block just claimed, ours; the pages read zero since the purge.
+    assert_eq!(unsafe { *((again[0] + 8) as *const u8) }, 0);
+    // SAFETY: blocks of `other` from this pool, unused.
+    unsafe { POOL.flush(Some(&mut c), other, chain_of(&again)) };
     POOL.validate(&[&b, &c]);
 
     // `maintain` (a background thread's call) purges without any pool operation.
