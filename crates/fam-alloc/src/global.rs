@@ -155,6 +155,7 @@ unsafe impl GlobalAlloc for FamAlloc {
 /// A large block and whether it reads as zero, or `None` when memory is exhausted.
 #[cold]
 pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
+    crate::background::ensure();
     let block = LARGE.alloc(size, align).ok()?;
     let base = block.base.as_ptr() as usize;
     if !REGISTRY.insert(base, block.nchunks, Kind::Large, base) {
@@ -172,6 +173,7 @@ pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> 
 /// `ptr` is not in use by anyone else after the call.
 #[cold]
 pub(crate) unsafe fn large_free(ptr: *mut u8) {
+    crate::background::ensure();
     let addr = ptr as usize;
     let Some(entry) = REGISTRY.lookup(addr).filter(|e| e.kind == Kind::Large) else {
         report::bad_free(
@@ -254,6 +256,16 @@ pub fn trim() -> usize {
 /// Chunks held in the large-block cache.
 pub(crate) fn large_cached_chunks() -> usize {
     LARGE.cached_chunks()
+}
+
+/// The large cache's clock (see `LargeAlloc::clock`), for the background purge.
+pub(crate) fn large_clock() -> usize {
+    LARGE.clock()
+}
+
+/// Gives back every cached large run; returns how many chunks.
+pub(crate) fn large_trim() -> usize {
+    LARGE.trim()
 }
 
 /// Where the global heap's chunks are.

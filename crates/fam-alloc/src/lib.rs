@@ -34,6 +34,7 @@
 //! always available: they map their own shared regions.
 
 mod arena;
+mod background;
 mod class;
 mod counters;
 mod global;

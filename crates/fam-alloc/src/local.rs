@@ -321,6 +321,7 @@ unsafe impl CentralStore for GlobalStore {
             // The thread gave its chunks up at exit and must not own any again.
             None => (pool().refill_once(class, max), true),
         });
+        crate::background::ensure_in_heap();
         let chain = chain?;
         crate::raw::mark_cached(class, &chain);
         if exited {
@@ -342,6 +343,7 @@ unsafe impl CentralStore for GlobalStore {
             unsafe { pool().flush(o, class, chain) };
             exited
         });
+        crate::background::ensure_in_heap();
         if exited {
             // After exit every free flushes its own block (capacity 0): count it as above.
             counters::exited_op(class, false, n);
@@ -420,6 +422,7 @@ fn exit_key() -> Option<libc::pthread_key_t> {
                 crate::options::read_env();
                 crate::statistics::install_exit_report();
                 EXIT_KEY.store(key as usize, Ordering::Release);
+                crate::background::ensure_in_heap();
                 return Some(key);
             }
             KEY_BUSY => core::hint::spin_loop(),

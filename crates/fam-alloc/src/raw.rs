@@ -53,6 +53,8 @@ use slab_pool::ChunkHeader;
 /// leaving the statistics' thread list. One of the first 32 keys is stored inline and never lost.
 pub fn init() {
     crate::local::init_exit_key();
+    // The environment was read just now; no thread heap is held here.
+    crate::background::ensure();
 }
 
 /// What a free through this module writes into a block's second word, XORed with the block's
@@ -120,11 +122,14 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_small_slow(class: usize) -> *mut u8 {
-    match with_local(|h, c| {
+    let p = with_local(|h, c| {
         let p = h.alloc(class, &GlobalStore);
         c.count_alloc(class);
         p
-    }) {
+    });
+    // Outside the thread's heap, where starting the background thread may allocate.
+    crate::background::ensure();
+    match p {
         Some(p) => handed_out(class, p.as_ptr()),
         None => ptr::null_mut(),
     }
@@ -266,6 +271,8 @@ unsafe fn free_small_slow(class: usize, ptr: *mut u8) {
         unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
         c.count_free(class);
     });
+    // As in `alloc_small_slow`.
+    crate::background::ensure();
 }
 
 /// Reports a slab block that failed [`ChunkHeader::check_block`], saying why (out of line, so the

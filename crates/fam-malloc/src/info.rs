@@ -10,7 +10,7 @@
 //! in use, cached in thread buckets, held in chunks and in large blocks. Each field's meaning here
 //! is in [`MallInfo2`].
 
-use core::ffi::{c_char, c_int};
+use core::ffi::{c_char, c_int, c_long};
 
 use fam_alloc::CHUNK_SIZE as CHUNK_BYTES;
 
@@ -64,6 +64,61 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
 pub extern "C" fn fam_trim() -> usize {
     fam_alloc::flush_thread_cache();
     fam_alloc::trim()
+}
+
+/// Sets the allocator option called `name` (`"purge_delay"` in milliseconds, -1 for never;
+/// `"retain_empty"` in chunks; `"background_purge"` 0 or 1; see `fam_alloc::options`) to
+/// `value`. Returns 0, or -1 with `errno` set to `EINVAL` for an unknown name or a value out of
+/// range (nothing changes then).
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn fam_option_set(name: *const c_char, value: c_long) -> c_int {
+    // SAFETY: per the contract.
+    match unsafe { option_name(name) } {
+        Some(n) if fam_alloc::options::set(n, value) => 0,
+        _ => einval(),
+    }
+}
+
+/// Stores the value of the option called `name` (as for `fam_option_set`) in `*value`. Returns
+/// 0, or -1 with `errno` set to `EINVAL` for an unknown name or a null `value`.
+///
+/// # Safety
+/// `name` is null or a NUL-terminated string; `value` is null or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn fam_option_get(name: *const c_char, value: *mut c_long) -> c_int {
+    // SAFETY: per the contract.
+    let got = unsafe { option_name(name) }.and_then(fam_alloc::options::get);
+    match (got, value.is_null()) {
+        (Some(v), false) => {
+            // SAFETY: `value` is valid for a write (contract).
+            unsafe { value.write(v) };
+            0
+        }
+        _ => einval(),
+    }
+}
+
+// The options are `i64`s, passed as C `long`s (64 bits on the LP64 targets this library is for).
+static_assertions::assert_eq_size!(c_long, i64);
+
+/// `name` as a string, if it is a non-null, valid UTF-8 C string.
+///
+/// # Safety
+/// As for `fam_option_set`.
+unsafe fn option_name<'a>(name: *const c_char) -> Option<&'a str> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string (contract).
+    unsafe { core::ffi::CStr::from_ptr(name) }.to_str().ok()
+}
+
+fn einval() -> c_int {
+    crate::errno::set_errno(libc::EINVAL);
+    -1
 }
 
 /// The library's version, e.g. `"0.1.0"`: a static NUL-terminated string.

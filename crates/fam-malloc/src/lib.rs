@@ -40,9 +40,9 @@ pub use family::{
     realloc, reallocarray, valloc,
 };
 pub use info::{
-    fam_trim, fam_version, mallinfo, mallinfo2, malloc_trim, mallopt, MallInfo, MallInfo2,
-    M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX, M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB,
-    M_TOP_PAD, M_TRIM_THRESHOLD,
+    fam_option_get, fam_option_set, fam_trim, fam_version, mallinfo, mallinfo2, malloc_trim,
+    mallopt, MallInfo, MallInfo2, M_ARENA_MAX, M_ARENA_TEST, M_CHECK_ACTION, M_MMAP_MAX,
+    M_MMAP_THRESHOLD, M_MXFAST, M_PERTURB, M_TOP_PAD, M_TRIM_THRESHOLD,
 };
 pub use shared::{
     fam_alloc, fam_init_global_allocator, fam_print_stats, fam_release, fam_resize, fam_write_stats,

@@ -236,6 +236,105 @@ fn misuse_aborts_with_a_message() {
     }
 }
 
+/// The environment variable that makes this test binary print its options (see `options_child`).
+const OPTIONS_VAR: &str = "FAM_MALLOC_OPTIONS_CHILD";
+
+/// Runs in a child process started by `options_come_from_the_environment`: prints the options as
+/// `fam_option_get` reads them. Does nothing in a normal test run.
+#[test]
+fn options_child() {
+    if std::env::var_os(OPTIONS_VAR).is_none() {
+        return;
+    }
+    // An allocation registers the thread, which reads the environment if nothing did yet.
+    let p = fm::malloc(100);
+    // SAFETY: a live block of this allocator.
+    unsafe { fm::free(p) };
+    for name in [c"purge_delay", c"retain_empty", c"background_purge"] {
+        let mut v = 0;
+        // SAFETY: a NUL-terminated name and a writable value.
+        assert_eq!(unsafe { fm::fam_option_get(name.as_ptr(), &mut v) }, 0);
+        println!("option {}={v}", name.to_str().unwrap());
+    }
+    println!(
+        "option running={}",
+        fam_alloc::options::background_purge_running()
+    );
+}
+
+/// Runs `options_child` with `env`; returns its stdout's option lines and its stderr.
+fn options_with(env: &[(&str, &str)]) -> (Vec<String>, String) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&exe)
+        .args([
+            "--exact",
+            "options_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OPTIONS_VAR, "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        // libtest may print its "test options_child ... " before the first line.
+        .filter_map(|l| l.split_once("option ").map(|(_, v)| v.to_string()))
+        .collect();
+    (lines, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn options_come_from_the_environment() {
+    let (got, stderr) = options_with(&[
+        ("FAM_PURGE_DELAY", "250"),
+        ("FAM_RETAIN_EMPTY", "3"),
+        ("FAM_BACKGROUND_PURGE", "1"),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "purge_delay=250",
+            "retain_empty=3",
+            "background_purge=1",
+            "running=true"
+        ],
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fam-alloc:"), "{stderr}");
+
+    // Bad values: one warning line each, and the defaults.
+    let (got, stderr) = options_with(&[
+        ("FAM_PURGE_DELAY", "soon"),
+        ("FAM_RETAIN_EMPTY", "-2"),
+        ("FAM_BACKGROUND_PURGE", "yes"),
+    ]);
+    assert_eq!(
+        got,
+        [
+            "purge_delay=100",
+            "retain_empty=16",
+            "background_purge=0",
+            "running=false"
+        ],
+        "{stderr}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("fam-alloc: "))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "fam-alloc: FAM_PURGE_DELAY ignored: expected an integer number of milliseconds, -1 for never; using the default",
+            "fam-alloc: FAM_RETAIN_EMPTY ignored: expected a number of chunks, 0 or more; using the default",
+            "fam-alloc: FAM_BACKGROUND_PURGE ignored: expected 0 or 1; using the default",
+        ],
+        "{stderr}"
+    );
+}
+
 /// The shared library of the build profile this test binary belongs to
 /// (`<target dir>/<profile>/libfam_malloc.so`), built on demand: `cargo test` builds the crate
 /// as an rlib only.
@@ -333,6 +432,8 @@ fn the_shared_library_exports_the_family_and_nothing_else() {
         "calloc",
         "fam_alloc",
         "fam_init_global_allocator",
+        "fam_option_get",
+        "fam_option_set",
         "fam_print_stats",
         "fam_release",
         "fam_resize",

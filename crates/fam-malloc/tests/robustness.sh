@@ -18,9 +18,10 @@
 #   badptr      tests/c/badptr.c: free and malloc_usable_size of bad pointers abort (caught and
 #               counted), never segfault and never return (both builds)
 #   forkstorm   tests/c/forkstorm.c: forks while threads come and go; no child may hang or fail
-#               (both builds, with and without FAM_STATS=1 FAM_STATS_FILE=/dev/null)
+#               (both builds, with and without FAM_STATS=1 FAM_STATS_FILE=/dev/null; and the
+#               mmap build with the background purge thread on, purging at every wake-up)
 #   sigfork     tests/c/sigfork.c: fork from a signal handler while the main thread allocates
-#               (both builds)
+#               (both builds; the mmap build also with the background purge thread on)
 #   stdiofork   tests/c/stdiofork.c: fork racing getline and fflush(NULL), run again and again
 #               (both builds); no run may hang or fail
 #
@@ -252,6 +253,10 @@ if compile forkstorm; then
         expect_last "forkstorm-$build-stats" "$want_storm" 600 \
             env FAM_STATS=1 FAM_STATS_FILE=/dev/null LD_PRELOAD="${lib[$build]}" "$work/forkstorm" "$forkstorm_forks"
     done
+    # With the background purge thread purging at every wake-up: forks land in its passes, and
+    # every child starts a thread of its own.
+    expect_last "forkstorm-mmap-background" "$want_storm" 600 \
+        env FAM_BACKGROUND_PURGE=1 FAM_PURGE_DELAY=0 LD_PRELOAD="${lib[mmap]}" "$work/forkstorm" "$forkstorm_forks"
 fi
 
 # --- 6. fork from a signal handler ------------------------------------------------------------
@@ -261,6 +266,8 @@ if compile sigfork; then
         expect_last "sigfork-$build" "sigfork: ok" $((sigfork_seconds + 60)) \
             env LD_PRELOAD="${lib[$build]}" "$work/sigfork" "$sigfork_seconds"
     done
+    expect_last "sigfork-mmap-background" "sigfork: ok" $((sigfork_seconds + 60)) \
+        env FAM_BACKGROUND_PURGE=1 FAM_PURGE_DELAY=0 LD_PRELOAD="${lib[mmap]}" "$work/sigfork" "$sigfork_seconds"
 fi
 
 # --- 7. fork racing stdio ---------------------------------------------------------------------

@@ -101,6 +101,13 @@ impl RunCache {
         self.cached.load(Ordering::Relaxed)
     }
 
+    /// The clock now, without advancing it.
+    #[inline]
+    pub(crate) fn now(&self) -> usize {
+        // Relaxed: as in `tick`.
+        self.clock.load(Ordering::Relaxed)
+    }
+
     /// Advances the clock and returns the new time.
     #[inline]
     pub(crate) fn tick(&self) -> usize {

@@ -345,6 +345,13 @@ impl<S: ChunkSource> LargeAlloc<S> {
         released
     }
 
+    /// The cache's clock: it advances with every large allocation and free that looks at the
+    /// cache, so a caller that sees it unchanged for a while knows the cache sat idle.
+    #[inline]
+    pub fn clock(&self) -> usize {
+        self.cache.now()
+    }
+
     /// Chunks held in the cache of freed runs now.
     #[inline]
     pub fn cached_chunks(&self) -> usize {

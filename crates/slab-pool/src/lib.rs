@@ -62,7 +62,7 @@ pub use chunk::{BadBlock, ChunkHeader};
 #[cfg(not(loom))]
 pub use policy::{Policy, POLICY};
 #[cfg(not(loom))]
-pub use pool::{ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool};
+pub use pool::{now_ms, ChunkCounts, ChunkRegistry, NoRegistry, Owner, SlabPool};
 #[cfg(not(loom))]
 pub use report::bad_free;
 #[cfg(not(loom))]

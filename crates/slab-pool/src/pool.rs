@@ -988,8 +988,9 @@ fn report_bad_bit(class: usize, h: usize, word: usize, bad: u64) -> ! {
     bad_free("free", addr, "double free (block already free)");
 }
 
-/// Monotonic time in milliseconds (the coarse clock: a vDSO read, no system call).
-fn now_ms() -> u64 {
+/// Monotonic time in milliseconds (the coarse clock: a vDSO read, no system call): the clock of
+/// the purge delay, for the pool and whoever schedules its passes.
+pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -128,6 +128,33 @@ int main(void) {
     const char *version = fam_version();
     CHECK(version[0] >= '0' && version[0] <= '9' && strchr(version, '.') != NULL);
 
+    /* Options by name: read, set, refused names and values (errno EINVAL, nothing changed). */
+    long v = 0;
+    CHECK(fam_option_get("purge_delay", &v) == 0 && v == 100);
+    CHECK(fam_option_set("purge_delay", 250) == 0);
+    CHECK(fam_option_get("purge_delay", &v) == 0 && v == 250);
+    CHECK(fam_option_set("purge_delay", -1) == 0);
+    CHECK(fam_option_get("purge_delay", &v) == 0 && v == -1);
+    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 16);
+    errno = 0;
+    CHECK(fam_option_set("retain_empty", -3) == -1 && errno == EINVAL);
+    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 16);
+    errno = 0;
+    CHECK(fam_option_set("background_purge", 2) == -1 && errno == EINVAL);
+    errno = 0;
+    CHECK(fam_option_set("no_such_option", 1) == -1 && errno == EINVAL);
+    errno = 0;
+    CHECK(fam_option_get("no_such_option", &v) == -1 && errno == EINVAL);
+    errno = 0;
+    CHECK(fam_option_get(NULL, &v) == -1 && errno == EINVAL);
+    errno = 0;
+    CHECK(fam_option_get("purge_delay", NULL) == -1 && errno == EINVAL);
+    CHECK(fam_option_get("background_purge", &v) == 0 && v == 0);
+    CHECK(fam_option_set("background_purge", 1) == 0);
+    CHECK(fam_option_get("background_purge", &v) == 0 && v == 1);
+    CHECK(fam_option_set("background_purge", 0) == 0);
+    CHECK(fam_option_set("purge_delay", 100) == 0);
+
     if (failures != 0) {
         fprintf(stderr, "api: %d checks failed\n", failures);
         return 1;
