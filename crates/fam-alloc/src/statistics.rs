@@ -19,6 +19,7 @@ use stats::{Format, HeapStats, SinkWriter, Snapshot};
 use crate::class::{CLASSES, NUM_CLASSES};
 use crate::counters;
 use crate::global::{chunk_counts, large_cached_chunks, pool};
+use chunk_source::{page_size, CHUNK_SIZE};
 
 /// The version string every report carries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -46,9 +47,52 @@ pub fn stats() -> Snapshot {
     s.chunks.empty_committed = counts.empty_committed as u64;
     s.chunks.empty_decommitted = counts.empty_decommitted as u64;
     s.chunks.large = counters::LARGE_CHUNKS.load(Relaxed);
+    s.memory = memory(&s.chunks, s.large.cached_chunks, counts.purged_pages);
     s.threads_live = counters::threads_live();
     s.threads_exited = counters::THREADS_EXITED.load(Relaxed);
     s
+}
+
+/// Page-level memory from the chunk counts: what the allocator decommitted (free pages of active
+/// chunks, block areas of empty chunks), what stays committed of what it mapped, and the
+/// process's resident set.
+fn memory(c: &stats::ChunkStats, large_cached: u64, purged_pages: usize) -> stats::MemoryStats {
+    let chunk = CHUNK_SIZE as u64;
+    let area = (CHUNK_SIZE - slab_pool::class::SLOT_OFFSET) as u64;
+    let decommitted = c.empty_decommitted * area + (purged_pages * page_size()) as u64;
+    stats::MemoryStats {
+        committed_bytes: ((c.mapped + c.large + large_cached) * chunk).saturating_sub(decommitted),
+        decommitted_bytes: decommitted,
+        resident_bytes: resident_bytes(),
+    }
+}
+
+/// The process's resident set in bytes, from `/proc/self/statm` (its second field, in pages);
+/// 0 where that cannot be read. Allocates nothing.
+fn resident_bytes() -> u64 {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; the descriptor is ours and closed below; `buf` is valid for
+    // writes of its length.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let Ok(n) = usize::try_from(n) else {
+        return 0;
+    };
+    core::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.split_ascii_whitespace().nth(1))
+        .and_then(|pages| pages.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size() as u64)
 }
 
 /// Starts the peak counters (per-class peaks and the large-block peak) again from the present.

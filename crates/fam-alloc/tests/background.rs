@@ -76,6 +76,14 @@ fn purges_without_calls(what: &str) {
         "{what}: {} pages still resident",
         resident_pages(live)
     );
+    // The statistics see it at page level (at least this chunk's pages; the scenario's refills
+    // may have taken back pages purged before, so the figure need not have grown).
+    let m = fam_alloc::stats().memory;
+    assert!(m.decommitted_bytes >= 3 << 20, "{what}: {m:?}");
+    assert!(
+        m.resident_bytes > 0 && m.committed_bytes > 0,
+        "{what}: {m:?}"
+    );
     // SAFETY: the live block, untouched by the purge, holds what was written into it.
     assert_eq!(unsafe { *(live as *const u8).add(BLOCK - 1) }, 7);
     // SAFETY: the block was allocated by the scenario and is freed once.

@@ -67,5 +67,11 @@ pub fn write_bmalloc(
         "C {}/{}/{}/{}/{}",
         c.mapped, c.active, c.empty_committed, c.empty_decommitted, c.large
     )?;
+    let m = &snap.memory;
+    writeln!(
+        w,
+        "M {}/{}/{}",
+        m.committed_bytes, m.decommitted_bytes, m.resident_bytes
+    )?;
     writeln!(w, "T {}/{}", snap.threads_live, snap.threads_exited)
 }

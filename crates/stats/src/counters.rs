@@ -150,6 +150,21 @@ pub struct ChunkStats {
     pub large: u64,
 }
 
+/// Memory at page level, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Mapped memory whose pages the allocator has not given back: slab chunks (less the free
+    /// pages and empty chunks it decommitted), large blocks and cached large runs. An upper
+    /// bound of what it holds resident (pages never touched are not resident either).
+    pub committed_bytes: u64,
+    /// Mapped memory whose pages went back to the OS: free pages of active chunks and the block
+    /// areas of empty chunks, after the purge delay or a trim.
+    pub decommitted_bytes: u64,
+    /// The process's resident set (the OS's figure, every mapping of the process included), or
+    /// 0 where the allocator cannot read it.
+    pub resident_bytes: u64,
+}
+
 /// Process totals.
 ///
 /// Only `classes[..num_classes]` count (`num_classes` above [`MAX_CLASSES`] is read as
@@ -167,6 +182,8 @@ pub struct Snapshot {
     pub large: LargeStats,
     /// Chunks.
     pub chunks: ChunkStats,
+    /// Memory at page level.
+    pub memory: MemoryStats,
     /// Threads with a live heap.
     pub threads_live: u64,
     /// Threads that have exited (their counters are folded into heap 0).
@@ -202,6 +219,11 @@ impl Snapshot {
                 empty_committed: 0,
                 empty_decommitted: 0,
                 large: 0,
+            },
+            memory: MemoryStats {
+                committed_bytes: 0,
+                decommitted_bytes: 0,
+                resident_bytes: 0,
             },
             threads_live: 0,
             threads_exited: 0,

@@ -100,6 +100,12 @@ pub fn write_json(
          \"empty_decommitted\": {}, \"large\": {}}}",
         c.mapped, c.active, c.empty_committed, c.empty_decommitted, c.large
     )?;
+    let m = &snap.memory;
+    write!(
+        w,
+        ",\n \"memory\": {{\"committed_bytes\": {}, \"decommitted_bytes\": {}, \"resident_bytes\": {}}}",
+        m.committed_bytes, m.decommitted_bytes, m.resident_bytes
+    )?;
     write!(
         w,
         ",\n \"threads\": {{\"live\": {}, \"exited\": {}}}",

@@ -83,6 +83,7 @@
 //! | | `free` | bytes cached in buckets, whole snapshot ([`Snapshot::cached_bytes`]) |
 //! | `L nmalloc/nfree bytes_in_use peak_bytes cached_chunks` | | large blocks: [`LargeStats`] fields in that order |
 //! | `C mapped/active/empty_committed/empty_decommitted/large` | | chunks: [`ChunkStats`] fields in that order |
+//! | `M committed/decommitted/resident` | | bytes at page level: [`MemoryStats`] fields in that order |
 //! | `T live/exited` | | [`Snapshot::threads_live`], [`Snapshot::threads_exited`] |
 //!
 //! `B` lines are written per heap in the order the heaps are given, classes in increasing
@@ -110,7 +111,7 @@ mod text;
 pub mod parse;
 
 pub use bmalloc::write_bmalloc;
-pub use counters::{ChunkStats, ClassStats, HeapStats, LargeStats, Snapshot};
+pub use counters::{ChunkStats, ClassStats, HeapStats, LargeStats, MemoryStats, Snapshot};
 pub use format::{write_report, Format};
 pub use json::write_json;
 pub use sink::SinkWriter;

@@ -134,6 +134,21 @@ pub fn write_table(
         chunk_bytes(c.empty_decommitted),
     )?;
     row(w, "in large blocks", Some(c.large), chunk_bytes(c.large))?;
+    let m = &snap.memory;
+    writeln!(w, "memory (pages)")?;
+    row(w, "committed", None, Some(i128::from(m.committed_bytes)))?;
+    row(
+        w,
+        "decommitted",
+        None,
+        Some(i128::from(m.decommitted_bytes)),
+    )?;
+    row(
+        w,
+        "resident (process)",
+        None,
+        Some(i128::from(m.resident_bytes)),
+    )?;
     writeln!(w, "threads")?;
     row(w, "live", Some(snap.threads_live), None)?;
     row(w, "exited", Some(snap.threads_exited), None)?;

@@ -19,6 +19,7 @@ H 0 0/0
 S 288/312
 L 3/1 8388608 12582912 1
 C 6/3/2/1/4
+M 31457280/5242880/42991616
 T 2/5
 ";
 
@@ -37,7 +38,7 @@ fn totals_come_from_the_snapshot_not_the_heaps_listed() {
         out,
         "\nV Memory Statistics (fam-alloc 0.1.0)\nB 2/5(48) 1 0/3/-3 -144/48\n\
          B 2/9(96) 2 2/2/0 0/192\nH 2 -144/240\nS 288/312\nL 3/1 8388608 12582912 1\n\
-         C 6/3/2/1/4\nT 2/5\n"
+         C 6/3/2/1/4\nM 31457280/5242880/42991616\nT 2/5\n"
     );
     // No heaps at all.
     let out = render(write_bmalloc, &snap, &[]);
@@ -69,7 +70,7 @@ fn a_heap_with_no_activity_still_gets_its_h_line() {
     let out = render(write_bmalloc, &snap, &[HeapStats::new(3, 4)]);
     assert_eq!(
         out,
-        "\nV Memory Statistics (fam-alloc 1)\nH 3 0/0\nS 0/0\nL 0/0 0 0 0\nC 0/0/0/0/0\nT 0/0\n"
+        "\nV Memory Statistics (fam-alloc 1)\nH 3 0/0\nS 0/0\nL 0/0 0 0 0\nC 0/0/0/0/0\nM 0/0/0\nT 0/0\n"
     );
 }
 
@@ -224,6 +225,13 @@ fn random_snapshots_follow_the_line_rules() {
                             c.large
                         ]
                         .map(i128::from)
+                    );
+                }
+                "M" => {
+                    let m = snap.memory;
+                    assert_eq!(
+                        v,
+                        [m.committed_bytes, m.decommitted_bytes, m.resident_bytes].map(i128::from)
                     );
                 }
                 "T" => assert_eq!(v, [snap.threads_live, snap.threads_exited].map(i128::from)),

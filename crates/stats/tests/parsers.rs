@@ -104,6 +104,7 @@ fn json_errors() {
 fn json_report_fields_are_checked() {
     let good = r#"{"version": "1", "classes": [], "large": {"allocs": 0, "frees": 0, "bytes_in_use": 0, "peak_bytes": 0, "cached_chunks": 0},
  "chunks": {"mapped": 0, "active": 0, "empty_committed": 0, "empty_decommitted": 0, "large": 0},
+ "memory": {"committed_bytes": 7, "decommitted_bytes": 0, "resident_bytes": 9},
  "threads": {"live": 1, "exited": 0}, "totals": {"allocs": 0, "frees": 0, "in_use_bytes": -5, "cached_bytes": 0}, "heaps": []}"#;
     let p = parse::json(good).unwrap();
     assert_eq!(
@@ -123,6 +124,7 @@ fn json_report_fields_are_checked() {
         ("\"classes\": []", "\"classes\": {}"),
         ("\"classes\": []", "\"classes\": [{\"class\": 1}]"),
         ("\"heaps\": []", "\"heaps\": [1]"),
+        ("\"resident_bytes\": 9", "\"resident\": 9"),
     ] {
         let bad = good.replace(from, to);
         assert!(parse::json(&bad).is_err(), "{to}");
@@ -147,6 +149,7 @@ fn bmalloc_reader_accepts_the_original_dump() {
     );
     assert_eq!((p.used, p.free), (320, 320));
     assert_eq!((p.large, p.chunks, p.threads), (None, None, None));
+    assert_eq!(p.memory, None);
 }
 
 #[test]

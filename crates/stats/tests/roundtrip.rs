@@ -56,6 +56,7 @@ fn check_bmalloc(snap: &Snapshot, heaps: &[HeapStats]) {
     );
     assert_eq!(p.large, Some(snap.large));
     assert_eq!(p.chunks, Some(snap.chunks));
+    assert_eq!(p.memory, Some(snap.memory));
     assert_eq!(p.threads, Some((snap.threads_live, snap.threads_exited)));
 }
 
@@ -68,6 +69,7 @@ fn check_json(snap: &Snapshot, heaps: &[HeapStats]) {
     assert!(p.classes.iter().all(|c| c.stats() == snap.classes[c.class]));
     assert_eq!(p.large, snap.large);
     assert_eq!(p.chunks, snap.chunks);
+    assert_eq!(p.memory, snap.memory);
     assert_eq!(
         (p.threads_live, p.threads_exited),
         (snap.threads_live, snap.threads_exited)
@@ -155,6 +157,7 @@ fn known_json_text() {
   {"class": 9, "block_size": 96, "allocs": 2, "frees": 2, "in_use": 0, "in_use_bytes": 0, "cached": 2, "peak_blocks": 2}],
  "large": {"allocs": 3, "frees": 1, "bytes_in_use": 8388608, "peak_bytes": 12582912, "cached_chunks": 1},
  "chunks": {"mapped": 6, "active": 3, "empty_committed": 2, "empty_decommitted": 1, "large": 4},
+ "memory": {"committed_bytes": 31457280, "decommitted_bytes": 5242880, "resident_bytes": 42991616},
  "threads": {"live": 2, "exited": 5},
  "totals": {"allocs": 22, "frees": 11, "in_use_bytes": 8388896, "cached_bytes": 312},
  "heaps": [

@@ -31,6 +31,10 @@ chunks (4 MiB each)
   empty, committed                 2     8.0 MiB         8388608
   empty, decommitted               1     4.0 MiB         4194304
   in large blocks                  4    16.0 MiB        16777216
+memory (pages)
+  committed                             30.0 MiB        31457280
+  decommitted                            5.0 MiB         5242880
+  resident (process)                    41.0 MiB        42991616
 threads
   live                             2
   exited                           5

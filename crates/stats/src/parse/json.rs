@@ -13,7 +13,7 @@ use std::vec::Vec;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::ParseError;
-use crate::{ChunkStats, ClassStats, LargeStats};
+use crate::{ChunkStats, ClassStats, LargeStats, MemoryStats};
 
 /// A JSON value (integers only).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,6 +219,8 @@ pub struct ParsedJson {
     pub large: LargeStats,
     /// `chunks`.
     pub chunks: ChunkStats,
+    /// `memory`.
+    pub memory: MemoryStats,
     /// `threads.live`.
     pub threads_live: u64,
     /// `threads.exited`.
@@ -295,6 +297,12 @@ pub fn json(text: &str) -> Result<ParsedJson, ParseError> {
         empty_decommitted: int(c, "empty_decommitted")?,
         large: int(c, "large")?,
     };
+    let m = field(&doc, "memory")?;
+    let memory = MemoryStats {
+        committed_bytes: int(m, "committed_bytes")?,
+        decommitted_bytes: int(m, "decommitted_bytes")?,
+        resident_bytes: int(m, "resident_bytes")?,
+    };
     let t = field(&doc, "threads")?;
     let s = field(&doc, "totals")?;
     let totals = Totals {
@@ -322,6 +330,7 @@ pub fn json(text: &str) -> Result<ParsedJson, ParseError> {
         classes,
         large,
         chunks,
+        memory,
         threads_live: int(t, "live")?,
         threads_exited: int(t, "exited")?,
         totals,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::{ChunkStats, LargeStats};
+use crate::{ChunkStats, LargeStats, MemoryStats};
 
 mod json;
 
@@ -99,6 +99,8 @@ pub struct ParsedBmalloc {
     pub large: Option<LargeStats>,
     /// The `C` line, if present.
     pub chunks: Option<ChunkStats>,
+    /// The `M` line, if present.
+    pub memory: Option<MemoryStats>,
     /// The `T` line (live, exited), if present.
     pub threads: Option<(u64, u64)>,
 }
@@ -236,6 +238,16 @@ pub fn bmalloc(text: &str) -> Result<ParsedBmalloc, ParseError> {
                     empty_committed,
                     empty_decommitted,
                     large,
+                });
+            }
+            "M" => {
+                want(1)?;
+                let [committed_bytes, decommitted_bytes, resident_bytes] =
+                    nums::<3>(fields[0], '/', n)?;
+                out.memory = Some(MemoryStats {
+                    committed_bytes,
+                    decommitted_bytes,
+                    resident_bytes,
                 });
             }
             "T" => {

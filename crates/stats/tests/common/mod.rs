@@ -1,7 +1,7 @@
 //! Snapshots for the tests: a small known one and pseudo-random ones.
 #![allow(dead_code)]
 
-use stats::{ChunkStats, ClassStats, HeapStats, LargeStats, Snapshot, MAX_CLASSES};
+use stats::{ChunkStats, ClassStats, HeapStats, LargeStats, MemoryStats, Snapshot, MAX_CLASSES};
 
 /// xorshift64: small, deterministic, good enough to vary test inputs.
 pub struct Rng(pub u64);
@@ -87,6 +87,11 @@ pub fn known() -> (Snapshot, Vec<HeapStats>) {
         empty_decommitted: 1,
         large: 4,
     };
+    snap.memory = MemoryStats {
+        committed_bytes: 30 << 20,
+        decommitted_bytes: 5 << 20,
+        resident_bytes: 41 << 20,
+    };
     snap.threads_live = 2;
     snap.threads_exited = 5;
     (snap, heaps)
@@ -146,6 +151,11 @@ pub fn random(rng: &mut Rng) -> (Snapshot, Vec<HeapStats>) {
         empty_committed: rng.below(64),
         empty_decommitted: rng.below(64),
         large: rng.below(1024),
+    };
+    snap.memory = MemoryStats {
+        committed_bytes: rng.below(1 << 40),
+        decommitted_bytes: rng.below(1 << 40),
+        resident_bytes: rng.below(1 << 40),
     };
     snap.threads_live = rng.below(200);
     snap.threads_exited = rng.below(100_000);
