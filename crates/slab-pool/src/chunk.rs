@@ -217,7 +217,7 @@ impl ChunkHeader {
         &self.flushes.0.membership
     }
 
-    /// When blocks last came back to the chunk.
+    /// When blocks last came back to the chunk (or it last changed owner).
     #[inline]
     pub(crate) fn released_at(&self) -> u64 {
         // Relaxed: a time for a purge decision, which a stale value only makes early or late;

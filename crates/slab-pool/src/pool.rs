@@ -53,7 +53,7 @@
 //! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
 //!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
 //!
-//! Passes run at most once per half delay (at least 1 ms apart), triggered by the end of a flush
+//! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
 //! [`SlabPool::maintain`] (a background thread's call) and, ignoring the delay, by
 //! [`SlabPool::trim`]. Nothing is purged on a fast path, and a negative delay turns passes off.
@@ -308,6 +308,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             let chunk = unsafe { &*h };
             chunk.membership().own();
             self.forget_purged(chunk);
+            // Changing hands counts as activity: the new owner's first delay is not quiet.
+            chunk.set_released_at(now_ms());
             if let Some(chain) = chunk.claim(class, max) {
                 *c = Cursor {
                     chunk: h,
@@ -332,6 +334,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         // Relaxed: a statistic.
         self.active.fetch_add(1, Ordering::Relaxed);
         chunk.membership().own();
+        chunk.set_released_at(now_ms());
         *c = Cursor {
             chunk: h,
             ..Cursor::NONE
@@ -410,7 +413,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     pub unsafe fn flush(&self, owner: Option<&mut Owner>, class: usize, chain: Chain) {
         let now = now_ms();
         let mut owner = owner;
-        let cursor = owner.as_deref_mut().map(|o| &mut o.cursors[class]);
+        // The pass goes first: the blocks this flush brings back mark their chunks as just
+        // released, which would keep those chunks out of the pass (a bucket's blocks, freed long
+        // ago, come from as many chunks as there are blocks); their own pages stay either way.
+        self.maybe_pass(owner.as_deref_mut(), now);
+        let cursor = owner.map(|o| &mut o.cursors[class]);
         let mine = cursor.as_ref().map_or(0, |c| c.chunk as usize);
         let mut groups = WordGroups::new();
         let mut local = LocalSpan::NONE;
@@ -452,7 +459,6 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 unsafe { &*c.chunk }.set_released_at(now);
             }
         }
-        self.maybe_pass(owner, now);
     }
 
     /// Releases every gathered word (one atomic each, or plain stores into `mine`'s local
