@@ -49,7 +49,10 @@ fn last_word(tag: u64) -> u64 {
 /// `malloc(size)`, every byte zeroed with `memset`, then marked with `tag`: the suite's
 /// pattern in its first [`block::HEAD`] bytes and [`last_word`] in its last 8.
 fn zeroed_block(size: usize, tag: u64) -> Slot {
-    let p = block::alloc(size);
+    // Through `black_box` first: the compiler folds a `malloc` followed by a `memset` of zero
+    // over the whole block into `calloc`, which an allocator may serve with untouched zero
+    // pages, and the zeroing would not be measured.
+    let p = black_box(block::alloc(size));
     // SAFETY: `p` is a fresh block of `size` bytes.
     unsafe { ptr::write_bytes(p, 0, size) };
     // The zeroes are never read back in full; handing the pointer to `black_box` keeps the
