@@ -155,7 +155,7 @@ preload() { LD_PRELOAD=$lib "$@"; }
 
 # --- The library itself ---------------------------------------------------------------------
 
-want_symbols="aligned_alloc calloc fam_alloc fam_init_global_allocator fam_print_stats fam_release fam_resize fam_trim fam_version fam_write_stats free mallinfo mallinfo2 malloc malloc_trim malloc_usable_size mallopt memalign posix_memalign pvalloc realloc reallocarray valloc"
+want_symbols="aligned_alloc calloc fam_alloc fam_init_global_allocator fam_option_get fam_option_set fam_print_stats fam_release fam_resize fam_trim fam_version fam_write_stats free mallinfo mallinfo2 malloc malloc_trim malloc_usable_size mallopt memalign posix_memalign pvalloc realloc reallocarray valloc"
 symbols=$(nm -D --defined-only --format=posix "$lib" | awk '{ sub(/@.*/, "", $1); print $1 }' | sort -u | tr '\n' ' ')
 if [ "${symbols% }" = "$want_symbols" ]; then
     ok exports
