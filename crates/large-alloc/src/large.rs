@@ -365,24 +365,14 @@ impl<S: ChunkSource> LargeAlloc<S> {
         !props.contains(SourceProps::SHARED)
     }
 
-    /// A cached run of `n` to `3n` chunks and its length, if the cache holds one at least `n`
-    /// long (sweeping out stale runs on the way): a run longer than `3n` is split, and the
-    /// chunks past its first `n` go back to the source (see the cache's module docs).
+    /// A cached run of `n` to `2n` chunks and its length, if the cache holds one (sweeping out
+    /// stale runs on the way).
     fn take_cached(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
         if !Self::caches(self.source.props()) || !RunCache::fits(n) {
             return None;
         }
         let now = self.cache.tick();
-        let hit = self.cache.take(n).map(|(base, len)| {
-            if len <= 3 * n {
-                return (base, len);
-            }
-            // SAFETY: `n < len`, so the tail starts inside the run, which is ours now.
-            let tail = unsafe { base.add(n * CHUNK_SIZE) };
-            // SAFETY: whole chunks of a run the source handed out, which nobody uses.
-            let _ = unsafe { self.give_back(tail, len - n) };
-            (base, n)
-        });
+        let hit = self.cache.take(n);
         self.evict_stale(now);
         hit
     }
@@ -399,8 +389,8 @@ impl<S: ChunkSource> LargeAlloc<S> {
         Some(unsafe { Self::block_in(base, nchunks, size, align, false) })
     }
 
-    /// A run of at least `n` chunks (a cached one may be up to three times as long), its
-    /// length, and whether it reads as zero.
+    /// A run of at least `n` chunks (a cached one may be up to twice as long), its length, and
+    /// whether it reads as zero.
     fn get_run(&self, n: usize) -> Result<(NonNull<u8>, usize, bool), LargeError> {
         let props = self.source.props();
         if let Some((base, len)) = self.take_cached(n) {

@@ -43,35 +43,6 @@ fn a_freed_run_is_reused() {
 }
 
 #[test]
-fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past_it() {
-    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
-    let big = large.alloc(6 * CHUNK_SIZE - 4096, 64).unwrap();
-    assert_eq!(big.nchunks, 6);
-    // SAFETY: a live block of `large`, freed once.
-    unsafe { large.dealloc(big.ptr) }.unwrap();
-    // A 2-chunk block takes the 6-chunk run whole (at most 3 x 2), and gives it back whole.
-    let a = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
-    assert_eq!((a.base, a.nchunks), (big.base, 6));
-    assert_eq!(large.cached_chunks(), 0);
-    // SAFETY: as above.
-    unsafe {
-        fill(a.ptr, 2 * CHUNK_SIZE - 4096, 1);
-        large.dealloc(a.ptr).unwrap();
-    }
-    assert_eq!(large.cached_chunks(), 6);
-    // A 1-chunk block would waste five: it takes the head, the tail goes back to the source.
-    let b = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
-    assert_eq!((b.base, b.nchunks), (big.base, 1));
-    assert_eq!(large.cached_chunks(), 0);
-    assert_eq!(large.source().live_chunks(), 1);
-    assert_eq!(large.source().allocs(), 1, "one mapping served all three");
-    // SAFETY: as above.
-    unsafe { large.dealloc(b.ptr) }.unwrap();
-    assert_eq!(large.trim(), 1);
-    assert_eq!(large.source().live_chunks(), 0);
-}
-
-#[test]
 fn the_cache_is_bounded() {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
     // Runs longer than the limit are never cached.
@@ -118,23 +89,23 @@ fn runs_of_a_shared_source_are_not_cached() {
 #[test]
 fn unused_runs_age_out() {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
-    let old = large.alloc(MIB, 64).unwrap();
+    let old = large.alloc(13 * MIB, 64).unwrap();
     // SAFETY: live blocks of `large`, each freed once.
     unsafe { large.dealloc(old.ptr) }.unwrap();
-    assert_eq!(large.cached_chunks(), 1);
-    // Larger blocks come and go; the 1-chunk run is too short for them.
+    assert_eq!(large.cached_chunks(), 4);
+    // Other sizes come and go; the 4-chunk run is too long for them (more than twice).
     for i in 0..=CACHE_MAX_AGE {
-        let b = large.alloc(13 * MIB, 64).unwrap();
+        let b = large.alloc(MIB, 64).unwrap();
         // SAFETY: as above.
         unsafe { large.dealloc(b.ptr) }.unwrap();
-        if large.cached_chunks() == 4 {
+        if large.cached_chunks() == 1 {
             assert!(i * 2 >= CACHE_MAX_AGE - 2, "aged out after {i} rounds only");
             break;
         }
     }
-    assert_eq!(large.cached_chunks(), 4, "the old run went back");
+    assert_eq!(large.cached_chunks(), 1, "the old run went back");
     assert_eq!(large.source().deallocs(), 1);
-    assert_eq!(large.source().live_chunks(), 4);
+    assert_eq!(large.source().live_chunks(), 1);
 }
 
 #[test]
