@@ -57,6 +57,13 @@ pub fn init() {
     crate::background::ensure();
 }
 
+/// Prints `fam-alloc: OP(0xVALUE): WHAT` on stderr and aborts, allocating nothing: how the C
+/// library reports what it cannot go on from.
+#[cold]
+pub fn fail(op: &str, value: usize, what: &str) -> ! {
+    report::bad_free(op, value, what)
+}
+
 /// What a free through this module writes into a block's second word, XORed with the block's
 /// address: a value no program stores there by accident (the address makes it differ per block,
 /// and address-space layout randomisation per run). It guards against mistakes, not attackers.

@@ -24,7 +24,7 @@ use crate::errno::{invalid, out_of_memory, page_size};
 /// mimalloc gives too. (`malloc(0)` counts as 16.) Bit 3 of `size + 7` is clear exactly when the
 /// rounded size is a multiple of 16: three instructions, no branch.
 #[inline(always)]
-const fn malloc_align(size: usize) -> usize {
+pub(crate) const fn malloc_align(size: usize) -> usize {
     8 << (((size.wrapping_add(7) >> 3) & 1) ^ 1)
 }
 

@@ -20,6 +20,10 @@
 //!   own, of a pointer into the middle of a block, or of a block that is already free prints
 //!   `fam-alloc: OP(0xADDR): WHAT` on stderr and aborts (the checks are [`fam_alloc::raw`]'s).
 //!
+//! - **C++.** `operator new` and `operator delete`, every replaceable form, go to the same paths
+//!   (see the `cxx` module): C++ programs do not reach the allocator through their runtime's
+//!   `operator new` and `malloc`.
+//!
 //! Rust code inside the library allocates from the same heap: the crate sets [`FamAlloc`] as the
 //! global allocator, so the library never calls the C library's allocator.
 //!
@@ -30,6 +34,7 @@
 //!
 //! [`FamAlloc`]: fam_alloc::FamAlloc
 
+mod cxx;
 mod errno;
 mod family;
 mod info;

@@ -454,6 +454,29 @@ fn the_shared_library_exports_the_family_and_nothing_else() {
         "reallocarray",
         "valloc",
     ];
+    // C++ operator new and delete, every replaceable form, by mangled name.
+    for op in ["_Znw", "_Zna"] {
+        for args in [
+            "m",
+            "mRKSt9nothrow_t",
+            "mSt11align_val_t",
+            "mSt11align_val_tRKSt9nothrow_t",
+        ] {
+            want.push(String::leak(format!("{op}{args}")));
+        }
+    }
+    for op in ["_Zdl", "_Zda"] {
+        for args in [
+            "Pv",
+            "Pvm",
+            "PvRKSt9nothrow_t",
+            "PvSt11align_val_t",
+            "PvmSt11align_val_t",
+            "PvSt11align_val_tRKSt9nothrow_t",
+        ] {
+            want.push(String::leak(format!("{op}{args}")));
+        }
+    }
     want.sort();
     assert_eq!(names, want);
 

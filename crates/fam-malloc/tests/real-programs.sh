@@ -13,6 +13,8 @@
 #   api       tests/c/api.c: the C interface through the header, static and shared linking
 #   misuse    tests/c/misuse.c: double free, foreign and interior pointers must be reported
 #             (`fam-alloc: OP(0x...)` on stderr) and abort (exit status 134)
+#   cxx       tests/c/cxx.cc: C++ operator new and delete, every form the library's (preloaded
+#             and statically linked), alignment, new handler, bad_alloc, checked deletes
 #
 # Builds the library in release mode first (`cargo build --release -p fam-malloc`, into
 # $CARGO_TARGET_DIR or the workspace's target/). Programs that are missing are installed with
@@ -65,7 +67,7 @@ apt_install() {
 }
 
 missing=()
-for tool in python3:python3 git:git gcc:gcc sqlite3:sqlite3 nm:binutils awk:gawk md5sum:coreutils; do
+for tool in python3:python3 git:git gcc:gcc g++:g++ sqlite3:sqlite3 nm:binutils awk:gawk md5sum:coreutils; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -156,8 +158,11 @@ preload() { LD_PRELOAD=$lib "$@"; }
 # --- The library itself ---------------------------------------------------------------------
 
 want_symbols="aligned_alloc calloc fam_alloc fam_init_global_allocator fam_option_get fam_option_set fam_print_stats fam_release fam_resize fam_trim fam_version fam_write_stats free mallinfo mallinfo2 malloc malloc_trim malloc_usable_size mallopt memalign posix_memalign pvalloc realloc reallocarray valloc"
-symbols=$(nm -D --defined-only --format=posix "$lib" | awk '{ sub(/@.*/, "", $1); print $1 }' | sort -u | tr '\n' ' ')
-if [ "${symbols% }" = "$want_symbols" ]; then
+# C++ operator new and delete, every form, by their mangled names.
+want_symbols="$want_symbols _ZdaPv _ZdaPvRKSt9nothrow_t _ZdaPvSt11align_val_t _ZdaPvSt11align_val_tRKSt9nothrow_t _ZdaPvm _ZdaPvmSt11align_val_t _ZdlPv _ZdlPvRKSt9nothrow_t _ZdlPvSt11align_val_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdlPvm _ZdlPvmSt11align_val_t _Znam _ZnamRKSt9nothrow_t _ZnamSt11align_val_t _ZnamSt11align_val_tRKSt9nothrow_t _Znwm _ZnwmRKSt9nothrow_t _ZnwmSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t"
+want_symbols=$(printf '%s\n' $want_symbols | LC_ALL=C sort -u | tr '\n' ' ')
+symbols=$(nm -D --defined-only --format=posix "$lib" | awk '{ sub(/@.*/, "", $1); print $1 }' | LC_ALL=C sort -u | tr '\n' ' ')
+if [ "$symbols" = "$want_symbols" ]; then
     ok exports
 else
     failed exports "exported: $symbols" "wanted:   $want_symbols"
@@ -282,9 +287,10 @@ same sqlite3 sqlite_workload
 # compile NAME SOURCE FLAGS...: builds $work/NAME with gcc; a failure is the failed check
 # NAME-compile, and the checks that need the program are left out.
 compile() {
-    local name=$1 src=$2
+    local name=$1 src=$2 compiler=gcc
     shift 2
-    if gcc -o "$work/$name" "$src" "$@" 2>"$work/$name.compile.err"; then
+    [ "${src##*.}" = cc ] && compiler=g++
+    if "$compiler" -o "$work/$name" "$src" "$@" 2>"$work/$name.compile.err"; then
         return 0
     fi
     failed "$name-compile" "$(head -n 10 "$work/$name.compile.err")"
@@ -346,6 +352,18 @@ fi
 if compile misuse-static "$here/c/misuse.c" -O0 -w "${with_static[@]}"; then
     dies misuse-static-double-free free "$work/misuse-static" double-free
     dies misuse-static-free-global free "$work/misuse-static" free-global
+fi
+
+# --- cxx.cc --------------------------------------------------------------------------------
+
+cxx_flags=(-std=c++17 -O2 -Wall -Wextra -Wno-use-after-free -Wno-mismatched-new-delete)
+if compile cxx "$here/c/cxx.cc" "${cxx_flags[@]}" -ldl; then
+    expect cxx-preload "cxx: ok" preload "$work/cxx"
+    dies cxx-double-delete "operator delete" preload "$work/cxx" double
+    dies cxx-interior-delete "operator delete" preload "$work/cxx" interior
+fi
+if compile cxx-static "$here/c/cxx.cc" "${cxx_flags[@]}" "${with_static[@]}"; then
+    expect cxx-static "cxx: ok" "$work/cxx-static" static
 fi
 
 # --- Statistics at exit (FAM_STATS) ---------------------------------------------------------
