@@ -1,17 +1,27 @@
 //! The allocators under test, and how each is put under a workload.
 //!
-//! All five are the C ABI: the workloads call `malloc`, and `LD_PRELOAD` decides whose it is.
+//! All six are the C ABI: the workloads call `malloc`, and `LD_PRELOAD` decides whose it is.
 //! glibc's is the process's own (nothing preloaded); fam-alloc's is `libfam_malloc.so`, built
-//! by the suite in release mode; mimalloc's, jemalloc's and tcmalloc's (gperftools' minimal
+//! by the suite in release mode; mimalloc 2's, jemalloc's and tcmalloc's (gperftools' minimal
 //! build, without the heap profiler) are the Debian packages' shared libraries, installed with
-//! apt-get when missing. An allocator that cannot be found or
-//! installed is left out of the run and marked missing in the report.
+//! apt-get when missing. mimalloc 3 has no Debian package: it is built here, once, from the C
+//! sources the `libmimalloc-sys` crate ships (the workspace's criterion benches depend on it, so
+//! cargo has them), with the flags of mimalloc's own CMake build of its shared override library
+//! (`static.c` as one unit, `-O3`, hidden visibility, initial-exec TLS). An allocator that
+//! cannot be found, installed or built is left out of the run and marked missing in the report.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The allocators, in the order the report lists them.
-pub const NAMES: [&str; 5] = ["fam", "mimalloc", "jemalloc", "tcmalloc", "glibc"];
+pub const NAMES: [&str; 6] = [
+    "fam",
+    "mimalloc3",
+    "mimalloc",
+    "jemalloc",
+    "tcmalloc",
+    "glibc",
+];
 
 /// One allocator under test.
 #[derive(Clone, Debug)]
@@ -80,8 +90,15 @@ const PACKAGED: [Packaged; 3] = [
 ];
 
 /// Finds (and, with `install`, installs) the allocators. `fam_lib` is the freshly built
-/// `libfam_malloc.so`; `fam_version` says which build it is.
-pub fn discover(fam_lib: &Path, fam_version: String, install: bool) -> Vec<Allocator> {
+/// `libfam_malloc.so`; `fam_version` says which build it is. mimalloc 3 is built into `out`
+/// from the sources cargo fetched for the workspace rooted at `root`.
+pub fn discover(
+    root: &Path,
+    out: &Path,
+    fam_lib: &Path,
+    fam_version: String,
+    install: bool,
+) -> Vec<Allocator> {
     let mut found: Vec<(&Packaged, Option<PathBuf>)> = PACKAGED
         .iter()
         .map(|p| (p, find_library(p.soname)))
@@ -137,6 +154,20 @@ pub fn discover(fam_lib: &Path, fam_version: String, install: bool) -> Vec<Alloc
                 version: glibc_version(),
                 missing: None,
             },
+            "mimalloc3" => match build_mimalloc3(root, out) {
+                Ok((lib, version)) => Allocator {
+                    name,
+                    preload: Some(lib),
+                    version,
+                    missing: None,
+                },
+                Err(why) => Allocator {
+                    name,
+                    preload: None,
+                    version: String::new(),
+                    missing: Some(why),
+                },
+            },
             _ => {
                 let (p, path) = found
                     .iter()
@@ -170,6 +201,81 @@ pub fn discover(fam_lib: &Path, fam_version: String, install: bool) -> Vec<Alloc
         all.push(a);
     }
     all
+}
+
+/// Builds mimalloc 3's shared override library into `out` (once per version) from the sources
+/// of the `libmimalloc-sys` package the workspace depends on; returns it and its version.
+fn build_mimalloc3(root: &Path, out: &Path) -> Result<(PathBuf, String), String> {
+    let meta = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !meta.status.success() {
+        return Err(format!("cargo metadata failed ({})", meta.status));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout)
+        .map_err(|e| format!("cargo metadata printed no JSON: {e}"))?;
+    let sys = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "libmimalloc-sys")
+        .ok_or("the workspace does not depend on libmimalloc-sys")?;
+    let crate_dir = Path::new(sys["manifest_path"].as_str().unwrap_or_default())
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let src = crate_dir.join("c_src/mimalloc/v3");
+    let header = std::fs::read_to_string(src.join("include/mimalloc.h")).map_err(|e| {
+        format!(
+            "libmimalloc-sys {} has no mimalloc 3 sources ({e})",
+            sys["version"].as_str().unwrap_or("?")
+        )
+    })?;
+    let number: u32 = header
+        .lines()
+        .find_map(|l| l.strip_prefix("#define MI_MALLOC_VERSION"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or("mimalloc.h has no MI_MALLOC_VERSION")?;
+    let version = format!("{}.{}.{}", number / 10000, number / 100 % 100, number % 100);
+    let lib = out.join(format!("libmimalloc-{version}.so"));
+    let described = format!(
+        "{version}, built from libmimalloc-sys {}'s sources",
+        sys["version"].as_str().unwrap_or("?")
+    );
+    if lib.exists() {
+        return Ok((lib, described));
+    }
+    println!("    building mimalloc {version} into {}", lib.display());
+    let status = Command::new("cc")
+        .args([
+            "-O3",
+            "-DNDEBUG",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+            "-ftls-model=initial-exec",
+            "-fno-builtin-malloc",
+            "-Wno-unknown-pragmas",
+            "-DMI_SHARED_LIB",
+            "-DMI_SHARED_LIB_EXPORT",
+            "-DMI_MALLOC_OVERRIDE",
+        ])
+        .arg("-I")
+        .arg(src.join("include"))
+        .arg(src.join("src/static.c"))
+        .arg("-o")
+        .arg(&lib)
+        .arg("-lpthread")
+        .status()
+        .map_err(|e| format!("cannot run cc to build mimalloc {version}: {e}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&lib);
+        return Err(format!("building mimalloc {version} failed ({status})"));
+    }
+    Ok((lib, described))
 }
 
 /// The path of the shared library `soname`, from the dynamic linker's cache or the usual

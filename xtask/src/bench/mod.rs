@@ -4,8 +4,9 @@
 //!    programs of `benches/workloads` (package `fam-workloads`), into the cargo target
 //!    directory in use (`CARGO_TARGET_DIR`, or the workspace's `target/`).
 //! 2. Finds the allocators: glibc (the C library's own malloc), fam-alloc (the library just
-//!    built), mimalloc, jemalloc and tcmalloc (the Debian packages' shared libraries, installed with
-//!    apt-get when missing; an allocator that cannot be had is left out and marked missing).
+//!    built), mimalloc 2, jemalloc and tcmalloc (the Debian packages' shared libraries, installed
+//!    with apt-get when missing) and mimalloc 3 (built once from the C sources of the
+//!    `libmimalloc-sys` crate); an allocator that cannot be had is left out and marked missing.
 //! 3. Runs every workload once per allocator per round, each run a fresh process with the
 //!    allocator preloaded. Rounds interleave: for each round, for each workload, every
 //!    allocator in an order rotated by one from the last, so a slow spell of a shared machine
@@ -13,8 +14,10 @@
 //!    workloads that report it, the resident set after their frees) go into `results.csv` as
 //!    soon as it ends.
 //! 4. Writes `bench-report/report.md` under the target directory: the medians, fam-alloc's
-//!    ratios to mimalloc and glibc per workload with their geometric means and the targets
-//!    (time at most 0.9x mimalloc's, peak RSS at most 1.2x), the resident set after the frees
+//!    ratios to the fastest peer (the other allocator with the least time on that workload), to
+//!    each allocator and to glibc per workload with their geometric means and the targets (time
+//!    at most 0.95x the fastest peer's as a geometric mean and 1.05x on any workload, peak RSS
+//!    at most 1.1x mimalloc 2's), the resident set after the frees
 //!    of the workloads that report it (`rss-after-free`) with fam-alloc's ratio to each of the
 //!    other allocators, a table per workload, and two charts (`chart.svg`: time normalised to
 //!    glibc, `rss.svg`: peak RSS normalised to glibc).
@@ -84,6 +87,8 @@ pub fn main(args: lexopt::Parser) -> ! {
     }
     let release = target.join("release");
     let allocs = allocators::discover(
+        &root,
+        &out_dir,
         &release.join("libfam_malloc.so"),
         fam_version(&root),
         opts.install,

@@ -34,7 +34,7 @@ pub struct Options {
 
 /// The usage text.
 pub const USAGE: &str = "\
-cargo xtask bench [OPTIONS]   the allocator benchmark suite (glibc, fam, jemalloc, mimalloc, tcmalloc)
+cargo xtask bench [OPTIONS]   the allocator benchmark suite (fam, mimalloc 3 and 2, jemalloc, tcmalloc, glibc)
     --quick              2 rounds at scale 0.5 (a minute or two); default 5 rounds at scale 1
     --rounds N           rounds (each runs every workload once per allocator)
     --only W[,W...]      only these workloads

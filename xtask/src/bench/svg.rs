@@ -25,6 +25,7 @@ pub fn color_of(alloc: &str) -> &'static str {
     match alloc {
         "fam" => "#e66101",
         "mimalloc" => "#2c7bb6",
+        "mimalloc3" => "#abd9e9",
         "jemalloc" => "#1a9641",
         "glibc" => "#8c8c8c",
         _ => "#5e3c99",
