@@ -35,6 +35,7 @@ mod svg;
 mod workloads;
 
 use std::env;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -61,8 +62,6 @@ pub fn main(args: lexopt::Parser) -> ! {
         }
     };
     let started = Instant::now();
-    let started_utc = utc_now();
-    let load_before = load_average();
     let root = crate::workspace_root();
     let target = target_dir(&root);
     let out_dir = target.join("bench-report");
@@ -100,131 +99,209 @@ pub fn main(args: lexopt::Parser) -> ! {
         }
     }
     let measured: Vec<&Allocator> = allocs.iter().filter(|a| a.available()).collect();
-
-    let csv_path = out_dir.join("results.csv");
-    let mut csv = match csv::Writer::from_path(&csv_path) {
-        Ok(w) => w,
-        Err(e) => fail(&format!("cannot create {}: {e}", csv_path.display())),
-    };
-    let _ = csv.write_record(report::CSV_HEADER);
-    let total = opts.rounds * opts.workloads.len() * measured.len();
-    println!(
-        "==> xtask bench: {} rounds x {} workloads x {} allocators = {total} runs \
-         ({} threads, scale {})",
-        opts.rounds,
-        opts.workloads.len(),
-        measured.len(),
-        opts.threads,
-        opts.scale
-    );
-    let timeout = Duration::from_secs(opts.timeout_s);
-    let mut runs: Vec<Run> = Vec::new();
-    let n = measured.len().max(1);
-    for round in 1..=opts.rounds {
-        for (wi, w) in opts.workloads.iter().enumerate() {
-            let exe = release.join(w.name);
-            let rotation = (round - 1 + wi) % n;
-            for k in 0..measured.len() {
-                let a = measured[(k + rotation) % n];
-                let result = runner::run_once(&exe, a, opts.threads, opts.scale, timeout);
-                match &result {
-                    Ok(s) => println!(
-                        "[{round}/{}] {:<14} {:<9} {:>8.3} s  wall {:>7.3} s  cpu {:>7.3} s  {:>8.1} MiB{}",
-                        opts.rounds,
-                        w.name,
-                        a.name,
-                        s.time_s,
-                        s.wall_s,
-                        s.cpu_s,
-                        s.rss_kib as f64 / 1024.0,
-                        s.rss_after_free_kib.map_or_else(String::new, |k| format!(
-                            "  after free {:>8.1} MiB",
-                            k as f64 / 1024.0
-                        ))
-                    ),
-                    Err(e) => println!(
-                        "[{round}/{}] {:<14} {:<9} FAILED: {e}",
-                        opts.rounds, w.name, a.name
-                    ),
-                }
-                let run = Run {
-                    round,
-                    workload: w.name,
-                    alloc: a.name,
-                    result,
-                };
-                let _ = csv.write_record(report::csv_record(&run, opts.threads, opts.scale));
-                let _ = csv.flush();
-                runs.push(run);
-            }
-        }
-    }
-
     let criterion = opts.criterion.then(|| run_criterion(&root, &target));
 
-    let names: Vec<&'static str> = opts.workloads.iter().map(|w| w.name).collect();
-    let table = Table::new(&runs, &names, &allocators::NAMES);
-    let meta = report::Meta {
-        command: opts.command_line(),
-        started: started_utc,
-        duration_s: started.elapsed().as_secs_f64(),
-        machine: machine(),
-        load: (load_before, load_average()),
-        rounds: opts.rounds,
-        threads: opts.threads,
-        scale: opts.scale,
-        allocators: allocs.clone(),
-        criterion,
-    };
-    let subtitle = format!(
-        "{}: median of {} rounds, {} threads, scale {}",
-        meta.command, opts.rounds, opts.threads, opts.scale
-    );
-    let charts = [
-        (
-            "chart.svg",
-            Metric::Time,
-            "Time per workload, normalised to glibc (lower is better)",
-            "time / glibc's time",
-        ),
-        (
-            "rss.svg",
-            Metric::Rss,
-            "Peak RSS per workload, normalised to glibc (lower is better)",
-            "peak RSS / glibc's peak RSS",
-        ),
-    ];
-    for (file, metric, title, y_label) in charts {
-        let svg = chart(&table, &allocs, metric, title, &subtitle, y_label);
-        write_file(&out_dir.join(file), &svg);
+    // One suite per thread count: its own rounds, report, charts and CSV (in a folder of its
+    // own when there are several counts, with an index of their summaries on top).
+    let several = opts.threads.len() > 1;
+    let mut index = String::new();
+    let mut failed = 0;
+    for &threads in &opts.threads {
+        let dir = if several {
+            out_dir.join(format!("threads-{threads}"))
+        } else {
+            out_dir.clone()
+        };
+        if let Err(e) = fs::create_dir_all(&dir) {
+            fail(&format!("cannot create {}: {e}", dir.display()));
+        }
+        let suite = Suite {
+            opts: &opts,
+            threads,
+            dir: &dir,
+            release: &release,
+            allocs: &allocs,
+            measured: &measured,
+            criterion: criterion.clone(),
+        };
+        let (summary, runs_failed) = suite.run();
+        failed += runs_failed;
+        let _ = write!(
+            index,
+            "## {threads} thread{}\n\nThe report: [`threads-{threads}/report.md`](threads-{threads}/report.md).\n\n{summary}\n",
+            if threads == 1 { "" } else { "s" }
+        );
     }
-    let md = report::report_markdown(&meta, &table, &opts.workloads, &runs);
-    let report_path = out_dir.join("report.md");
-    write_file(&report_path, &md);
-
-    println!("\n{}", report::summary_markdown(&table));
-    let after_free = report::rss_after_free_markdown(&table);
-    if !after_free.is_empty() {
-        println!("{after_free}");
+    if several {
+        let path = out_dir.join("report.md");
+        write_file(
+            &path,
+            &format!(
+                "# cargo xtask bench at {} threads\n\n`{}`\n\n{index}",
+                opts.threads
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                opts.command_line()
+            ),
+        );
+        println!("index:   {}", path.display());
     }
-    println!("{}", report::targets_markdown(&table));
-    println!("report:  {}", report_path.display());
-    println!("charts:  {}", out_dir.join("chart.svg").display());
-    println!("         {}", out_dir.join("rss.svg").display());
-    println!("runs:    {}", csv_path.display());
     println!(
         "xtask bench: took {}",
         report::duration_text(started.elapsed().as_secs_f64())
     );
-    let failed = runs.iter().filter(|r| r.result.is_err()).count();
     if failed > 0 {
-        eprintln!(
-            "xtask bench: {failed} of {} runs FAILED (see the report)",
-            runs.len()
-        );
+        eprintln!("xtask bench: {failed} runs FAILED (see the report)");
         exit(1);
     }
     exit(0)
+}
+
+/// One run of the suite at one thread count.
+struct Suite<'a> {
+    opts: &'a Options,
+    threads: usize,
+    /// Where its report, charts and CSV go.
+    dir: &'a Path,
+    release: &'a Path,
+    allocs: &'a [Allocator],
+    measured: &'a [&'a Allocator],
+    criterion: Option<String>,
+}
+
+impl Suite<'_> {
+    /// Runs every round, writes the report, prints the summary; returns the summary and
+    /// targets (markdown) and the number of runs that failed.
+    fn run(&self) -> (String, usize) {
+        let (opts, threads, out_dir, release) = (self.opts, self.threads, self.dir, self.release);
+        let (allocs, measured) = (self.allocs, self.measured);
+        let started = Instant::now();
+        let started_utc = utc_now();
+        let load_before = load_average();
+
+        let csv_path = out_dir.join("results.csv");
+        let mut csv = match csv::Writer::from_path(&csv_path) {
+            Ok(w) => w,
+            Err(e) => fail(&format!("cannot create {}: {e}", csv_path.display())),
+        };
+        let _ = csv.write_record(report::CSV_HEADER);
+        let total = opts.rounds * opts.workloads.len() * measured.len();
+        println!(
+            "==> xtask bench: {} rounds x {} workloads x {} allocators = {total} runs \
+             ({} threads, scale {})",
+            opts.rounds,
+            opts.workloads.len(),
+            measured.len(),
+            threads,
+            opts.scale
+        );
+        let timeout = Duration::from_secs(opts.timeout_s);
+        let mut runs: Vec<Run> = Vec::new();
+        let n = measured.len().max(1);
+        for round in 1..=opts.rounds {
+            for (wi, w) in opts.workloads.iter().enumerate() {
+                let exe = release.join(w.name);
+                let rotation = (round - 1 + wi) % n;
+                for k in 0..measured.len() {
+                    let a = measured[(k + rotation) % n];
+                    let result = runner::run_once(&exe, a, threads, opts.scale, timeout);
+                    match &result {
+                        Ok(s) => println!(
+                            "[{round}/{}] {:<14} {:<9} {:>8.3} s  wall {:>7.3} s  cpu {:>7.3} s  {:>8.1} MiB{}",
+                            opts.rounds,
+                            w.name,
+                            a.name,
+                            s.time_s,
+                            s.wall_s,
+                            s.cpu_s,
+                            s.rss_kib as f64 / 1024.0,
+                            s.rss_after_free_kib.map_or_else(String::new, |k| format!(
+                                "  after free {:>8.1} MiB",
+                                k as f64 / 1024.0
+                            ))
+                        ),
+                        Err(e) => println!(
+                            "[{round}/{}] {:<14} {:<9} FAILED: {e}",
+                            opts.rounds, w.name, a.name
+                        ),
+                    }
+                    let run = Run {
+                        round,
+                        workload: w.name,
+                        alloc: a.name,
+                        result,
+                    };
+                    let _ = csv.write_record(report::csv_record(&run, threads, opts.scale));
+                    let _ = csv.flush();
+                    runs.push(run);
+                }
+            }
+        }
+
+        let names: Vec<&'static str> = opts.workloads.iter().map(|w| w.name).collect();
+        let table = Table::new(&runs, &names, &allocators::NAMES);
+        let meta = report::Meta {
+            command: opts.command_line(),
+            started: started_utc,
+            duration_s: started.elapsed().as_secs_f64(),
+            machine: machine(),
+            load: (load_before, load_average()),
+            rounds: opts.rounds,
+            threads,
+            scale: opts.scale,
+            allocators: allocs.to_vec(),
+            criterion: self.criterion.clone(),
+        };
+        let subtitle = format!(
+            "{}: median of {} rounds, {} threads, scale {}",
+            meta.command, opts.rounds, threads, opts.scale
+        );
+        let charts = [
+            (
+                "chart.svg",
+                Metric::Time,
+                "Time per workload, normalised to glibc (lower is better)",
+                "time / glibc's time",
+            ),
+            (
+                "rss.svg",
+                Metric::Rss,
+                "Peak RSS per workload, normalised to glibc (lower is better)",
+                "peak RSS / glibc's peak RSS",
+            ),
+        ];
+        for (file, metric, title, y_label) in charts {
+            let svg = chart(&table, allocs, metric, title, &subtitle, y_label);
+            write_file(&out_dir.join(file), &svg);
+        }
+        let md = report::report_markdown(&meta, &table, &opts.workloads, &runs);
+        let report_path = out_dir.join("report.md");
+        write_file(&report_path, &md);
+
+        println!("\n{}", report::summary_markdown(&table));
+        let after_free = report::rss_after_free_markdown(&table);
+        if !after_free.is_empty() {
+            println!("{after_free}");
+        }
+        println!("{}", report::targets_markdown(&table));
+        println!("report:  {}", report_path.display());
+        println!("charts:  {}", out_dir.join("chart.svg").display());
+        println!("         {}", out_dir.join("rss.svg").display());
+        println!("runs:    {}", csv_path.display());
+        let failed = runs.iter().filter(|r| r.result.is_err()).count();
+        if failed > 0 {
+            eprintln!(
+                "xtask bench: {failed} of {} runs at {threads} threads FAILED (see the report)",
+                runs.len()
+            );
+        }
+        let mut summary = report::summary_markdown(&table);
+        summary.push('\n');
+        summary.push_str(&report::targets_markdown(&table));
+        (summary, failed)
+    }
 }
 
 /// The chart of `metric` normalised to glibc: a group per workload and one for the geometric

@@ -20,8 +20,8 @@ pub struct Options {
     pub rounds: usize,
     /// The workloads to run, in the suite's order.
     pub workloads: Vec<&'static Workload>,
-    /// Threads each workload runs.
-    pub threads: usize,
+    /// Thread counts: the suite runs once at each, in this order.
+    pub threads: Vec<usize>,
     /// Work scale passed to each workload.
     pub scale: f64,
     /// Also run the criterion suite and include its summary.
@@ -38,7 +38,9 @@ cargo xtask bench [OPTIONS]   the allocator benchmark suite (fam, mimalloc 3 and
     --quick              2 rounds at scale 0.5 (a minute or two); default 5 rounds at scale 1
     --rounds N           rounds (each runs every workload once per allocator)
     --only W[,W...]      only these workloads
-    --threads N          threads per workload (default: the CPUs available, at least 2)
+    --threads N[,N...]   threads per workload (default: the CPUs available, at least 2);
+                         several counts run the suite once at each (e.g. 1,2,4), each with its
+                         own report under bench-report/threads-N/ and an index of all of them
     --scale F            work per run (default 1.0, --quick 0.5)
     --criterion          also run `cargo bench -p fam-benches --bench alloc` and add its summary
     --no-install         do not install missing allocators with apt-get
@@ -63,7 +65,19 @@ impl Options {
                 Long("criterion") => criterion = true,
                 Long("no-install") => install = false,
                 Long("rounds") => rounds = Some(positive(&key, &value(&mut args, &key)?)?),
-                Long("threads") => threads = Some(positive(&key, &value(&mut args, &key)?)?),
+                Long("threads") => {
+                    let mut list: Vec<usize> = Vec::new();
+                    for n in value(&mut args, &key)?.split(',').filter(|s| !s.is_empty()) {
+                        let n = positive(&key, n)?;
+                        if !list.contains(&n) {
+                            list.push(n);
+                        }
+                    }
+                    if list.is_empty() {
+                        return Err(format!("{key}: no thread count named"));
+                    }
+                    threads = Some(list);
+                }
                 Long("timeout") => timeout_s = positive(&key, &value(&mut args, &key)?)? as u64,
                 Long("scale") => {
                     let v = value(&mut args, &key)?;
@@ -102,7 +116,7 @@ impl Options {
             quick,
             rounds: rounds.unwrap_or(if quick { QUICK_ROUNDS } else { FULL_ROUNDS }),
             workloads,
-            threads: threads.unwrap_or_else(default_threads),
+            threads: threads.unwrap_or_else(|| vec![default_threads()]),
             scale: scale.unwrap_or(if quick { QUICK_SCALE } else { 1.0 }),
             criterion,
             install,
@@ -128,8 +142,9 @@ impl Options {
             let names: Vec<&str> = self.workloads.iter().map(|w| w.name).collect();
             s.push_str(&format!(" --only {}", names.join(",")));
         }
-        if self.threads != default_threads() {
-            s.push_str(&format!(" --threads {}", self.threads));
+        if self.threads != [default_threads()] {
+            let counts: Vec<String> = self.threads.iter().map(usize::to_string).collect();
+            s.push_str(&format!(" --threads {}", counts.join(",")));
         }
         let default_scale = if self.quick { QUICK_SCALE } else { 1.0 };
         if self.scale != default_scale {
@@ -181,7 +196,7 @@ mod tests {
             (FULL_ROUNDS, 1.0, false)
         );
         assert_eq!(full.workloads.len(), WORKLOADS.len());
-        assert!(full.threads >= 2);
+        assert!(full.threads.len() == 1 && full.threads[0] >= 2);
         assert_eq!(full.command_line(), "cargo xtask bench");
         let quick = parse(&["--quick"]).unwrap().unwrap();
         assert_eq!((quick.rounds, quick.scale), (QUICK_ROUNDS, QUICK_SCALE));
@@ -196,7 +211,12 @@ mod tests {
         let names: Vec<&str> = o.workloads.iter().map(|w| w.name).collect();
         assert_eq!(names, ["larson", "realloc"]);
         assert_eq!(o.rounds, 3);
-        assert_eq!(o.threads, 4);
+        assert_eq!(o.threads, [4]);
+        let several = parse(&["--threads", "1,2,4,2"]).unwrap().unwrap();
+        assert_eq!(several.threads, [1, 2, 4]);
+        assert!(several.command_line().ends_with(" --threads 1,2,4"));
+        assert!(parse(&["--threads", "1,0"]).is_err());
+        assert!(parse(&["--threads", ","]).is_err());
         assert!(o.command_line().contains("--only larson,realloc"));
         assert!(parse(&["--only", "nope"]).unwrap_err().contains("larson"));
         assert!(parse(&["--only", ","]).is_err());
