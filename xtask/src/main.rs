@@ -11,6 +11,8 @@ mod fuzz;
 mod install;
 
 use std::env;
+use std::fs;
+use std::path::PathBuf;
 use std::process::{exit, Command};
 use std::time::Instant;
 
@@ -218,6 +220,7 @@ fn ci(mut args: lexopt::Parser) {
     // Every publishable crate packaged and built from its package, against the others'
     // packages (`cargo package --workspace` resolves them locally before crates.io).
     run_step("package", &|| {
+        forget_local_unpacks();
         let mut args = vec!["package", "--workspace", "--allow-dirty"];
         for unpublished in UNPUBLISHED {
             args.extend(["--exclude", unpublished]);
@@ -331,6 +334,33 @@ fn no_std_declared(dir: &str) -> bool {
         Err(e) => {
             eprintln!("{}: {e}", lib.display());
             false
+        }
+    }
+}
+
+/// Removes what cargo unpacked from earlier runs' temporary package registries.
+///
+/// `cargo package --workspace` builds each package against the others' fresh packages, served
+/// from a local registry under `target/package/`. Cargo unpacks a registry's crates once into
+/// `$CARGO_HOME/registry/src/-HASH/` (a local registry has no name, hence the leading dash), keyed
+/// by the registry's path and the crate's version, and never unpacks the same version again: a
+/// second run from the same checkout path would verify against the first run's sources. Every
+/// directory there whose name starts with a dash is such an unpack and safe to delete.
+fn forget_local_unpacks() {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(&src) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('-') {
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                eprintln!("package: cannot remove {}: {e}", entry.path().display());
+            }
         }
     }
 }
