@@ -26,8 +26,9 @@
 //!
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
-//! out-of-line call. A `malloc`+`free` pair through the C library costs about 100 instructions
-//! in a loop (the README gives the command); the checks above are about 40 of them.
+//! out-of-line call, and every exit from them is a tail jump (see [`free`]). A `malloc`+`free`
+//! pair through the C library costs about 107 instructions in a loop (the README gives the
+//! command); the checks above are about 40 of them.
 
 use core::ptr::{self, NonNull};
 
@@ -113,6 +114,19 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 /// else is in `alloc_small_slow`, so the fast path saves no registers.
 #[inline(always)]
 pub fn alloc_small(class: usize) -> *mut u8 {
+    let p = pop_small(class);
+    if !p.is_null() {
+        return p;
+    }
+    alloc_small_slow(class % NUM_CLASSES)
+}
+
+/// The fast path of [`alloc_small`] alone: a block of `class` from the thread's bucket, or null
+/// when the bucket is empty or the thread's heap is not reached yet (then [`alloc`] does the
+/// rest). For a caller with slow-path work of its own (the C library's `malloc` sets `errno`),
+/// so that it can leave through one tail call and keep the fast path free of a stack frame.
+#[inline(always)]
+pub fn pop_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
     let popped = try_with_local(|h, c| {
         let p = h.pop(class)?;
@@ -121,14 +135,15 @@ pub fn alloc_small(class: usize) -> *mut u8 {
     });
     match popped.flatten() {
         Some(p) => handed_out(class, p.as_ptr()),
-        None => alloc_small_slow(class),
+        None => ptr::null_mut(),
     }
 }
 
 /// [`alloc_small`] when the bucket is empty (or the thread's heap is not reached yet).
+/// `extern "C"` (see [`free`]): the call can be a tail call.
 #[cold]
 #[inline(never)]
-fn alloc_small_slow(class: usize) -> *mut u8 {
+extern "C" fn alloc_small_slow(class: usize) -> *mut u8 {
     let p = with_local(|h, c| {
         let p = h.alloc(class, &GlobalStore);
         c.count_alloc(class);
@@ -223,6 +238,12 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 /// block is out, the block's second word says it is not in a bucket, and the block goes to the
 /// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
+/// Every call out of the fast path is a tail call, so the function needs no stack frame: the
+/// out-of-line functions are `extern "C"` (an `extern "C"` function cannot unwind, so a caller
+/// needs no landing pad around the call, and `free` itself is an `extern "C"` function in the
+/// C library, where a call that might unwind could not be a tail call), and the one that
+/// reports a refused block returns `()`, not `!` (a call to a `!` function is never a tail call).
+///
 /// # Safety
 /// If `ptr` is a live block this module handed out, nobody uses it after the call.
 #[inline(always)]
@@ -241,13 +262,13 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
     // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
     let chunk = unsafe { &*(word.base() as *const ChunkHeader) };
     if chunk.check_block(class, addr).is_err() {
-        bad_small(op, addr, chunk, class);
+        return refuse_free(op, addr, chunk, class);
     }
     if class != 0 {
         // SAFETY: the block is a claimed slab block of at least 16 bytes; a live block does not
         // hold the mark (see the module docs).
         if unsafe { is_marked(ptr) } {
-            double_free(op, addr);
+            return refuse_free(op, addr, chunk, class);
         }
         // SAFETY: as above, and the caller gives the block up.
         unsafe { ptr.cast::<usize>().add(1).write(free_mark(addr)) };
@@ -272,7 +293,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
 /// `ptr` is the start of a claimed block of `class` that the caller gives up.
 #[cold]
 #[inline(never)]
-unsafe fn free_small_slow(class: usize, ptr: *mut u8) {
+unsafe extern "C" fn free_small_slow(class: usize, ptr: *mut u8) {
     with_local(|h, c| {
         // SAFETY: per the contract.
         unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
@@ -282,13 +303,23 @@ unsafe fn free_small_slow(class: usize, ptr: *mut u8) {
     crate::background::ensure();
 }
 
-/// Reports a slab block that failed [`ChunkHeader::check_block`], saying why (out of line, so the
-/// fast path computes no message).
+/// Reports a slab block that [`free`]'s fast path refused, saying why: it failed
+/// [`ChunkHeader::check_block`], or it carries the free mark. Out of line, so the fast path
+/// computes no message.
+///
+/// It never returns, but is not declared `-> !`, so the fast path's call to it is a tail call
+/// (see [`free`]).
 #[cold]
 #[inline(never)]
-fn bad_small(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) -> ! {
+#[allow(improper_ctypes_definitions)] // called from Rust only (see `free`)
+extern "C" fn refuse_free(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) {
     let what = match chunk.check_block(class, addr) {
         Err(bad) => bad.message(),
+        // SAFETY: the block passed `check_block`: a claimed block of `class`, and only blocks
+        // of class > 0 are tested for the mark.
+        Ok(()) if class != 0 && unsafe { is_marked(addr as *mut u8) } => {
+            slab_pool::BadBlock::AlreadyFree.message()
+        }
         Ok(()) => "block changed state during free",
     };
     report::bad_free(op, addr, what)
@@ -307,7 +338,8 @@ fn double_free(op: &str, addr: usize) -> ! {
 /// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_other(op: &str, ptr: *mut u8) {
+#[allow(improper_ctypes_definitions)] // called from Rust only (see `free`)
+unsafe extern "C" fn free_other(op: &str, ptr: *mut u8) {
     match classify(op, ptr) {
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },

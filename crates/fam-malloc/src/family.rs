@@ -85,12 +85,20 @@ fn table_class(size: usize) -> usize {
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if size <= TABLE_MAX {
-        let p = raw::alloc_small(MALLOC_CLASS[size.div_ceil(8)] as usize);
-        if p.is_null() {
-            return out_of_memory();
+        let p = raw::pop_small(MALLOC_CLASS[size.div_ceil(8)] as usize);
+        if !p.is_null() {
+            return p.cast();
         }
-        return p.cast();
     }
+    malloc_slow(size)
+}
+
+/// The rest of [`malloc`]: an empty bucket, a large block, or out of memory (`errno`). Out of
+/// line and `extern "C"` (it cannot unwind, so no landing pad), so `malloc` leaves through one
+/// tail call and its fast path needs no stack frame.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     alloc_aligned(size, 8)
 }
 
