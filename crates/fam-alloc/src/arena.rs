@@ -558,11 +558,7 @@ impl Arena {
         let core = self.core();
         let block = core.large.alloc(size, align).ok()?;
         if let Backing::Private(parts) = &self.backing {
-            let base = block.base.as_ptr() as usize;
-            if !parts
-                .registry
-                .insert(base, block.nchunks, Kind::Large, base)
-            {
+            if !parts.registry.insert_large(&block) {
                 // SAFETY: the block was just allocated and never published.
                 let _ = unsafe { core.large.dealloc(block.ptr) };
                 return None;

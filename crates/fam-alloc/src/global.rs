@@ -157,8 +157,7 @@ unsafe impl GlobalAlloc for FamAlloc {
 pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
     crate::background::ensure();
     let block = LARGE.alloc(size, align).ok()?;
-    let base = block.base.as_ptr() as usize;
-    if !REGISTRY.insert(base, block.nchunks, Kind::Large, base) {
+    if !REGISTRY.insert_large(&block) {
         // SAFETY: the block was just allocated and never published.
         let _ = unsafe { LARGE.dealloc(block.ptr) };
         return None;
@@ -182,11 +181,11 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
             "not a live block of this allocator (foreign pointer or double free)",
         );
     };
-    if !large_header_in_run(addr, entry.base) {
+    if addr != entry.payload {
         report::bad_free("free", addr, "not the start of a large block");
     }
-    // SAFETY: the registry says the chunk is part of a live large run, and the header's bytes
-    // before `ptr` lie inside that run (checked just above), so they are mapped.
+    // SAFETY: the registry says `ptr` is the payload of the live large block of this run, so
+    // its header, the 64 bytes before it, is mapped.
     let header = match unsafe { LargeAlloc::<OsSource>::header(NonNull::new_unchecked(ptr)) } {
         Ok(h) if h.base() as usize == entry.base => h,
         _ => report::bad_free("free", addr, "not the start of a large block"),
@@ -206,15 +205,6 @@ pub(crate) unsafe fn large_free(ptr: *mut u8) {
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = errno };
     }
-}
-
-/// Whether the header of a large block at `addr`, in a run starting at `base`, would lie inside
-/// the run: the header is the 64 bytes before the block, so a pointer closer to the run's start
-/// (the run's base itself, say) cannot be a block and its header must not be read.
-#[inline]
-pub(crate) fn large_header_in_run(addr: usize, base: usize) -> bool {
-    addr.checked_sub(base)
-        .is_some_and(|off| off >= large_alloc::HEADER_SIZE)
 }
 
 /// Resizes a large block, keeping the registry in step with its run.

@@ -208,7 +208,8 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
         report::bad_free(op, addr, "pointer not allocated by fam-alloc");
     };
     match entry.kind {
-        Kind::Large if crate::global::large_header_in_run(addr, entry.base) => Owned::Large,
+        // The registry knows the one live payload of the run: nothing at `ptr` is read first.
+        Kind::Large if addr == entry.payload => Owned::Large,
         Kind::Large => report::bad_free(op, addr, "not the start of a large block"),
         Kind::Slab => {
             // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.

@@ -41,6 +41,13 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 /// a slab chunk its current class in bits 2-9 ([`Registry::set_class`] keeps it in step with the
 /// chunk's tag), so that a C `free` learns what the block is from this one load.
 ///
+/// A large run's entries (every chunk of the run has the same one) carry where the run's one
+/// live payload starts, in bits 2-17: its offset from the base in 64-byte units, less one (the
+/// offset is a multiple of 64 from 64 to `CHUNK_SIZE`, see large-alloc's header docs). `free`
+/// obeys a large pointer only when it is that address, before it reads anything at the pointer:
+/// the memory of a run holds whatever earlier blocks left there (a cached run is reused without
+/// being cleared), headers included, so a header found at a pointer proves nothing by itself.
+///
 /// A slab chunk that holds no class (fresh, or retired to the empty pool) has kind bits 0 and
 /// [`EMPTY_SLAB`] set instead: [`Word::is_slab`] is false for it, so the C `free`'s fast path,
 /// which trusts the word's class, sends a pointer into it to the slow path, and that reports it
@@ -60,6 +67,11 @@ const CLASS_MASK: usize = 0xff;
 const BASE_MASK: usize = !((1 << CHUNK_SHIFT) - 1);
 /// The flag of a registered slab chunk that holds no class (see [`Kind`]).
 const EMPTY_SLAB: usize = 1 << 10;
+/// Where a large run's entry keeps its payload's offset (see [`Kind`]).
+const PAYLOAD_SHIFT: u32 = 2;
+const PAYLOAD_MASK: usize = 0xffff;
+/// The payload offset's unit: large payloads are 64-aligned, as are their runs' bases.
+const PAYLOAD_UNIT: u32 = large_alloc::HEADER_SIZE.trailing_zeros();
 
 static_assertions::const_assert!(slab_pool::class::NUM_CLASSES <= CLASS_MASK + 1);
 static_assertions::const_assert_eq!(Kind::Large as usize & Kind::Slab as usize, 0);
@@ -67,6 +79,10 @@ static_assertions::const_assert!((CLASS_MASK << CLASS_SHIFT) & BASE_MASK == 0);
 static_assertions::const_assert!(
     EMPTY_SLAB & (BASE_MASK | KIND_MASK | (CLASS_MASK << CLASS_SHIFT)) == 0
 );
+static_assertions::const_assert!((PAYLOAD_MASK << PAYLOAD_SHIFT) & (BASE_MASK | KIND_MASK) == 0);
+// Every payload offset, 64 to CHUNK_SIZE in steps of 64, has a code.
+static_assertions::const_assert_eq!(1 << PAYLOAD_UNIT, large_alloc::HEADER_SIZE);
+static_assertions::const_assert_eq!((PAYLOAD_MASK + 1) << PAYLOAD_UNIT, chunk_source::CHUNK_SIZE);
 
 /// The raw entry of a slab chunk of class `class` at `base`.
 const fn slab_word(base: usize, class: usize) -> usize {
@@ -76,6 +92,19 @@ const fn slab_word(base: usize, class: usize) -> usize {
 /// The raw entry of a slab chunk at `base` that holds no class.
 const fn empty_slab_word(base: usize) -> usize {
     base | EMPTY_SLAB
+}
+
+/// The raw entry of every chunk of a large run at `base` whose live payload is at `payload`;
+/// `None` when the payload lies where no large block's can (see [`Kind`]).
+const fn large_word(base: usize, payload: usize) -> Option<usize> {
+    let offset = payload.wrapping_sub(base);
+    if offset < 1 << PAYLOAD_UNIT
+        || offset > chunk_source::CHUNK_SIZE
+        || offset & ((1 << PAYLOAD_UNIT) - 1) != 0
+    {
+        return None;
+    }
+    Some(base | (((offset >> PAYLOAD_UNIT) - 1) << PAYLOAD_SHIFT) | Kind::Large as usize)
 }
 
 /// An entry word, as [`Registry::word`] returns it: zero when the chunk is not registered.
@@ -103,11 +132,13 @@ impl Word {
     }
 }
 
-/// A registered chunk: its kind and the base address its entry names.
+/// A registered chunk: its kind, the base address its entry names, and for a large run the
+/// address of its live payload (0 for a slab chunk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub(crate) kind: Kind,
     pub(crate) base: usize,
+    pub(crate) payload: usize,
 }
 
 /// The registry itself. One static instance serves the whole process (and one more lives in
@@ -195,16 +226,16 @@ impl Registry {
         Some(r)
     }
 
-    /// [`insert`](Self::insert) that cannot fail: a leaf it needs comes from `reserve` if the
-    /// OS refuses one. What is left of the reserve goes back to the spares.
-    pub(crate) fn insert_reserved(
+    /// [`insert_large`](Self::insert_large) that cannot fail: a leaf it needs comes from
+    /// `reserve` if the OS refuses one. What is left of the reserve goes back to the spares.
+    pub(crate) fn insert_large_reserved(
         &self,
-        start: usize,
-        n: usize,
-        kind: Kind,
-        base: usize,
+        block: &large_alloc::LargeBlock,
         mut reserve: Reserve,
     ) {
+        let (start, n) = (block.base.as_ptr() as usize, block.nchunks);
+        let word = large_word(start, block.ptr.as_ptr() as usize);
+        debug_assert!(word.is_some(), "a large block's payload has an offset code");
         debug_assert!(reserve.len > n.div_ceil(LEAF_LEN), "reserve too small");
         for i in 0..n {
             let ok = self
@@ -212,8 +243,12 @@ impl Registry {
                 .is_some();
             debug_assert!(ok, "a reserve covers every leaf of the run");
         }
-        for i in 0..n {
-            self.store(start + (i << CHUNK_SHIFT), base | kind as usize);
+        // A payload without a code cannot occur (the header's invariants); were it to, the run
+        // stays unregistered and its block is refused as foreign, never obeyed.
+        if let Some(word) = word {
+            for i in 0..n {
+                self.store(start + (i << CHUNK_SHIFT), word);
+            }
         }
         self.unreserve(reserve);
     }
@@ -264,32 +299,43 @@ impl Registry {
     }
 
     fn decode(raw: usize) -> Option<Entry> {
-        let kind = match raw & KIND_MASK {
-            1 => Kind::Slab,
-            2 => Kind::Large,
-            0 if raw & EMPTY_SLAB != 0 => Kind::Slab,
+        let base = raw & BASE_MASK;
+        let (kind, payload) = match raw & KIND_MASK {
+            1 => (Kind::Slab, 0),
+            2 => {
+                let units = ((raw >> PAYLOAD_SHIFT) & PAYLOAD_MASK) + 1;
+                (Kind::Large, base + (units << PAYLOAD_UNIT))
+            }
+            0 if raw & EMPTY_SLAB != 0 => (Kind::Slab, 0),
             _ => return None,
         };
         Some(Entry {
             kind,
-            base: raw & BASE_MASK,
+            base,
+            payload,
         })
     }
 
-    /// Registers the `n` chunks starting at the chunk-aligned `start` as `kind`, naming `base`.
+    /// Registers the run of a new large block: each of its chunks names the run's base and the
+    /// block's payload. Returns false when a leaf could not be mapped (out of memory), or when
+    /// the payload lies where no large block's can; nothing is registered then.
+    pub(crate) fn insert_large(&self, block: &large_alloc::LargeBlock) -> bool {
+        let base = block.base.as_ptr() as usize;
+        match large_word(base, block.ptr.as_ptr() as usize) {
+            Some(word) => self.insert_word(base, block.nchunks, word),
+            None => false,
+        }
+    }
+
+    /// Stores `word` in the entries of the `n` chunks starting at the chunk-aligned `start`.
     /// Returns false when a leaf could not be mapped (out of memory); nothing is registered then.
-    pub(crate) fn insert(&self, start: usize, n: usize, kind: Kind, base: usize) -> bool {
+    fn insert_word(&self, start: usize, n: usize, word: usize) -> bool {
         debug_assert_eq!(start & ((1 << CHUNK_SHIFT) - 1), 0);
-        debug_assert_eq!(base & !BASE_MASK, 0);
         for i in 0..n {
             if self.leaf_for(start + (i << CHUNK_SHIFT)).is_none() {
                 return false;
             }
         }
-        let word = match kind {
-            Kind::Slab => empty_slab_word(base),
-            Kind::Large => base | kind as usize,
-        };
         for i in 0..n {
             self.store(start + (i << CHUNK_SHIFT), word);
         }
@@ -315,7 +361,7 @@ impl Registry {
             // SAFETY: installed leaves stay mapped while the registry exists.
             for (l, e) in unsafe { &*leaf }.iter().enumerate() {
                 let addr = ((r << LEAF_BITS) | l) << CHUNK_SHIFT;
-                let Some(Entry { kind, base }) = Self::decode(e.load(Ordering::Acquire)) else {
+                let Some(Entry { kind, base, .. }) = Self::decode(e.load(Ordering::Acquire)) else {
                     continue;
                 };
                 match current {
@@ -407,10 +453,9 @@ pub(crate) unsafe fn resize_large<S: chunk_source::ChunkSource>(
     let r = unsafe { large.realloc(ptr, new_size) };
     if let (Some(reg), Some(reserve)) = (registry, reserve) {
         match &r {
-            Ok(r) if r.run_changed() => {
+            Ok(r) if r.run_changed() || r.moved => {
                 reg.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
-                let base = r.block.base.as_ptr() as usize;
-                reg.insert_reserved(base, r.block.nchunks, Kind::Large, base, reserve);
+                reg.insert_large_reserved(&r.block, reserve);
             }
             _ => reg.unreserve(reserve),
         }
@@ -455,7 +500,7 @@ fn unmap_leaf(leaf: *mut Leaf) {
 impl Registry {
     /// Registers the slab chunk at `base` (the slab pools' [`slab_pool::ChunkRegistry`]).
     fn register_slab(&self, base: usize) -> bool {
-        self.insert(base, 1, Kind::Slab, base)
+        self.insert_word(base, 1, empty_slab_word(base))
     }
 
     /// Records that the registered slab chunk at `base` now serves `class`.
@@ -477,6 +522,7 @@ impl Registry {
             == Some(Entry {
                 kind: Kind::Slab,
                 base,
+                payload: 0,
             })
     }
 }
@@ -542,6 +588,18 @@ impl slab_pool::ChunkRegistry for RegistryPtr {
 mod tests {
     use super::*;
     use chunk_source::CHUNK_SIZE;
+    use core::ptr::NonNull;
+    use large_alloc::LargeBlock;
+
+    /// A large block of `n` chunks at `base` whose payload is `offset` bytes in (never touched).
+    fn block(base: usize, n: usize, offset: usize) -> LargeBlock {
+        LargeBlock {
+            ptr: NonNull::new((base + offset) as *mut u8).unwrap(),
+            base: NonNull::new(base as *mut u8).unwrap(),
+            nchunks: n,
+            zeroed: false,
+        }
+    }
 
     #[test]
     fn unknown_addresses_are_not_found() {
@@ -559,6 +617,7 @@ mod tests {
         let slab = Some(Entry {
             kind: Kind::Slab,
             base,
+            payload: 0,
         });
         assert!(r.register_slab(base));
         // Fresh: registered, ours, but no class for the fast path to trust.
@@ -579,20 +638,21 @@ mod tests {
     fn insert_lookup_remove() {
         let r = Registry::new();
         let base = 0x7f00_0000_0000usize & !(CHUNK_SIZE - 1);
-        assert!(r.insert(base, 3, Kind::Large, base));
+        assert!(r.insert_large(&block(base, 3, 64)));
         for i in 0..3 {
             let e = r.lookup(base + i * CHUNK_SIZE + 12345).unwrap();
             assert_eq!(
                 e,
                 Entry {
                     kind: Kind::Large,
-                    base
+                    base,
+                    payload: base + 64,
                 }
             );
         }
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE), None);
         assert_eq!(r.lookup(base - 1), None);
-        assert!(r.insert(base + 3 * CHUNK_SIZE, 1, Kind::Slab, base + 3 * CHUNK_SIZE));
+        assert!(r.register_slab(base + 3 * CHUNK_SIZE));
         assert_eq!(r.lookup(base + 3 * CHUNK_SIZE).unwrap().kind, Kind::Slab);
         let mut runs = Vec::new();
         r.for_each_run(|b, n, k| runs.push((b, n, k)));
@@ -618,21 +678,47 @@ mod tests {
         REFUSE_LEAVES.store(true, Ordering::Relaxed);
         // Three chunks across the boundary of leaves 5 and 6: two fresh leaves.
         let start = 6 * leaf_span - CHUNK_SIZE;
-        r.insert_reserved(start, 3, Kind::Large, start, reserve);
+        r.insert_large_reserved(&block(start, 3, 4096), reserve);
         for i in 0..3 {
             let e = r.lookup(start + i * CHUNK_SIZE + 1).expect("registered");
-            assert_eq!((e.kind, e.base), (Kind::Large, start));
+            assert_eq!(
+                (e.kind, e.base, e.payload),
+                (Kind::Large, start, start + 4096)
+            );
         }
-        assert!(!r.insert(9 * leaf_span, 1, Kind::Large, 9 * leaf_span));
+        assert!(!r.insert_large(&block(9 * leaf_span, 1, 64)));
         assert!(r.reserve(1).is_none(), "no spare left and the OS refuses");
         REFUSE_LEAVES.store(false, Ordering::Relaxed);
         let reserve = r.reserve(1).expect("memory is back");
-        r.insert_reserved(9 * leaf_span, 1, Kind::Slab, 9 * leaf_span, reserve);
-        assert_eq!(r.lookup(9 * leaf_span).unwrap().kind, Kind::Slab);
+        r.insert_large_reserved(&block(9 * leaf_span, 1, 64), reserve);
+        assert_eq!(r.lookup(9 * leaf_span).unwrap().kind, Kind::Large);
         // What the insert did not use went back to the spares.
         assert!(r
             .spares
             .iter()
             .all(|s| !s.load(Ordering::Relaxed).is_null()));
+    }
+
+    /// Every payload offset a large block can have (64 to a whole chunk, in steps of 64) is
+    /// recorded exactly, and no other offset is accepted.
+    #[test]
+    fn a_large_entry_names_its_payload_exactly() {
+        let r = Registry::new();
+        let base = 0x7f20_0000_0000usize & !(CHUNK_SIZE - 1);
+        for offset in (64..=CHUNK_SIZE).step_by(64) {
+            assert!(r.insert_large(&block(base, 2, offset)), "offset {offset}");
+            for i in 0..2 {
+                let e = r.lookup(base + i * CHUNK_SIZE + 7).unwrap();
+                assert_eq!(
+                    (e.kind, e.base, e.payload),
+                    (Kind::Large, base, base + offset)
+                );
+            }
+            r.remove(base, 2);
+        }
+        for offset in [0, 32, 100, CHUNK_SIZE + 64] {
+            assert!(!r.insert_large(&block(base, 2, offset)), "offset {offset}");
+            assert_eq!(r.lookup(base), None);
+        }
     }
 }
