@@ -37,15 +37,25 @@ impl Rng {
         self.below(n) == 0
     }
 
-    /// A size in `lo..=hi` (`lo >= 1`) whose power of two is uniform: each doubling gets the
-    /// same share, so small sizes dominate, as in real programs.
+    /// A size in `lo..=hi` (`1 <= lo <= hi`) whose power of two is uniform: each octave
+    /// `2^k..2^(k+1)` that meets the range gets the same share, spread evenly over the part of
+    /// it inside the range, so small sizes dominate, as in real programs. A `hi` that is a
+    /// power of two counts as the top of the octave below it (8..=512 has six octaves, 512 as
+    /// likely as 511), not as an octave of its own.
     #[inline]
     pub fn log_uniform(&mut self, lo: usize, hi: usize) -> usize {
         let lo_bits = usize::BITS - 1 - lo.leading_zeros();
-        let hi_bits = usize::BITS - 1 - hi.leading_zeros();
+        let top = if hi > lo && hi.is_power_of_two() {
+            hi - 1
+        } else {
+            hi
+        };
+        let hi_bits = usize::BITS - 1 - top.leading_zeros();
         let bits = lo_bits + self.below((hi_bits - lo_bits + 1) as usize) as u32;
         let base = 1usize << bits;
-        (base + self.below(base)).clamp(lo, hi)
+        let first = base.max(lo);
+        let last = if bits == hi_bits { hi } else { 2 * base - 1 };
+        self.range(first, last)
     }
 
     /// A size in `lo..=hi` (`lo >= 1`) with density proportional to `1 / size^2`, the
@@ -97,6 +107,35 @@ mod tests {
         assert_ne!(v, (0..100).collect::<Vec<_>>());
         v.sort_unstable();
         assert_eq!(v, (0..100).collect::<Vec<_>>());
+    }
+
+    /// Every octave of the range gets its share, and no single size more than its part of one.
+    #[test]
+    fn log_uniform_gives_each_octave_its_share() {
+        let mut r = Rng::new(5);
+        let draws = 60_000;
+        let mut octaves = [0usize; 6];
+        let mut top = 0;
+        for _ in 0..draws {
+            let x = r.log_uniform(8, 512);
+            assert!((8..=512).contains(&x), "{x}");
+            let k = (usize::BITS - 1 - x.min(511).leading_zeros()) as usize - 3;
+            octaves[k] += 1;
+            top += usize::from(x == 512);
+        }
+        // 10,000 expected per octave.
+        assert!(
+            octaves.iter().all(|&n| (9_000..11_000).contains(&n)),
+            "{octaves:?}"
+        );
+        // 512 is one of the 257 sizes of the top octave (256..=512): about 39 draws.
+        assert!(top < 120, "{top}");
+        for (lo, hi) in [(1, 1), (513, 4096), (5 << 20, 25 << 20), (100, 101)] {
+            for _ in 0..1000 {
+                let x = r.log_uniform(lo, hi);
+                assert!((lo..=hi).contains(&x), "{lo}..={hi}: {x}");
+            }
+        }
     }
 
     #[test]

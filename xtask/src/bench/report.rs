@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use super::allocators::Allocator;
 use super::runner::Sample;
-use super::workloads::Workload;
+use super::workloads::{Workload, COMMON_DIFFERENCES};
 
 /// The most fam-alloc's time may be, as a fraction of the fastest peer's (geometric mean).
 pub const TIME_TARGET: f64 = 0.95;
@@ -589,9 +589,17 @@ pub fn report_markdown(meta: &Meta, t: &Table, workloads: &[&Workload], runs: &[
         "\n![time per workload, normalised to glibc](chart.svg)\n\n\
          ![peak RSS per workload, normalised to glibc](rss.svg)\n"
     );
-    let _ = writeln!(s, "## Workloads\n");
+    let _ = writeln!(s, "## Workloads\n\n{COMMON_DIFFERENCES}.\n");
     for (w, wl) in workloads.iter().enumerate() {
         let _ = writeln!(s, "### {}\n\n{}.\n", wl.name, wl.about);
+        match &wl.classic {
+            Some(c) => {
+                let _ = writeln!(s, "Stands for {}. Differs: {}.\n", c.program, c.differs);
+            }
+            None => {
+                let _ = writeln!(s, "The suite's own workload (no classic original).\n");
+            }
+        }
         s.push_str(&workload_markdown(t, w));
         s.push('\n');
     }
@@ -900,6 +908,51 @@ mod tests {
         let rec = csv_record(&runs[2], 1, 1.0);
         assert_eq!(rec[11], "2048");
         assert_eq!(csv_record(&runs[0], 1, 1.0)[11], "");
+    }
+
+    /// Each workload's section says which classic program it stands for and how it differs,
+    /// or that it is the suite's own, after the differences every port shares.
+    #[test]
+    fn the_report_says_how_each_port_differs() {
+        use super::super::workloads::Classic;
+        let ported = Workload {
+            name: "a",
+            about: "does a",
+            classic: Some(Classic {
+                program: "`a.c`: `a 5`",
+                differs: "fewer rounds",
+            }),
+        };
+        let own = Workload {
+            name: "b",
+            about: "does b",
+            classic: None,
+        };
+        let meta = Meta {
+            command: "cargo xtask bench".into(),
+            started: "now".into(),
+            duration_s: 1.0,
+            machine: "m".into(),
+            load: ("0".into(), "0".into()),
+            rounds: 3,
+            threads: 2,
+            scale: 1.0,
+            allocators: Vec::new(),
+            criterion: None,
+        };
+        let md = report_markdown(&meta, &table(), &[&ported, &own], &[]);
+        let section = &md[md.find("## Workloads").expect("a workloads section")..];
+        assert!(section.contains(COMMON_DIFFERENCES), "{section}");
+        assert!(
+            section
+                .contains("### a\n\ndoes a.\n\nStands for `a.c`: `a 5`. Differs: fewer rounds.\n"),
+            "{section}"
+        );
+        assert!(
+            section
+                .contains("### b\n\ndoes b.\n\nThe suite's own workload (no classic original).\n"),
+            "{section}"
+        );
     }
 
     #[test]

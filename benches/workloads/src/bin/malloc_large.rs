@@ -21,9 +21,9 @@
 //! already touches every page, and writing and reading back a word per page added a fifth or
 //! more to the run's time, the same for every allocator, diluting the differences). The sizes
 //! and slots come from the suite's seeded generator, not `std::mt19937`, and the iteration
-//! count scales with `--scale`. The original times the loop only (its blocks are freed when
-//! `main` returns, after the clock stops); here the final frees of the blocks still live are
-//! timed too. The shape has one thread: `--threads` is accepted and ignored.
+//! count scales with `--scale`. The original's own clock is never printed: mimalloc-bench times
+//! the whole process, whose exit frees the blocks still live, so the final frees are timed here
+//! too. The shape has one thread: `--threads` is accepted and ignored.
 //!
 //! Measured: the whole loop, the final frees included.
 

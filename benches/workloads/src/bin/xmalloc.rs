@@ -1,10 +1,10 @@
 //! `xmalloc`: the xmalloc-test shape, one side allocates and the other frees.
 //!
-//! Half the threads (at least one) produce: they allocate objects (log-uniform sizes, 8..=512
-//! bytes), stamp them and push them in batches onto a shared, bounded queue. The other half
-//! consume: they pop batches, check every object's pattern and free it. Every free is of a
-//! block another thread allocated, so an allocator that sends blocks home, or keeps them in
-//! the freeing thread, shows its cost here.
+//! As mimalloc-bench runs xmalloc-test (`-w N -s 64`): `--threads N` starts N producers and N
+//! consumers. Producers allocate 64-byte objects, stamp them and push them in batches of 4096
+//! onto a shared stack of at most 100 batches; consumers pop the newest batch, check every
+//! object's pattern and free it. Every free is of a block another thread allocated, so an
+//! allocator that sends blocks home, or keeps them in the freeing thread, shows its cost here.
 //!
 //! Measured: from the start of the threads to the last free.
 
@@ -13,16 +13,19 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use fam_workloads::block::{tag, Slot};
-use fam_workloads::{fail, finish, Args, Rng, Work};
+use fam_workloads::{fail, finish, Args, Work};
 
 /// Objects per producer at scale 1.
-const OBJECTS: usize = 14_000_000;
-/// Objects per batch.
-const BATCH: usize = 256;
-/// Batches the queue holds before producers wait.
-const QUEUE_BOUND: usize = 64;
+const OBJECTS: usize = 7_000_000;
+/// Bytes per object (the original's `-s 64`).
+const SIZE: usize = 64;
+/// Objects per batch (the original's batch).
+const BATCH: usize = 4096;
+/// Batches the stack holds before producers wait (the original's bound).
+const QUEUE_BOUND: usize = 100;
 
-/// The queue between producers and consumers.
+/// The stack of batches between producers and consumers (last in, first out, as the
+/// original's).
 struct Queue {
     state: Mutex<State>,
     /// Signalled when a batch is pushed or the last producer finishes.
@@ -47,11 +50,11 @@ impl Queue {
         self.filled.notify_one();
     }
 
-    /// The next batch, or `None` once every producer is done and the queue is empty.
+    /// The newest batch, or `None` once every producer is done and the queue is empty.
     fn pop(&self) -> Option<Vec<Slot>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(b) = st.batches.pop_front() {
+            if let Some(b) = st.batches.pop_back() {
                 drop(st);
                 self.drained.notify_one();
                 return Some(b);
@@ -74,10 +77,10 @@ impl Queue {
 fn main() {
     let args = Args::from_env(
         "xmalloc",
-        "producer threads allocate, consumer threads check and free",
+        "N producer threads allocate, N consumer threads check and free",
     );
-    let producers = (args.threads / 2).max(1);
-    let consumers = (args.threads - producers).max(1);
+    let producers = args.threads.max(1);
+    let consumers = producers;
     let objects = args.scaled(OBJECTS);
     let queue = Queue {
         state: Mutex::new(State {
@@ -92,10 +95,9 @@ fn main() {
         for p in 0..producers {
             let queue = &queue;
             s.spawn(move || {
-                let mut rng = Rng::new(p as u64 + 1);
                 let mut batch = Vec::with_capacity(BATCH);
                 for n in 0..objects {
-                    batch.push(Slot::new(rng.log_uniform(8, 512), tag(p, n as u64)));
+                    batch.push(Slot::new(SIZE, tag(p, n as u64)));
                     if batch.len() == BATCH {
                         queue.push(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                     }
