@@ -16,7 +16,7 @@ use fam_workloads::block::{tag, Slot};
 use fam_workloads::{fail, finish, Args, Work};
 
 /// Objects per producer at scale 1.
-const OBJECTS: usize = 7_000_000;
+const OBJECTS: usize = 20_000_000;
 /// Bytes per object (the original's `-s 64`).
 const SIZE: usize = 64;
 /// Objects per batch (the original's batch).
