@@ -365,16 +365,47 @@ impl<S: ChunkSource> LargeAlloc<S> {
         !props.contains(SourceProps::SHARED)
     }
 
-    /// A cached run of `n` to `2n` chunks and its length, if the cache holds one (sweeping out
-    /// stale runs on the way).
+    /// A cached run of `n` to `3n` chunks and its length, if the cache holds one at least `n`
+    /// long (sweeping out stale runs on the way): a run longer than `3n` is split, and the
+    /// chunks past its first `n` go back to the source (see the cache's module docs).
     fn take_cached(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
         if !Self::caches(self.source.props()) || !RunCache::fits(n) {
             return None;
         }
         let now = self.cache.tick();
-        let hit = self.cache.take(n);
+        let hit = self.cache.take(n).map(|(base, len)| {
+            if len <= 3 * n {
+                return (base, len);
+            }
+            // SAFETY: `n < len`, so the tail starts inside the run, which is ours now.
+            let tail = unsafe { base.add(n * CHUNK_SIZE) };
+            // SAFETY: whole chunks of a run the source handed out, which nobody uses.
+            let _ = unsafe { self.give_back(tail, len - n) };
+            (base, n)
+        });
         self.evict_stale(now);
         hit
+    }
+
+    /// A run of `n` chunks grown from the longest cached run shorter than `n`, for a source that
+    /// resizes runs (see the cache's module docs): its pages come along, so only the added
+    /// chunks are fresh. `None` when there is no such run or the source cannot grow it (the run
+    /// is then given back).
+    fn grow_cached(&self, n: usize) -> Option<NonNull<u8>> {
+        let props = self.source.props();
+        if !Self::caches(props) || !props.contains(SourceProps::RESIZABLE) {
+            return None;
+        }
+        let (base, len) = self.cache.take_longest_below(n)?;
+        // SAFETY: the run came out of the cache: the source handed it out, and it is ours.
+        match unsafe { self.source.resize(base, len, n) } {
+            Ok(run) => Some(run),
+            Err(_) => {
+                // SAFETY: as above; a failed resize leaves the run as it was.
+                let _ = unsafe { self.give_back(base, len) };
+                None
+            }
+        }
     }
 
     /// A block of `size` bytes aligned to `align` (at most `CHUNK_SIZE`) in a cached run, if
@@ -389,12 +420,15 @@ impl<S: ChunkSource> LargeAlloc<S> {
         Some(unsafe { Self::block_in(base, nchunks, size, align, false) })
     }
 
-    /// A run of at least `n` chunks (a cached one may be up to twice as long), its length, and
-    /// whether it reads as zero.
+    /// A run of at least `n` chunks (a cached one may be up to three times as long), its
+    /// length, and whether it reads as zero.
     fn get_run(&self, n: usize) -> Result<(NonNull<u8>, usize, bool), LargeError> {
         let props = self.source.props();
         if let Some((base, len)) = self.take_cached(n) {
             return Ok((base, len, false));
+        }
+        if let Some(base) = self.grow_cached(n) {
+            return Ok((base, n, false));
         }
         let base = match self.source.alloc(n) {
             Ok(base) => base,

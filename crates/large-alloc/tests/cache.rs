@@ -11,9 +11,18 @@ use large_alloc::{
     CHUNK_SIZE,
 };
 
+/// A source whose runs cannot be resized: a cached run serves only blocks it is long enough for.
+fn fixed_runs() -> Probe<MmapSource> {
+    Probe::with_props(
+        MmapSource::new(),
+        SourceProps::empty(),
+        SourceProps::RESIZABLE,
+    )
+}
+
 #[test]
 fn a_freed_run_is_reused() {
-    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    let large = LargeAlloc::new(fixed_runs());
     for size in [MIB, 5 * MIB, 13 * MIB] {
         let a = large.alloc(size, 64).unwrap();
         // SAFETY: a live block of `large`.
@@ -39,6 +48,78 @@ fn a_freed_run_is_reused() {
     assert_eq!(cached, 1 + 2 + 4);
     assert_eq!(large.trim(), cached);
     assert_eq!(large.cached_chunks(), 0);
+    assert_eq!(large.source().live_chunks(), 0);
+}
+
+#[test]
+fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past_it() {
+    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    let big = large.alloc(6 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!(big.nchunks, 6);
+    // SAFETY: a live block of `large`, freed once.
+    unsafe { large.dealloc(big.ptr) }.unwrap();
+    // A 2-chunk block takes the 6-chunk run whole (at most 3 x 2), and gives it back whole.
+    let a = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!((a.base, a.nchunks), (big.base, 6));
+    assert_eq!(large.cached_chunks(), 0);
+    // SAFETY: as above.
+    unsafe {
+        fill(a.ptr, 2 * CHUNK_SIZE - 4096, 1);
+        large.dealloc(a.ptr).unwrap();
+    }
+    assert_eq!(large.cached_chunks(), 6);
+    // A 1-chunk block would waste five: it takes the head, the tail goes back to the source.
+    let b = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
+    assert_eq!((b.base, b.nchunks), (big.base, 1));
+    assert_eq!(large.cached_chunks(), 0);
+    assert_eq!(large.source().live_chunks(), 1);
+    assert_eq!(large.source().allocs(), 1, "one mapping served all three");
+    // SAFETY: as above.
+    unsafe { large.dealloc(b.ptr) }.unwrap();
+    assert_eq!(large.trim(), 1);
+    assert_eq!(large.source().live_chunks(), 0);
+}
+
+/// With no cached run long enough, the longest shorter one at least half as long is grown by
+/// the source (its pages and content come along) instead of a fresh run being mapped; a run
+/// shorter than half is left for blocks it fits.
+#[test]
+fn a_shorter_cached_run_is_grown_rather_than_a_fresh_run_mapped() {
+    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    let two = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    let one = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
+    assert_eq!((two.nchunks, one.nchunks), (2, 1));
+    // SAFETY: live blocks of `large`, each freed once.
+    unsafe {
+        fill(two.ptr, 2 * CHUNK_SIZE - 4096, 7);
+        large.dealloc(two.ptr).unwrap();
+        large.dealloc(one.ptr).unwrap();
+    }
+    assert_eq!(large.cached_chunks(), 3);
+    let (allocs, resizes) = (large.source().allocs(), large.source().resizes());
+    let size = 3 * CHUNK_SIZE - 4096;
+    let grown = large.alloc(size, 64).unwrap();
+    assert_eq!(grown.nchunks, 3);
+    assert!(!grown.zeroed, "a grown run holds what its block left");
+    assert_eq!(large.source().allocs(), allocs, "no fresh run");
+    assert_eq!(large.source().resizes(), resizes + 1);
+    assert_eq!(
+        large.cached_chunks(),
+        1,
+        "the 2-chunk run was taken, the 1-chunk one kept"
+    );
+    // The 1-chunk run is too short to grow to 3: a fresh run.
+    let fresh = large.alloc(size, 64).unwrap();
+    assert_eq!(large.source().allocs(), allocs + 1);
+    assert_eq!(large.source().resizes(), resizes + 1);
+    assert_eq!(large.cached_chunks(), 1);
+    // SAFETY: both blocks are live and `size` bytes long.
+    unsafe {
+        fill(grown.ptr, size, 9);
+        large.dealloc(grown.ptr).unwrap();
+        large.dealloc(fresh.ptr).unwrap();
+    }
+    assert_eq!(large.trim(), 1 + 3 + 3);
     assert_eq!(large.source().live_chunks(), 0);
 }
 
@@ -88,24 +169,24 @@ fn runs_of_a_shared_source_are_not_cached() {
 
 #[test]
 fn unused_runs_age_out() {
-    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
-    let old = large.alloc(13 * MIB, 64).unwrap();
+    let large = LargeAlloc::new(fixed_runs());
+    let old = large.alloc(MIB, 64).unwrap();
     // SAFETY: live blocks of `large`, each freed once.
     unsafe { large.dealloc(old.ptr) }.unwrap();
-    assert_eq!(large.cached_chunks(), 4);
-    // Other sizes come and go; the 4-chunk run is too long for them (more than twice).
+    assert_eq!(large.cached_chunks(), 1);
+    // Larger blocks come and go; the 1-chunk run is too short for them.
     for i in 0..=CACHE_MAX_AGE {
-        let b = large.alloc(MIB, 64).unwrap();
+        let b = large.alloc(13 * MIB, 64).unwrap();
         // SAFETY: as above.
         unsafe { large.dealloc(b.ptr) }.unwrap();
-        if large.cached_chunks() == 1 {
+        if large.cached_chunks() == 4 {
             assert!(i * 2 >= CACHE_MAX_AGE - 2, "aged out after {i} rounds only");
             break;
         }
     }
-    assert_eq!(large.cached_chunks(), 1, "the old run went back");
+    assert_eq!(large.cached_chunks(), 4, "the old run went back");
     assert_eq!(large.source().deallocs(), 1);
-    assert_eq!(large.source().live_chunks(), 1);
+    assert_eq!(large.source().live_chunks(), 4);
 }
 
 #[test]
