@@ -453,7 +453,9 @@ pub(crate) unsafe fn resize_large<S: chunk_source::ChunkSource>(
     let r = unsafe { large.realloc(ptr, new_size) };
     if let (Some(reg), Some(reserve)) = (registry, reserve) {
         match &r {
-            Ok(r) if r.run_changed() || r.moved => {
+            // The payload follows from the run and the alignment, so it moved only if the run
+            // changed.
+            Ok(r) if r.run_changed() => {
                 reg.remove(r.old_base.as_ptr() as usize, r.old_nchunks);
                 reg.insert_large_reserved(&r.block, reserve);
             }

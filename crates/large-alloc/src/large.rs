@@ -390,7 +390,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
     /// A run of `n` chunks grown from the longest cached run shorter than `n`, for a source that
     /// resizes runs (see the cache's module docs): its pages come along, so only the added
     /// chunks are fresh. `None` when there is no such run or the source cannot grow it (the run
-    /// is then given back).
+    /// then goes back where freed runs go: the cache, or the source).
     fn grow_cached(&self, n: usize) -> Option<NonNull<u8>> {
         let props = self.source.props();
         if !Self::caches(props) || !props.contains(SourceProps::RESIZABLE) {
@@ -401,8 +401,8 @@ impl<S: ChunkSource> LargeAlloc<S> {
         match unsafe { self.source.resize(base, len, n) } {
             Ok(run) => Some(run),
             Err(_) => {
-                // SAFETY: as above; a failed resize leaves the run as it was.
-                let _ = unsafe { self.give_back(base, len) };
+                // SAFETY: as above; a failed resize leaves the run as it was, and we give it up.
+                let _ = unsafe { self.put_run(base, len) };
                 None
             }
         }

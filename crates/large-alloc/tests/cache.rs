@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
 use chunk_source::{MmapSource, RegionSource};
 use common::{fill, is_zero, Probe, MIB};
 use large_alloc::{
@@ -120,6 +122,25 @@ fn a_shorter_cached_run_is_grown_rather_than_a_fresh_run_mapped() {
         large.dealloc(fresh.ptr).unwrap();
     }
     assert_eq!(large.trim(), 1 + 3 + 3);
+    assert_eq!(large.source().live_chunks(), 0);
+}
+
+/// A run the source fails to grow goes back to the cache, and the block gets a fresh run.
+#[test]
+fn a_run_that_cannot_be_grown_stays_cached() {
+    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    let two = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    // SAFETY: a live block of `large`, freed once.
+    unsafe { large.dealloc(two.ptr) }.unwrap();
+    large.source().fail_resize.store(true, Ordering::SeqCst);
+    let allocs = large.source().allocs();
+    let b = large.alloc(3 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!(b.nchunks, 3);
+    assert_eq!(large.source().allocs(), allocs + 1, "a fresh run");
+    assert_eq!(large.cached_chunks(), 2, "the 2-chunk run is still cached");
+    // SAFETY: as above.
+    unsafe { large.dealloc(b.ptr) }.unwrap();
+    assert_eq!(large.trim(), 2 + 3);
     assert_eq!(large.source().live_chunks(), 0);
 }
 
