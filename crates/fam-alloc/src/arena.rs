@@ -40,11 +40,11 @@ use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use chunk_source::{fork, ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE};
 use large_alloc::LargeAlloc;
-use thread_heap::{CentralStore, Chain, ThreadHeap};
+use thread_heap::{Block, CentralStore, Chain};
 
 use slab_pool::{ChunkHeader, Owner, SlabPool};
 
-use crate::class::{small_class, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
+use crate::class::{small_class, Heap, CAPS, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::local::{prepare_for_fork, thread_id};
 use crate::registry::{resize_large, Kind, Registry, RegistryPtr};
 use crate::report;
@@ -210,7 +210,7 @@ struct Local {
     owner: AtomicUsize,
     /// The fork generation when the owner took the heap.
     fork_gen: AtomicU64,
-    heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    heap: UnsafeCell<Heap>,
     /// The pool chunks the owner's heap refills from; touched only with the heap.
     chunks: UnsafeCell<Owner>,
     /// Blocks handed out by the owner's path, per class (written by the owner alone, one
@@ -468,7 +468,7 @@ impl Arena {
     /// The bucket heap, if the calling thread owns it (taking it if nobody does).
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
-    fn local_heap(&self) -> Option<&mut ThreadHeap<NUM_CLASSES>> {
+    fn local_heap(&self) -> Option<&mut Heap> {
         let me = thread_id();
         let l = &*self.local;
         if l.owner.load(Ordering::Relaxed) == me
@@ -485,7 +485,7 @@ impl Arena {
     /// when a fork happened since its owner took it (the owner may not exist in this process).
     #[cold]
     #[allow(clippy::mut_from_ref)]
-    fn adopt_heap(&self, me: usize) -> Option<&mut ThreadHeap<NUM_CLASSES>> {
+    fn adopt_heap(&self, me: usize) -> Option<&mut Heap> {
         let l = &*self.local;
         let generation = fork::generation();
         let owner = l.owner.load(Ordering::Acquire);
@@ -586,8 +586,8 @@ impl Arena {
                         self.local.count_owner(class, -1);
                     }
                     None => {
-                        // SAFETY: as above; a single block is a well-formed chain.
-                        unsafe { core.pool.flush(None, class, Chain::single(ptr.cast())) };
+                        // SAFETY: as above.
+                        unsafe { core.pool.flush(None, class, &[ptr.cast()]) };
                         self.local.count_other(-1, -(CLASSES[class].size as i64));
                     }
                 }
@@ -838,7 +838,7 @@ impl Local {
         Self {
             owner: AtomicUsize::new(NO_OWNER),
             fork_gen: AtomicU64::new(0),
-            heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            heap: UnsafeCell::new(Heap::lazy(CAPS)),
             chunks: UnsafeCell::new(Owner::new()),
             owner_blocks: [const { AtomicI64::new(0) }; NUM_CLASSES],
             other_blocks: AtomicI64::new(0),
@@ -878,12 +878,12 @@ unsafe impl CentralStore for PoolStore<'_> {
     }
 
     #[inline]
-    unsafe fn flush(&self, class: usize, chain: Chain) {
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
         // SAFETY: the heap flushes only blocks of `class` that came from this pool; the owned
         // chunks are the owner's, as above.
         unsafe {
             self.pool
-                .flush(self.chunks.map(|c| &mut *c.get()), class, chain)
+                .flush(self.chunks.map(|c| &mut *c.get()), class, blocks)
         }
     }
 

@@ -29,12 +29,13 @@
 //! exited, and a forked child's new threads would meet the addresses of the parent's.
 
 use core::cell::{Cell, UnsafeCell};
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use slab_pool::Owner;
-use thread_heap::{CentralStore, Chain, ThreadHeap};
+use thread_heap::{Block, CentralStore, Chain};
 
-use crate::class::{CLASSES, NUM_CLASSES};
+use crate::class::{Heap, CAPS, CLASSES};
 use crate::counters::{self, ThreadCounters};
 use crate::global::pool;
 
@@ -84,7 +85,7 @@ const EXITED: u8 = 3;
 /// Everything the allocator keeps per thread, in one thread-local so that an operation reaches
 /// it with one TLS access (in a shared library, one `__tls_get_addr` call).
 struct Local {
-    heap: UnsafeCell<ThreadHeap<NUM_CLASSES>>,
+    heap: UnsafeCell<Heap>,
     /// The chunks this thread refills from; used only by the pool calls of its own heap.
     owner: UnsafeCell<Owner>,
     state: Cell<u8>,
@@ -94,7 +95,7 @@ struct Local {
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            heap: UnsafeCell::new(ThreadHeap::new([0; NUM_CLASSES])),
+            heap: UnsafeCell::new(Heap::lazy(CAPS)),
             owner: UnsafeCell::new(Owner::new()),
             state: Cell::new(NEW),
             counters: ThreadCounters::new(),
@@ -231,9 +232,7 @@ mod ie {
 /// `f` must not reach `with_local` again with the heap (the allocator never calls itself, so it
 /// cannot); the counters and state may be reached again, they are separate fields.
 #[inline(always)]
-pub(crate) fn with_local<R>(
-    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
-) -> R {
+pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
     // SAFETY: `this` never returns null.
     unsafe { with_local_at(this(), f) }
 }
@@ -242,9 +241,7 @@ pub(crate) fn with_local<R>(
 /// (always, except before a thread's first access with the `initial-exec-tls` feature); `None`
 /// otherwise, with nothing done. For fast paths whose callers keep the slow path out of line.
 #[inline(always)]
-pub(crate) fn try_with_local<R>(
-    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
-) -> Option<R> {
+pub(crate) fn try_with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> Option<R> {
     let p = reached();
     // SAFETY: checked non-null just before.
     (!p.is_null()).then(|| unsafe { with_local_at(p, f) })
@@ -255,10 +252,7 @@ pub(crate) fn try_with_local<R>(
 /// # Safety
 /// `l` is this thread's `Local` (from `reached` or `this`), not null.
 #[inline(always)]
-unsafe fn with_local_at<R>(
-    l: *const Local,
-    f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>, &ThreadCounters) -> R,
-) -> R {
+unsafe fn with_local_at<R>(l: *const Local, f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
     // SAFETY: `l` is this thread's `LOCAL` (contract), alive for the thread's life.
     let l = unsafe { &*l };
     // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so no
@@ -268,7 +262,7 @@ unsafe fn with_local_at<R>(
 
 /// Runs `f` on the calling thread's heap.
 #[inline(always)]
-pub(crate) fn with_heap<R>(f: impl FnOnce(&mut ThreadHeap<NUM_CLASSES>) -> R) -> R {
+pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
     with_local(|h, _| f(h))
 }
 
@@ -334,13 +328,13 @@ unsafe impl CentralStore for GlobalStore {
     }
 
     #[inline]
-    unsafe fn flush(&self, class: usize, chain: Chain) {
-        let n = chain.len;
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
+        let n = blocks.len();
         let exited = with_live_owner(|o| {
             let exited = o.is_none();
             // SAFETY: the thread heap only flushes blocks of `class` that came from the global
             // pool (or bad pointers, which the pool's registry checks catch).
-            unsafe { pool().flush(o, class, chain) };
+            unsafe { pool().flush(o, class, blocks) };
             exited
         });
         crate::background::ensure_in_heap();

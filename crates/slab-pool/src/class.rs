@@ -92,6 +92,29 @@ pub static CLASSES: [ClassInfo; NUM_CLASSES] = {
     t
 };
 
+/// Every class's bucket capacity ([`ClassInfo::cap`]), as a constant: the room a thread heap
+/// reserves for each class.
+pub const CAPS: [u32; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c] = class_info(c).cap;
+        c += 1;
+    }
+    t
+};
+
+/// The sum of [`CAPS`]: the slots a thread heap needs to cache every class in full.
+pub const CAP_SLOTS: usize = {
+    let mut n = 0;
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        n += CAPS[c] as usize;
+        c += 1;
+    }
+    n
+};
+
 /// The slab class for a request, or `None` when it goes to the large path.
 #[inline(always)]
 pub const fn small_class(size: usize, align: usize) -> Option<usize> {

@@ -28,8 +28,10 @@
 //! let mut owner = Owner::new();
 //! let chain = POOL.refill(&mut owner, 3, 16).expect("memory");
 //! assert!(chain.len >= 1 && chain.len <= 16);
-//! // SAFETY: the chain came from this pool as class 3 and nothing uses its blocks.
-//! unsafe { POOL.flush(Some(&mut owner), 3, chain) };
+//! // SAFETY: the chain is well formed (it came from the pool).
+//! let blocks: Vec<_> = unsafe { chain.blocks() }.collect();
+//! // SAFETY: the blocks came from this pool as class 3 and nothing uses them.
+//! unsafe { POOL.flush(Some(&mut owner), 3, &blocks) };
 //! POOL.validate(&[&owner]);
 //! POOL.release_owner(&mut owner);
 //! POOL.validate(&[]);

@@ -401,16 +401,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
     }
 
-    /// Gives the blocks of `chain` (all of class `class`) back to their chunks. Blocks of the
+    /// Gives `blocks` (all of class `class`) back to their chunks. Blocks of the
     /// chunk `owner` owns go to its local bitmap; the others are released to their shared ones.
     /// Every block is checked first: a pointer this pool did not hand out, or a block that is
     /// already free, is reported and the process aborts.
     ///
     /// # Safety
-    /// Every block of the chain was handed out by this pool as a block of class `class` and is
+    /// Every block was handed out by this pool as a block of class `class` and is
     /// not in use, or is a bad pointer that the checks catch (pointers into registered chunks,
     /// when the pool has a registry; any pointer the caller vouches for, when it has none).
-    pub unsafe fn flush(&self, owner: Option<&mut Owner>, class: usize, chain: Chain) {
+    pub unsafe fn flush(&self, owner: Option<&mut Owner>, class: usize, blocks: &[NonNull<Block>]) {
         let now = now_ms();
         let mut owner = owner;
         // The pass goes first: the blocks this flush brings back mark their chunks as just
@@ -422,13 +422,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let mut groups = WordGroups::new();
         let mut local = LocalSpan::NONE;
         let mut checked: [usize; 4] = [0; 4];
-        let mut node = chain.head.as_ptr();
-        for i in 0..chain.len {
-            let addr = node as usize;
-            if i + 1 < chain.len {
-                // SAFETY: the chain has `len` linked blocks; this is not the last one.
-                node = unsafe { (*node).next };
-            }
+        for &block in blocks {
+            let addr = block.as_ptr() as usize;
             let h = ChunkHeader::of(addr);
             if checked[0] != h as usize {
                 if !checked.contains(&(h as usize)) {

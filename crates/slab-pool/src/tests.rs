@@ -73,17 +73,12 @@ fn blocks(chain: &Chain) -> Vec<usize> {
     out
 }
 
-/// A chain of the given blocks, linked in order.
-fn chain_of(addrs: &[usize]) -> Chain {
-    for w in addrs.windows(2) {
-        // SAFETY: every address is a block the test holds, at least 8 bytes.
-        unsafe { (*(w[0] as *mut Block)).next = w[1] as *mut Block };
-    }
-    Chain {
-        head: core::ptr::NonNull::new(addrs[0] as *mut Block).unwrap(),
-        tail: core::ptr::NonNull::new(*addrs.last().unwrap() as *mut Block).unwrap(),
-        len: addrs.len(),
-    }
+/// The given blocks' addresses, as a heap flushes them.
+fn blocks_of(addrs: &[usize]) -> Vec<core::ptr::NonNull<Block>> {
+    addrs
+        .iter()
+        .map(|&a| core::ptr::NonNull::new(a as *mut Block).unwrap())
+        .collect()
 }
 
 fn state_of(addr: usize) -> u8 {
@@ -141,7 +136,7 @@ fn owner_frees_go_local_and_come_back_first() {
     scrambled.reverse();
     scrambled.swap(0, 7);
     // SAFETY: the blocks came from this pool as class 2 and are not used.
-    unsafe { pool.flush(Some(&mut owner), 2, chain_of(&scrambled)) };
+    unsafe { pool.flush(Some(&mut owner), 2, &blocks_of(&scrambled)) };
     // SAFETY: a live chunk.
     assert_eq!(unsafe { &*h }.membership().used(), used);
     pool.validate(&[&owner]);
@@ -163,7 +158,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
     // One block of each word, then the rest: the first flush touches 100 words.
     let firsts: Vec<usize> = got.iter().copied().step_by(64).collect();
     // SAFETY: class-0 blocks of this pool, unused.
-    unsafe { pool.flush(Some(&mut owner), 0, chain_of(&firsts)) };
+    unsafe { pool.flush(Some(&mut owner), 0, &blocks_of(&firsts)) };
     pool.validate(&[&owner]);
     // They come back lowest first, up to 64 per refill across words.
     let again: BTreeSet<usize> = (0..2)
@@ -192,13 +187,13 @@ fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     pool.validate(&[&owner]);
     // Another thread (no owner) frees one block: the chunk is listed.
     // SAFETY: blocks of class `class` from this pool, unused.
-    unsafe { pool.flush(None, class, chain_of(&first[..1])) };
+    unsafe { pool.flush(None, class, &blocks_of(&first[..1])) };
     assert_eq!(state_of(first[0]), LISTED);
     assert_eq!(pool.chunk_counts().partial, 1);
     pool.validate(&[&owner]);
     // The rest come back: the chunk is retired to the empty pool.
     // SAFETY: as above.
-    unsafe { pool.flush(None, class, chain_of(&first[1..])) };
+    unsafe { pool.flush(None, class, &blocks_of(&first[1..])) };
     assert_eq!(pool.chunk_counts().partial, 0);
     assert_eq!(pool.chunk_counts().empty_committed, 1);
     assert_eq!(pool.active(), 1);
@@ -221,7 +216,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     }
     for (class, b) in &held {
         // SAFETY: blocks of `class` from this pool, unused.
-        unsafe { pool.flush(Some(&mut owner), *class, chain_of(b)) };
+        unsafe { pool.flush(Some(&mut owner), *class, &blocks_of(b)) };
     }
     pool.validate(&[&owner]);
     assert_eq!(pool.active(), 8);
@@ -238,7 +233,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
         "the warm chunk is reused"
     );
     // SAFETY: class-3 blocks of this pool, unused.
-    unsafe { pool.flush(Some(&mut next), 3, chain_of(&b)) };
+    unsafe { pool.flush(Some(&mut next), 3, &blocks_of(&b)) };
     // ...and trim retires and decommits them all.
     assert_eq!(pool.trim(Some(&mut next)), 8);
     assert_eq!(pool.active(), 0);
@@ -264,7 +259,7 @@ fn empty_chunks_beyond_the_limit_are_decommitted() {
     pool.release_owner(&mut owner);
     for b in &held {
         // SAFETY: blocks of class 63 from this pool, unused.
-        unsafe { pool.flush(None, 63, chain_of(b)) };
+        unsafe { pool.flush(None, 63, &blocks_of(b)) };
     }
     let c = pool.chunk_counts();
     assert_eq!(c.empty_committed + c.empty_decommitted, n);
@@ -316,7 +311,7 @@ fn random_operations_against_a_model() {
                     Some(&mut owners[who])
                 };
                 // SAFETY: the picked blocks are of `class`, from this pool, and unused.
-                unsafe { pool.flush(owner, class, chain_of(&picked)) };
+                unsafe { pool.flush(owner, class, &blocks_of(&picked)) };
             }
             _ => pool.release_owner(&mut owners[who]),
         }
@@ -327,7 +322,7 @@ fn random_operations_against_a_model() {
     }
     while let Some((class, b)) = live.pop() {
         // SAFETY: as above.
-        unsafe { pool.flush(None, class, chain_of(&[b])) };
+        unsafe { pool.flush(None, class, &blocks_of(&[b])) };
     }
     pool.validate(&[]);
     pool.trim(None);
@@ -358,7 +353,7 @@ fn threads_refill_and_free_each_others_blocks() {
             let mut all = b;
             all.push(mine.head.as_ptr() as usize);
             // SAFETY: class-4 blocks of this pool, no longer used.
-            unsafe { POOL.flush(Some(&mut owner), 4, chain_of(&all)) };
+            unsafe { POOL.flush(Some(&mut owner), 4, &blocks_of(&all)) };
         }
         POOL.release_owner(&mut owner);
         seen
@@ -435,7 +430,7 @@ fn reset_empties_every_chunk_and_keeps_it() {
         pool.flush(
             Some(&mut owner),
             a,
-            chain_of(
+            &blocks_of(
                 &back
                     .iter()
                     .copied()
@@ -508,7 +503,7 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
         .collect();
     for part in freed.chunks(1000) {
         // SAFETY: blocks of this class from this pool, unused.
-        unsafe { pool.flush(None, class, chain_of(part)) };
+        unsafe { pool.flush(None, class, &blocks_of(part)) };
     }
     pool.validate(&[]);
     let page = chunk_source::page_size();
@@ -550,10 +545,10 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
         "owned again: counted as committed"
     );
     // SAFETY: blocks of this class from this pool, unused.
-    unsafe { pool.flush(Some(&mut next), class, chain_of(&b)) };
+    unsafe { pool.flush(Some(&mut next), class, &blocks_of(&b)) };
     pool.release_owner(&mut next);
     // SAFETY: the kept blocks, unused now.
-    unsafe { pool.flush(None, class, chain_of(&kept)) };
+    unsafe { pool.flush(None, class, &blocks_of(&kept)) };
     pool.validate(&[]);
     assert_eq!(pool.active(), 0);
 }

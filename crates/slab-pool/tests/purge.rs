@@ -28,16 +28,11 @@ fn blocks(chain: &Chain) -> Vec<usize> {
     out
 }
 
-fn chain_of(addrs: &[usize]) -> Chain {
-    for w in addrs.windows(2) {
-        // SAFETY: every address is a block the test holds, at least 8 bytes.
-        unsafe { (*(w[0] as *mut Block)).next = w[1] as *mut Block };
-    }
-    Chain {
-        head: std::ptr::NonNull::new(addrs[0] as *mut Block).unwrap(),
-        tail: std::ptr::NonNull::new(*addrs.last().unwrap() as *mut Block).unwrap(),
-        len: addrs.len(),
-    }
+fn blocks_of(addrs: &[usize]) -> Vec<std::ptr::NonNull<Block>> {
+    addrs
+        .iter()
+        .map(|&a| std::ptr::NonNull::new(a as *mut Block).unwrap())
+        .collect()
 }
 
 /// Resident pages of the block area of the chunk at `base`.
@@ -88,7 +83,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     // One block stays live, so the chunk stays active (listed) instead of empty.
     for part in all[1..].chunks(500) {
         // SAFETY: blocks of this class from this pool, unused.
-        unsafe { POOL.flush(None, class, chain_of(part)) };
+        unsafe { POOL.flush(None, class, &blocks_of(part)) };
     }
     POOL.validate(&[]);
     // Within the delay the pages stay (the last flush was just now).
@@ -103,7 +98,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     let mut b = Owner::new();
     let one = blocks(&POOL.refill(&mut b, other, 1).unwrap());
     // SAFETY: a block of `other` from this pool, unused.
-    unsafe { POOL.flush(Some(&mut b), other, chain_of(&one)) };
+    unsafe { POOL.flush(Some(&mut b), other, &blocks_of(&one)) };
     assert_eq!(
         resident_pages(base),
         1,
@@ -131,7 +126,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     assert!(touched >= mine.len() * size / chunk_source::page_size());
     for part in mine.chunks(500) {
         // SAFETY: blocks of `other` from this pool, unused.
-        unsafe { POOL.flush(Some(&mut c), other, chain_of(part)) };
+        unsafe { POOL.flush(Some(&mut c), other, &blocks_of(part)) };
     }
     POOL.validate(&[&b, &c]);
     // SAFETY: the header of a slab chunk of this pool.
@@ -144,7 +139,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
     let x = blocks(&POOL.refill(&mut c, class, 1).unwrap());
     // SAFETY: a block of `class` from this pool, unused.
-    unsafe { POOL.flush(Some(&mut c), class, chain_of(&x)) };
+    unsafe { POOL.flush(Some(&mut c), class, &blocks_of(&x)) };
     assert_eq!(
         resident_pages(mine_base),
         0,
@@ -164,7 +159,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     // SAFETY: a block just claimed, ours; the pages read zero since the purge.
     assert_eq!(unsafe { *((again[0] + 8) as *const u8) }, 0);
     // SAFETY: blocks of `other` from this pool, unused.
-    unsafe { POOL.flush(Some(&mut c), other, chain_of(&again)) };
+    unsafe { POOL.flush(Some(&mut c), other, &blocks_of(&again)) };
     POOL.validate(&[&b, &c]);
 
     // `maintain` (a background thread's call) purges without any pool operation.
@@ -174,7 +169,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     POOL.release_owner(&mut d);
     for part in third[1..].chunks(500) {
         // SAFETY: as above.
-        unsafe { POOL.flush(None, class, chain_of(part)) };
+        unsafe { POOL.flush(None, class, &blocks_of(part)) };
     }
     assert!(resident_pages(third_base) > 0);
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
@@ -190,7 +185,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     POOL.release_owner(&mut e);
     for part in fourth[1..].chunks(500) {
         // SAFETY: as above.
-        unsafe { POOL.flush(None, class, chain_of(part)) };
+        unsafe { POOL.flush(None, class, &blocks_of(part)) };
     }
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
     assert_eq!(POOL.maintain(), (0, 0));
@@ -198,6 +193,6 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     POOL.release_owner(&mut b);
     POOL.release_owner(&mut c);
     // SAFETY: the blocks kept live above, unused now.
-    unsafe { POOL.flush(None, class, chain_of(&[all[0], third[0], fourth[0]])) };
+    unsafe { POOL.flush(None, class, &blocks_of(&[all[0], third[0], fourth[0]])) };
     POOL.validate(&[]);
 }

@@ -1,53 +1,105 @@
 //! A thread's heap: one [`Bucket`] per size class in front of a [`CentralStore`].
 //!
 //! Allocation pops from the bucket of the class and free pushes onto it; only an empty bucket
-//! (refill) or a full one (flush of its oldest half) reaches the store. A block freed by any
+//! (refill) or a full one (flush of its oldest part) reaches the store. A block freed by any
 //! thread goes into the bucket of the thread that frees it: no block remembers its allocating
 //! thread, so a free never needs a lock, an atomic instruction or a message to another thread.
 //! The bucket bounds keep such transfers from piling up: a thread that only frees hands its
 //! surplus back to the store in batches.
 //!
+//! The buckets' stacks share one array of `S` slots inside the heap, class `c`'s at a fixed
+//! offset (the sum of the rooms of the classes before it), so the heap is one plain value with no
+//! pointer into itself: it may be moved, and built by a `const fn`.
+//!
 //! The heap holds no reference to its store; every call that may reach the store takes it as an
 //! argument. A heap works with one store (or with stores that share their blocks) for as long as
 //! it holds blocks: see [`ThreadHeap::dealloc`] and [`ThreadHeap::flush_all`].
 
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
-use crate::{Bucket, CentralStore};
+use crate::{Block, Bucket, CentralStore};
 
-/// Per-thread caches of free blocks, one [`Bucket`] per size class `0..N`.
+/// Per-thread caches of free blocks, one [`Bucket`] per size class `0..N`, their stacks in `S`
+/// slots.
 ///
 /// # Invariants
 ///
-/// Every bucket satisfies the [`Bucket`] invariants, and all of them hold blocks handed out by
-/// the one store this heap works with. A block is in at most one bucket and is not in use.
+/// Every bucket satisfies the [`Bucket`] invariants; the buckets' slot ranges `base..end` are
+/// disjoint and inside `0..S`; all of them hold blocks handed out by the
+/// one store this heap works with. A block is in at most one bucket and is not in use.
 ///
-/// `new` is a `const fn` and the heap has no destructor, so it can live in a thread-local
-/// `static` with a constant initialiser: no lazy initialisation, no destructor registration.
-/// Dropping a heap that still caches blocks leaks them (it holds no store to return them to):
-/// call [`flush_all`](Self::flush_all) (or, after `fork`, [`forget_all`](Self::forget_all))
+/// `new` and [`lazy`](Self::lazy) are `const fn`s and the heap has no destructor, so it can live
+/// in a thread-local `static` with a constant initialiser: no lazy initialisation, no destructor
+/// registration. Dropping a heap that still caches blocks leaks them (it holds no store to return
+/// them to): call [`flush_all`](Self::flush_all) (or, after `fork`, [`forget_all`](Self::forget_all))
 /// first. The heap owns its blocks and nothing tied to a thread, so it is `Send`: a retired heap
 /// can be flushed by another thread.
 #[derive(Debug)]
-pub struct ThreadHeap<const N: usize> {
-    /// The bucket of class `c` is `buckets[c]`.
+pub struct ThreadHeap<const N: usize, const S: usize> {
+    /// The bucket of class `c` is `buckets[c]`. First, so that the fast paths find a bucket at
+    /// `heap + 16 * class`.
     buckets: [Bucket; N],
+    /// The stacks: class `c`'s blocks are in `slots[buckets[c].base..buckets[c].top]`.
+    slots: [*mut Block; S],
 }
 
-const _: () = assert!(!core::mem::needs_drop::<ThreadHeap<64>>());
-const _: () = assert!(size_of::<ThreadHeap<64>>() == 64 * size_of::<Bucket>());
+// SAFETY: the heap owns its blocks exclusively (type invariant); they are plain memory with no
+// tie to the thread that filled the heap, so the heap may move to another thread with them.
+unsafe impl<const N: usize, const S: usize> Send for ThreadHeap<N, S> {}
 
-impl<const N: usize> ThreadHeap<N> {
+const _: () = assert!(!core::mem::needs_drop::<ThreadHeap<64, 64>>());
+const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, buckets) == 0);
+const _: () = assert!(size_of::<ThreadHeap<4, 8>>() == 4 * size_of::<Bucket>() + 8 * 8);
+
+impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// An empty heap whose bucket for class `c` holds at most `caps[c]` blocks (0: no caching
     /// for that class).
+    ///
+    /// # Panics
+    ///
+    /// When the capacities add up to more than `S` slots (at compile time in a `const`).
     pub const fn new(caps: [u32; N]) -> Self {
-        let mut buckets = [const { Bucket::new(0) }; N];
+        Self::build(caps, true)
+    }
+
+    /// An empty heap that reserves `room[c]` slots for class `c` and caches nothing yet: each
+    /// class's first slow path (allocation or free) asks the store ([`CentralStore::cap`]) for
+    /// the capacity, kept within the room. This is how a store learns when a thread first uses
+    /// its heap.
+    ///
+    /// # Panics
+    ///
+    /// As for [`new`](Self::new).
+    pub const fn lazy(room: [u32; N]) -> Self {
+        Self::build(room, false)
+    }
+
+    const fn build(room: [u32; N], caching: bool) -> Self {
+        assert!(S <= u32::MAX as usize, "slot indices are 32-bit");
+        let mut buckets = [Bucket {
+            top: 0,
+            limit: 0,
+            base: 0,
+            end: 0,
+        }; N];
+        let mut base = 0usize;
         let mut class = 0;
         while class < N {
-            buckets[class] = Bucket::new(caps[class]);
+            let end = base + room[class] as usize;
+            assert!(end <= S, "the capacities need more slots than the heap has");
+            buckets[class] = Bucket {
+                top: base as u32,
+                limit: if caching { end } else { base } as u32,
+                base: base as u32,
+                end: end as u32,
+            };
+            base = end;
             class += 1;
         }
-        Self { buckets }
+        Self {
+            buckets,
+            slots: [ptr::null_mut(); S],
+        }
     }
 
     /// Allocates a block of `class`: the newest cached one, or, when the bucket is empty, the
@@ -61,12 +113,15 @@ impl<const N: usize> ThreadHeap<N> {
     ///
     /// When `class >= N`.
     #[inline(always)]
-    pub fn alloc<S: CentralStore + ?Sized>(
+    pub fn alloc<S2: CentralStore + ?Sized>(
         &mut self,
         class: usize,
-        store: &S,
+        store: &S2,
     ) -> Option<NonNull<u8>> {
-        self.buckets[class].alloc(class, store).map(NonNull::cast)
+        match self.pop(class) {
+            Some(p) => Some(p),
+            None => self.refill_and_pop(class, store).map(NonNull::cast),
+        }
     }
 
     /// Allocation fast path alone: the newest cached block of `class`, or `None` when the bucket
@@ -78,7 +133,16 @@ impl<const N: usize> ThreadHeap<N> {
     /// When `class >= N`.
     #[inline(always)]
     pub fn pop(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.buckets[class].pop().map(NonNull::cast)
+        let b = &mut self.buckets[class];
+        if b.top == b.base {
+            return None;
+        }
+        b.top -= 1;
+        let at = b.top as usize;
+        debug_assert!(at < S);
+        // SAFETY: `base <= top < end <= S` (type invariant), and a slot below the old top holds a
+        // cached block's address, never null.
+        Some(unsafe { NonNull::new_unchecked(*self.slots.get_unchecked(at)).cast() })
     }
 
     /// Free fast path alone: caches `ptr` in the bucket of `class` when it has room and returns
@@ -94,12 +158,20 @@ impl<const N: usize> ThreadHeap<N> {
     /// When `class >= N`.
     #[inline(always)]
     pub unsafe fn push(&mut self, class: usize, ptr: NonNull<u8>) -> bool {
-        // SAFETY: as in `dealloc`.
-        unsafe { self.buckets[class].try_push(ptr.cast()) }
+        let b = &mut self.buckets[class];
+        if b.top >= b.limit {
+            return false;
+        }
+        let at = b.top as usize;
+        debug_assert!(at < S);
+        // SAFETY: `top < limit <= end <= S` (type invariant). The caller hands the block over.
+        unsafe { *self.slots.get_unchecked_mut(at) = ptr.as_ptr().cast() };
+        b.top += 1;
+        true
     }
 
     /// Frees a block of `class` into this heap's bucket for the class. When the bucket is full,
-    /// its oldest half first goes back to `store` as one chain; with a capacity of 0 the block
+    /// its oldest part first goes back to `store` in one call; with a capacity of 0 the block
     /// goes straight back to `store`.
     ///
     /// The block may have been allocated by any heap working with `store`, on any thread.
@@ -114,29 +186,131 @@ impl<const N: usize> ThreadHeap<N> {
     ///
     /// When `class >= N`.
     #[inline(always)]
-    pub unsafe fn dealloc<S: CentralStore + ?Sized>(
+    pub unsafe fn dealloc<S2: CentralStore + ?Sized>(
         &mut self,
         class: usize,
         ptr: NonNull<u8>,
-        store: &S,
+        store: &S2,
     ) {
-        // SAFETY: the caller hands over a free block of `class` from `store`, the store of this
-        // heap, which is exactly what the bucket of `class` may hold.
-        unsafe { self.buckets[class].dealloc(class, ptr.cast(), store) }
+        // SAFETY: forwarded from the caller.
+        if !unsafe { self.push(class, ptr) } {
+            // SAFETY: as above.
+            unsafe { self.flush_and_push(class, ptr.cast(), store) }
+        }
     }
 
-    /// Gives every cached block back to `store`, one chain per class that holds any (used when a
+    /// Asks the store for the capacity of `class` (its bucket's capacity is 0), kept within the
+    /// room reserved for it.
+    #[inline]
+    fn learn_cap<S2: CentralStore + ?Sized>(&mut self, class: usize, store: &S2) {
+        let answer = store.cap(class);
+        let b = &mut self.buckets[class];
+        b.limit = b.base + answer.min(b.end - b.base);
+    }
+
+    /// Cold half of [`alloc`](Self::alloc): the bucket is empty, fetch a batch, hand out its head
+    /// and stack the rest so that they come out in chain order. `None` when the store has
+    /// nothing; the bucket stays empty and consistent.
+    #[cold]
+    #[inline(never)]
+    fn refill_and_pop<S2: CentralStore + ?Sized>(
+        &mut self,
+        class: usize,
+        store: &S2,
+    ) -> Option<NonNull<Block>> {
+        debug_assert!(
+            self.buckets[class].is_empty(),
+            "refill of a non-empty bucket"
+        );
+        if self.buckets[class].cap() == 0 {
+            self.learn_cap(class, store);
+        }
+        let max = self.buckets[class].refill_size();
+        let chain = store.refill(class, max)?;
+        debug_assert!(
+            (1..=max).contains(&chain.len),
+            "store returned {} blocks, asked for at most {max}",
+            chain.len
+        );
+        // SAFETY: a chain from the store satisfies the chain invariants (trait contract).
+        unsafe { chain.debug_check() };
+        let first = chain.head;
+        let b = self.buckets[class];
+        // At most `max - 1 <= cap / 2` blocks stay (and none when `cap` is 0 or 1), so they fit.
+        let rest = chain.len - 1;
+        let top = b.base as usize + rest;
+        // SAFETY: the chain is well formed (store contract); its blocks are ours now.
+        for (i, block) in unsafe { chain.blocks() }.enumerate().skip(1) {
+            // The i-th block goes i places below the top: the second is popped first.
+            self.slots[top - i] = block.as_ptr();
+        }
+        // `rest < cap`, so `top` stays within `limit`.
+        self.buckets[class].top = top as u32;
+        self.debug_check(class);
+        Some(first)
+    }
+
+    /// Cold half of [`dealloc`](Self::dealloc): the bucket is full (`len == cap`). Gives the
+    /// oldest `cap - cap / 2` blocks back to the store in one call, moves the newest down, then
+    /// pushes `block`; with a capacity of 0, gives `block` itself back.
+    ///
+    /// # Safety
+    ///
+    /// As for [`dealloc`](Self::dealloc).
+    #[cold]
+    #[inline(never)]
+    unsafe fn flush_and_push<S2: CentralStore + ?Sized>(
+        &mut self,
+        class: usize,
+        block: NonNull<Block>,
+        store: &S2,
+    ) {
+        if self.buckets[class].cap() == 0 {
+            self.learn_cap(class, store);
+            // SAFETY: the caller hands the block over.
+            if unsafe { self.push(class, block.cast()) } {
+                return;
+            }
+        }
+        let b = self.buckets[class];
+        if b.cap() == 0 {
+            // SAFETY: the caller hands over a free block of `class` that came from `store`.
+            unsafe { store.flush(class, &[block]) };
+            return;
+        }
+        let keep = b.cap() / 2;
+        let len = b.len();
+        let stack = &mut self.slots[b.base as usize..][..len];
+        // The newest `keep` to the bottom, the oldest `len - keep` above them, in their order.
+        stack.rotate_left(len - keep);
+        // `keep < len`, so `top` stays within the stack.
+        self.buckets[class].top = b.base + keep as u32;
+        self.debug_check(class);
+        let gone = &self.slots[b.base as usize + keep..][..len - keep];
+        // SAFETY: the slots above `keep` hold the addresses of the blocks the bucket just gave
+        // up: non-null, free blocks of `class` from `store` (type invariant), listed nowhere now.
+        unsafe { store.flush(class, nonnull(gone)) };
+        // SAFETY: `keep < cap` blocks are left, and the caller hands the block over.
+        let pushed = unsafe { self.push(class, block.cast()) };
+        debug_assert!(pushed, "a flushed bucket has room");
+    }
+
+    /// Gives every cached block back to `store`, one call per class that holds any (used when a
     /// thread exits). The heap is empty afterwards and can be used again.
     ///
     /// `store` must be the store this heap works with: the blocks are handed to it as its own.
-    pub fn flush_all<S: CentralStore + ?Sized>(&mut self, store: &S) {
-        for (class, bucket) in self.buckets.iter_mut().enumerate() {
-            if let Some(chain) = bucket.take_all() {
-                // SAFETY: `take_all` unlinked a well-formed chain of free blocks of `class` that
-                // the bucket owned, all from the store this heap works with (type invariant),
-                // which the caller passes as `store`.
-                unsafe { store.flush(class, chain) };
+    pub fn flush_all<S2: CentralStore + ?Sized>(&mut self, store: &S2) {
+        for class in 0..N {
+            let b = self.buckets[class];
+            if b.is_empty() {
+                continue;
             }
+            self.buckets[class].top = b.base;
+            // SAFETY: the slots held the bucket's blocks, non-null (type invariant).
+            let blocks = unsafe { nonnull(&self.slots[b.base as usize..b.top as usize]) };
+            // SAFETY: those are free blocks of `class` from the store this heap works with (type
+            // invariant), which the caller passes as `store`; the bucket no longer lists them.
+            unsafe { store.flush(class, blocks) };
         }
     }
 
@@ -146,7 +320,7 @@ impl<const N: usize> ThreadHeap<N> {
     /// instead of being cached in a heap nobody will flush.
     pub fn reset_caps(&mut self) {
         for b in &mut self.buckets {
-            b.reset_cap();
+            b.limit = b.base;
         }
     }
 
@@ -156,8 +330,8 @@ impl<const N: usize> ThreadHeap<N> {
     /// parent: the parent's copy of the heap still owns them, so the child must neither hand
     /// them out nor return them.
     pub fn forget_all(&mut self) {
-        for bucket in &mut self.buckets {
-            bucket.forget();
+        for b in &mut self.buckets {
+            b.top = b.base;
         }
     }
 
@@ -202,11 +376,54 @@ impl<const N: usize> ThreadHeap<N> {
             .sum()
     }
 
-    /// Panics unless every bucket satisfies its invariants (walks every list).
-    #[cfg(test)]
-    pub(crate) fn assert_valid(&self) {
-        for bucket in &self.buckets {
-            bucket.assert_valid();
+    /// Panics unless every bucket satisfies the invariants that can be checked locally (bounds,
+    /// disjoint ranges, non-null aligned addresses).
+    pub fn assert_valid(&self) {
+        let mut end = 0;
+        for class in 0..N {
+            self.assert_bucket(class);
+            let b = &self.buckets[class];
+            assert_eq!(
+                b.base, end,
+                "class {class}: slot ranges not packed in order"
+            );
+            end = b.end;
+        }
+        assert!(end as usize <= S, "slot ranges past the array");
+    }
+
+    fn assert_bucket(&self, class: usize) {
+        let b = &self.buckets[class];
+        assert!(b.base <= b.top, "class {class}: stack below its base");
+        assert!(b.top <= b.limit, "class {class}: bucket over its capacity");
+        assert!(b.limit <= b.end, "class {class}: capacity over the room");
+        assert!(b.end as usize <= S, "class {class}: room past the array");
+        for &p in &self.slots[b.base as usize..b.top as usize] {
+            assert!(!p.is_null(), "class {class}: null block in a bucket");
+            assert!(
+                p.is_aligned(),
+                "class {class}: misaligned block in a bucket"
+            );
         }
     }
+
+    /// [`assert_bucket`](Self::assert_bucket) when debug assertions are on; nothing otherwise.
+    #[inline]
+    fn debug_check(&self, class: usize) {
+        if cfg!(debug_assertions) {
+            self.assert_bucket(class);
+        }
+    }
+}
+
+/// Slots that hold blocks' addresses, as the store receives them.
+///
+/// # Safety
+///
+/// Every slot holds a non-null address.
+#[inline]
+unsafe fn nonnull(slots: &[*mut Block]) -> &[NonNull<Block>] {
+    debug_assert!(slots.iter().all(|p| !p.is_null()));
+    // SAFETY: `NonNull<Block>` has the layout of `*mut Block`, and no slot is null (caller).
+    unsafe { core::slice::from_raw_parts(slots.as_ptr().cast(), slots.len()) }
 }

@@ -1,15 +1,15 @@
 //! Per-thread caches of free blocks, one bounded LIFO bucket per size class, in front of a
 //! central store.
 //!
-//! A [`ThreadHeap`] holds one [`Bucket`] per size class. A bucket is an intrusive list of free
-//! blocks: each free block's first word links to the next ([`Block`]). Allocation pops the head
-//! and free pushes a new head, both inlined and a few instructions long. Only two events reach
-//! the [`CentralStore`], both on separate cold paths and both moving a whole [`Chain`] of blocks
-//! in one call:
+//! A [`ThreadHeap`] holds one [`Bucket`] per size class. A bucket is a stack of the addresses of
+//! free blocks, in an array inside the heap: allocation pops an address and free pushes one, both
+//! inlined and a few instructions long, and neither touches the block. Only two events reach the
+//! [`CentralStore`], both on separate cold paths and both moving many blocks in one call:
 //!
-//! - an allocation from an empty bucket fetches up to `max(cap / 2, 1)` blocks (refill);
-//! - a free into a full bucket first gives back its oldest half (flush), so a bucket never holds
-//!   more than its capacity.
+//! - an allocation from an empty bucket fetches up to `max(cap / 2, 1)` blocks as a [`Chain`]
+//!   linked through the blocks ([`Block`]) (refill);
+//! - a free into a full bucket first gives back its oldest half as a slice of addresses (flush),
+//!   so a bucket never holds more than its capacity.
 //!
 //! A block freed on any thread goes into the freeing thread's bucket, wherever it was allocated
 //! (ownership transfer): blocks carry no owner, and frees need no synchronisation. The bound on
@@ -48,9 +48,8 @@
 //!         Some(Chain { head, tail, len: batch.len() })
 //!     }
 //!
-//!     unsafe fn flush(&self, _class: usize, chain: Chain) {
-//!         // SAFETY: the caller passes a well-formed chain of blocks of this pool.
-//!         self.free.borrow_mut().extend(unsafe { chain.blocks() });
+//!     unsafe fn flush(&self, _class: usize, blocks: &[NonNull<Block>]) {
+//!         self.free.borrow_mut().extend_from_slice(blocks);
 //!     }
 //! }
 //!
@@ -58,7 +57,7 @@
 //! let blocks = buffer.chunks_exact_mut(8).map(|b| NonNull::from(b).cast()).collect();
 //! let pool = Pool { free: RefCell::new(blocks) };
 //!
-//! let mut heap = ThreadHeap::<1>::new([8]);
+//! let mut heap = ThreadHeap::<1, 8>::new([8]);
 //! let p = heap.alloc(0, &pool).expect("the pool has blocks");
 //! assert_eq!(heap.cached(0), 3); // a refill of 8 / 2 blocks, one handed out
 //! // SAFETY: `p` is a block of class 0 from `pool`, no longer used.

@@ -2,12 +2,14 @@
 //!
 //! The heap knows nothing about where blocks live. It asks its store for a batch of free blocks
 //! of a class when a bucket runs dry ([`CentralStore::refill`]) and hands a batch back when a
-//! bucket overflows or the heap is emptied ([`CentralStore::flush`]). Both move whole
-//! [`Chain`]s, so the store can serve or take back many blocks per call (a slab pool, say, claims
-//! or releases a whole bitmap word at once). The store is shared by every heap in front of it,
+//! bucket overflows or the heap is emptied ([`CentralStore::flush`]). Both move many blocks per
+//! call (a [`Chain`] out, a slice of addresses back), so the store can serve or take back a
+//! batch at once (a slab pool, say, claims or releases a whole bitmap word at once). The store is shared by every heap in front of it,
 //! so it does its own synchronisation; the heap calls it through `&self`.
 
-use crate::Chain;
+use core::ptr::NonNull;
+
+use crate::{Block, Chain};
 
 /// A source and sink of free blocks, per size class, shared by the heaps in front of it.
 ///
@@ -27,15 +29,15 @@ pub unsafe trait CentralStore {
     /// store has none left (out of memory). Returning fewer than `max` is fine.
     fn refill(&self, class: usize, max: usize) -> Option<Chain>;
 
-    /// Takes back the blocks of `chain`, all of class `class`. Ownership of the blocks passes to
-    /// the store.
+    /// Takes back `blocks`, all of class `class`. Ownership of the blocks passes to the store;
+    /// the slice itself is the heap's and only lent for the call.
     ///
     /// # Safety
     ///
-    /// `chain` satisfies the [`Chain`] invariants, and every block in it is a block of `class`
-    /// that this store handed out (through `refill`, possibly having since passed through other
-    /// heaps and users) and that nothing uses any more.
-    unsafe fn flush(&self, class: usize, chain: Chain);
+    /// The blocks are distinct, and every one is a block of `class` that this store handed out
+    /// (through `refill`, possibly having since passed through other heaps and users) and that
+    /// nothing uses any more.
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]);
 
     /// The capacity a bucket of `class` should have. A bucket whose capacity is 0 asks this on
     /// each of its slow paths (so at most once per class while the answer is 0), and keeps a

@@ -6,7 +6,7 @@ mod common;
 
 use core::ptr::NonNull;
 
-use common::{scaled, Held, HeldSet, ModelStore, Rng};
+use common::{scaled, Heap, Held, HeldSet, ModelStore, Rng};
 
 use crate::{Block, Bucket, CentralStore, Chain, ThreadHeap};
 
@@ -17,7 +17,7 @@ fn store_one(blocks: usize) -> ModelStore {
 
 /// Allocates `n` blocks of `class`, tagging each.
 fn take<const N: usize>(
-    heap: &mut ThreadHeap<N>,
+    heap: &mut Heap<N>,
     store: &ModelStore,
     class: usize,
     n: usize,
@@ -31,7 +31,7 @@ fn take<const N: usize>(
         .collect()
 }
 
-fn free<const N: usize>(heap: &mut ThreadHeap<N>, store: &ModelStore, held: Held) {
+fn free<const N: usize>(heap: &mut Heap<N>, store: &ModelStore, held: Held) {
     held.check(store);
     // SAFETY: `held` was allocated from a heap over `store` and is no longer used.
     unsafe { heap.dealloc(held.class, held.ptr, store) };
@@ -42,16 +42,20 @@ fn free<const N: usize>(heap: &mut ThreadHeap<N>, store: &ModelStore, held: Held
 fn layout() {
     assert_eq!(size_of::<Bucket>(), 16);
     assert_eq!(align_of::<Bucket>(), 16);
-    assert_eq!(size_of::<ThreadHeap<4>>(), 64);
+    assert_eq!(
+        size_of::<ThreadHeap<4, 8>>(),
+        4 * 16 + 8 * 8,
+        "buckets, then slots"
+    );
     assert_eq!(size_of::<Block>(), size_of::<usize>());
 }
 
 #[test]
 fn heap_is_send_and_const() {
     fn send<T: Send>() {}
-    send::<ThreadHeap<8>>();
+    send::<Heap<8>>();
     send::<Chain>();
-    const HEAP: ThreadHeap<3> = ThreadHeap::new([0, 1, 2]);
+    const HEAP: Heap<3> = Heap::new([0, 1, 2]);
     let heap = HEAP;
     assert_eq!((heap.cap(0), heap.cap(1), heap.cap(2)), (0, 1, 2));
     assert_eq!((heap.cached(0), heap.cached(1), heap.cached(2)), (0, 0, 0));
@@ -62,7 +66,7 @@ fn heap_is_send_and_const() {
 fn refill_asks_for_half_the_cap_and_keeps_the_rest() {
     for (cap, asked) in [(0, 1), (1, 1), (2, 1), (3, 1), (8, 4), (9, 4), (64, 32)] {
         let store = store_one(100);
-        let mut heap = ThreadHeap::<1>::new([cap]);
+        let mut heap = Heap::<1>::new([cap]);
         let held = take(&mut heap, &store, 0, 1);
         let stats = store.stats(0);
         assert_eq!(stats.refills, 1, "cap {cap}");
@@ -92,7 +96,7 @@ fn refill_asks_for_half_the_cap_and_keeps_the_rest() {
 #[test]
 fn free_is_lifo() {
     let store = store_one(64);
-    let mut heap = ThreadHeap::<1>::new([16]);
+    let mut heap = Heap::<1>::new([16]);
     let held = take(&mut heap, &store, 0, 8);
     let order: Vec<_> = held.iter().map(|h| h.ptr).collect();
     let cached = heap.cached(0);
@@ -111,7 +115,7 @@ fn free_is_lifo() {
 #[test]
 fn pop_and_push_stop_where_the_store_would_be_needed() {
     let store = store_one(64);
-    let mut heap = ThreadHeap::<1>::new([4]);
+    let mut heap = Heap::<1>::new([4]);
     assert_eq!(heap.pop(0), None, "an empty bucket does not refill");
     assert_eq!(store.stats(0).refills, 0);
     let held = take(&mut heap, &store, 0, 5);
@@ -145,10 +149,10 @@ fn pop_and_push_stop_where_the_store_would_be_needed() {
 }
 
 /// Fills a bucket of capacity `cap` with `cap` blocks freed in order, frees one more and checks
-/// that exactly the oldest `cap - cap / 2` went back, as one chain, newest of them first.
+/// that exactly the oldest `cap - cap / 2` went back in one flush, oldest first.
 fn check_overflow(cap: u32) {
     let store = store_one(4 * cap as usize + 8);
-    let mut heap = ThreadHeap::<1>::new([cap]);
+    let mut heap = Heap::<1>::new([cap]);
     let mut held = take(&mut heap, &store, 0, cap as usize + 1);
     // Drain what the last refill left cached so the bucket holds only our frees.
     let extra = heap.cached(0);
@@ -166,11 +170,10 @@ fn check_overflow(cap: u32) {
     let stats = store.stats(0);
     assert_eq!(stats.flushes, 1, "cap {cap}: one flush");
     assert_eq!(stats.flushed_blocks, cap as usize - keep, "cap {cap}");
-    let expected: Vec<_> = order[..cap as usize - keep].iter().rev().copied().collect();
     assert_eq!(
         store.last_flush(0),
-        expected,
-        "cap {cap}: oldest blocks, newest first"
+        order[..cap as usize - keep],
+        "cap {cap}: oldest blocks, oldest first"
     );
     assert_eq!(heap.cached(0), keep + 1);
     // What stays: the block just freed, then the newest `keep` in LIFO order.
@@ -183,15 +186,66 @@ fn check_overflow(cap: u32) {
 
 #[test]
 fn full_bucket_flushes_its_oldest_half() {
-    for cap in [1, 2, 3, 5, 8, 9, 64] {
+    for cap in [1, 2, 3, 5, 8, 9, 64, 256] {
         check_overflow(cap);
     }
+}
+
+/// A bucket keeps addresses, not links: caching a block, handing it out again and flushing it
+/// never write into it, so a block's content is exactly what its last user left.
+#[test]
+fn cached_blocks_are_never_written() {
+    let store = store_one(64);
+    let mut heap = Heap::<1>::new([8]);
+    let held = take(&mut heap, &store, 0, 12);
+    let copies: Vec<(NonNull<u8>, u64)> = held.iter().map(|h| (h.ptr, h.tag)).collect();
+    for h in held {
+        // SAFETY: `h` came from this heap over `store` and is no longer used.
+        unsafe { heap.dealloc(0, h.ptr, &store) };
+    }
+    let cached = heap.cached(0);
+    assert!(
+        cached > 0 && store.stats(0).flushes > 0,
+        "some cached, some flushed"
+    );
+    let flushed = store.last_flush(0);
+    for (p, tag) in copies.iter().filter(|(p, _)| !flushed.contains(p)) {
+        for w in 0..store.block_words(0) {
+            // SAFETY: the block is cached by the heap, which owns it but never writes it; the
+            // test only reads it.
+            let v = unsafe { p.as_ptr().cast::<u64>().add(w).read() };
+            assert_eq!(v, *tag, "cached block {p:p} written at word {w}");
+        }
+    }
+    heap.flush_all(&store);
+    store.assert_all_home();
+}
+
+/// A lazy heap learns each capacity from the store on the class's first slow path, and never
+/// takes more than the room it reserved.
+#[test]
+fn a_learned_capacity_stays_within_the_room() {
+    let model = store_one(64);
+    let store = CapStore {
+        inner: &model,
+        asked: 0.into(),
+        answer: 100.into(),
+    };
+    let mut heap = Heap::<1>::lazy([6]);
+    assert_eq!(heap.cap(0), 0, "nothing cached before the first slow path");
+    let p = heap.alloc(0, &store).unwrap();
+    assert_eq!((store.asked.get(), heap.cap(0), heap.cached(0)), (1, 6, 2));
+    // SAFETY: `p` came from this heap's store and is not used any more.
+    unsafe { heap.dealloc(0, p, &store) };
+    heap.assert_valid();
+    heap.flush_all(&store);
+    model.assert_all_home();
 }
 
 #[test]
 fn cap_zero_caches_nothing() {
     let store = store_one(8);
-    let mut heap = ThreadHeap::<1>::new([0]);
+    let mut heap = Heap::<1>::new([0]);
     for round in 1..=3 {
         let p = heap.alloc(0, &store).unwrap();
         assert_eq!(heap.cached(0), 0);
@@ -211,7 +265,7 @@ fn cap_zero_caches_nothing() {
 fn store_may_return_fewer_than_asked() {
     let store = store_one(64);
     store.set_refill_limit(2);
-    let mut heap = ThreadHeap::<1>::new([16]);
+    let mut heap = Heap::<1>::new([16]);
     take(&mut heap, &store, 0, 1);
     assert_eq!(store.stats(0).last_refill_max, 8);
     assert_eq!(heap.cached(0), 1);
@@ -224,7 +278,7 @@ fn store_may_return_fewer_than_asked() {
 #[test]
 fn refill_failure_leaves_the_heap_usable() {
     let store = store_one(64);
-    let mut heap = ThreadHeap::<2>::new([8, 8]);
+    let mut heap = Heap::<2>::new([8, 8]);
     let mut held = take(&mut heap, &store, 0, 2); // 2 left cached
     store.set_fail(true);
     // Cached blocks are still served...
@@ -253,7 +307,7 @@ fn refill_failure_leaves_the_heap_usable() {
 #[test]
 fn exhausted_store_hands_out_every_block_then_none() {
     let store = store_one(10);
-    let mut heap = ThreadHeap::<1>::new([8]);
+    let mut heap = Heap::<1>::new([8]);
     let held = take(&mut heap, &store, 0, 10);
     assert_eq!(heap.alloc(0, &store), None);
     assert_eq!(heap.alloc(0, &store), None);
@@ -272,7 +326,7 @@ fn exhausted_store_hands_out_every_block_then_none() {
 #[test]
 fn flush_all_sends_one_chain_per_class() {
     let store = ModelStore::new(&[(1, 64), (2, 64), (4, 64)]);
-    let mut heap = ThreadHeap::<3>::new([8, 8, 8]);
+    let mut heap = Heap::<3>::new([8, 8, 8]);
     let a = take(&mut heap, &store, 0, 1); // 3 cached
     let b = take(&mut heap, &store, 2, 4); // 0 cached
     for h in b {
@@ -307,7 +361,7 @@ fn flush_all_sends_one_chain_per_class() {
 #[test]
 fn forget_all_leaves_the_store_alone() {
     let store = ModelStore::new(&[(1, 64), (2, 64)]);
-    let mut heap = ThreadHeap::<2>::new([8, 16]);
+    let mut heap = Heap::<2>::new([8, 16]);
     take(&mut heap, &store, 0, 1);
     take(&mut heap, &store, 1, 1);
     let before = (store.stats(0), store.stats(1));
@@ -343,14 +397,10 @@ fn chain_blocks_reads_each_link_before_yielding() {
     assert_eq!(seen, expected);
     assert_eq!(seen.first().copied(), Some(head.cast()));
     assert_eq!(seen.last().copied(), Some(tail.cast()));
-    // Relink and give the blocks back.
+    // Give the blocks back.
     let blocks: Vec<NonNull<Block>> = seen.iter().map(|p| p.cast()).collect();
-    for pair in blocks.windows(2) {
-        // SAFETY: the blocks are ours.
-        unsafe { (*pair[0].as_ptr()).next = pair[1].as_ptr() };
-    }
-    // SAFETY: the chain is well formed and its blocks came from `store`.
-    unsafe { store.flush(0, Chain { head, tail, len: 5 }) };
+    // SAFETY: the blocks came from `store` and are unused.
+    unsafe { store.flush(0, &blocks) };
     let single = store.refill(0, 1).unwrap();
     assert_eq!(single.len, 1);
     // SAFETY: a chain of one block; its link is never read.
@@ -359,7 +409,7 @@ fn chain_blocks_reads_each_link_before_yielding() {
     assert_eq!(it.next(), Some(single.head));
     assert_eq!(it.next(), None);
     // SAFETY: the block came from `store` and is unused.
-    unsafe { store.flush(0, single) };
+    unsafe { store.flush(0, &[single.head]) };
     store.assert_all_home();
 }
 
@@ -371,7 +421,7 @@ fn random_operations_keep_every_invariant() {
     const CAPS: [u32; 6] = [0, 1, 2, 3, 8, 33];
     for seed in 1..=scaled(6, 1) as u64 {
         let store = ModelStore::new(&[(1, 400), (2, 400), (3, 400), (1, 400), (5, 400), (2, 400)]);
-        let mut heap = ThreadHeap::<6>::new(CAPS);
+        let mut heap = Heap::<6>::new(CAPS);
         let mut rng = Rng::new(seed);
         let mut held = HeldSet::default();
         for step in 0..scaled(4000, 300) as u64 {
@@ -429,7 +479,7 @@ unsafe impl CentralStore for LyingStore {
         })
     }
 
-    unsafe fn flush(&self, _class: usize, _chain: Chain) {}
+    unsafe fn flush(&self, _class: usize, _blocks: &[NonNull<Block>]) {}
 }
 
 #[test]
@@ -439,7 +489,7 @@ fn debug_builds_catch_a_malformed_chain() {
     let store = LyingStore {
         blocks: core::cell::UnsafeCell::new([0; 4]),
     };
-    let mut heap = ThreadHeap::<1>::new([8]);
+    let mut heap = Heap::<1>::new([8]);
     let _ = heap.alloc(0, &store);
 }
 
@@ -455,9 +505,9 @@ unsafe impl CentralStore for CapStore<'_> {
     fn refill(&self, class: usize, max: usize) -> Option<Chain> {
         self.inner.refill(class, max)
     }
-    unsafe fn flush(&self, class: usize, chain: Chain) {
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
         // SAFETY: forwarded from the caller.
-        unsafe { self.inner.flush(class, chain) }
+        unsafe { self.inner.flush(class, blocks) }
     }
     fn cap(&self, _class: usize) -> u32 {
         self.asked.set(self.asked.get() + 1);
@@ -474,7 +524,7 @@ fn zero_cap_asks_the_store_on_first_alloc_and_on_first_free() {
         answer: 8.into(),
     };
     // First use is an allocation: the bucket learns its capacity there and caches the rest.
-    let mut heap = ThreadHeap::<1>::new([0]);
+    let mut heap = Heap::<1>::lazy([8]);
     let p = heap.alloc(0, &store).unwrap();
     assert_eq!((store.asked.get(), heap.cap(0)), (1, 8));
     assert_eq!(
@@ -488,7 +538,7 @@ fn zero_cap_asks_the_store_on_first_alloc_and_on_first_free() {
     heap.flush_all(&store);
 
     // First use is a free (a block allocated by another heap): the free asks and caches it.
-    let mut other = ThreadHeap::<1>::new([0]);
+    let mut other = Heap::<1>::lazy([8]);
     let q = heap.alloc(0, &store).unwrap();
     // SAFETY: as above; the block moves to the other heap (ownership transfer).
     unsafe { other.dealloc(0, q, &store) };

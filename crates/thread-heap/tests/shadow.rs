@@ -10,8 +10,7 @@ mod common;
 
 use std::ptr::NonNull;
 
-use common::{scaled, Held, HeldSet, ModelStore, Rng};
-use thread_heap::ThreadHeap;
+use common::{scaled, Heap, Held, HeldSet, ModelStore, Rng};
 
 const CLASSES: usize = 5;
 
@@ -24,7 +23,7 @@ struct Shadow {
 impl Shadow {
     fn alloc(
         &mut self,
-        heap: &mut ThreadHeap<CLASSES>,
+        heap: &mut Heap<CLASSES>,
         store: &ModelStore,
         class: usize,
     ) -> Option<NonNull<u8>> {
@@ -52,7 +51,7 @@ impl Shadow {
         got
     }
 
-    fn dealloc(&mut self, heap: &mut ThreadHeap<CLASSES>, store: &ModelStore, held: Held) {
+    fn dealloc(&mut self, heap: &mut Heap<CLASSES>, store: &ModelStore, held: Held) {
         let class = held.class;
         held.check(store);
         let before = store.stats(class);
@@ -73,12 +72,12 @@ impl Shadow {
             );
         } else {
             let keep = cap / 2;
-            let gone: Vec<_> = list.drain(..list.len() - keep).rev().collect();
+            let gone: Vec<_> = list.drain(..list.len() - keep).collect();
             assert_eq!(after.flushes, before.flushes + 1, "one flush per overflow");
             assert_eq!(
                 store.last_flush(class),
                 gone,
-                "the oldest part, newest first"
+                "the oldest part, oldest first"
             );
             list.push(held.ptr);
         }
@@ -86,7 +85,7 @@ impl Shadow {
         assert!(heap.cached(class) <= cap, "bucket over its cap");
     }
 
-    fn flush_all(&mut self, heap: &mut ThreadHeap<CLASSES>, store: &ModelStore) {
+    fn flush_all(&mut self, heap: &mut Heap<CLASSES>, store: &ModelStore) {
         let before: Vec<_> = (0..CLASSES).map(|c| store.stats(c)).collect();
         heap.flush_all(store);
         for (class, list) in self.lists.iter_mut().enumerate() {
@@ -99,7 +98,7 @@ impl Shadow {
                     before[class].flushes + 1,
                     "one chain per class"
                 );
-                let all: Vec<_> = list.drain(..).rev().collect();
+                let all = std::mem::take(list);
                 assert_eq!(store.last_flush(class), all);
             }
             assert_eq!(heap.cached(class), 0);
@@ -109,7 +108,7 @@ impl Shadow {
 
 fn run(seed: u64, caps: [u32; CLASSES], steps: u64) {
     let store = ModelStore::new(&[(1, 300), (2, 300), (3, 300), (8, 300), (2, 40)]);
-    let mut heap = ThreadHeap::new(caps);
+    let mut heap = Heap::new(caps);
     let mut shadow = Shadow {
         lists: vec![Vec::new(); CLASSES],
         caps,
@@ -177,8 +176,8 @@ fn random_sequences_match_the_shadow() {
 fn a_free_only_phase_stays_within_the_cap() {
     let total = scaled(5000, 300);
     let store = ModelStore::new(&[(2, total)]);
-    let mut producer = ThreadHeap::<1>::new([32]);
-    let mut consumer = ThreadHeap::<1>::new([32]);
+    let mut producer = Heap::<1>::new([32]);
+    let mut consumer = Heap::<1>::new([32]);
     let blocks: Vec<_> = (0..total)
         .map(|_| producer.alloc(0, &store).unwrap())
         .collect();

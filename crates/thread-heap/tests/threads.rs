@@ -11,11 +11,10 @@ use std::cell::RefCell;
 use std::sync::{mpsc, Mutex};
 use std::thread;
 
-use common::{scaled, Held, ModelStore, Rng};
-use thread_heap::ThreadHeap;
+use common::{scaled, Heap, Held, ModelStore, Rng};
 
 /// Frees `held` into `heap`, checking its contents first.
-fn free<const N: usize>(heap: &mut ThreadHeap<N>, store: &ModelStore, held: Held) {
+fn free<const N: usize>(heap: &mut Heap<N>, store: &ModelStore, held: Held) {
     held.check(store);
     // SAFETY: `held` was allocated from a heap over `store` and nobody uses it any more.
     unsafe { heap.dealloc(held.class, held.ptr, store) };
@@ -30,7 +29,7 @@ fn blocks_freed_by_another_thread_flow_back_to_the_store() {
     let (producer, consumer) = thread::scope(|s| {
         let store = &store;
         let a = s.spawn(move || {
-            let mut heap = ThreadHeap::<1>::new([CAP]);
+            let mut heap = Heap::<1>::new([CAP]);
             for i in 0..BLOCKS {
                 let p = heap
                     .alloc(0, store)
@@ -40,7 +39,7 @@ fn blocks_freed_by_another_thread_flow_back_to_the_store() {
             heap
         });
         let b = s.spawn(move || {
-            let mut heap = ThreadHeap::<1>::new([CAP]);
+            let mut heap = Heap::<1>::new([CAP]);
             for held in rx {
                 free(&mut heap, store, held);
                 assert!(heap.cached(0) <= CAP as usize, "consumer over its cap");
@@ -75,7 +74,7 @@ fn a_producer_lives_on_what_the_consumer_gives_back() {
     thread::scope(|s| {
         let store = &store;
         s.spawn(move || {
-            let mut heap = ThreadHeap::<1>::new([CAP]);
+            let mut heap = Heap::<1>::new([CAP]);
             for i in 0..TRANSFERS {
                 let p = heap
                     .alloc(0, store)
@@ -85,7 +84,7 @@ fn a_producer_lives_on_what_the_consumer_gives_back() {
             heap.flush_all(store);
         });
         s.spawn(move || {
-            let mut heap = ThreadHeap::<1>::new([CAP]);
+            let mut heap = Heap::<1>::new([CAP]);
             for held in rx {
                 free(&mut heap, store, held);
                 assert!(heap.cached(0) <= CAP as usize);
@@ -125,7 +124,7 @@ fn a_ring_of_threads_passes_blocks_along() {
         for (t, (tx, rx)) in senders.into_iter().zip(receivers).enumerate() {
             let store = &store;
             s.spawn(move || {
-                let mut heap = ThreadHeap::<3>::new(CAPS);
+                let mut heap = Heap::<3>::new(CAPS);
                 let mut rng = Rng::new(t as u64 + 100);
                 let mut mine = Vec::new();
                 // Whether the previous thread has sent its last block.
@@ -177,12 +176,12 @@ const MAX_LIVE: usize = 24;
 const PILE_MAX: usize = 64;
 
 thread_local! {
-    static HEAP: RefCell<ThreadHeap<4>> = const { RefCell::new(ThreadHeap::new(CHURN_CAPS)) };
+    static HEAP: RefCell<Heap<4>> = const { RefCell::new(Heap::new(CHURN_CAPS)) };
 }
 
 /// The life of one short-lived thread: random allocations and frees, including blocks left on
 /// the shared pile by earlier (possibly dead) threads; some of its own blocks go onto the pile.
-fn churn_life(heap: &mut ThreadHeap<4>, store: &ModelStore, pile: &Mutex<Vec<Held>>, id: usize) {
+fn churn_life(heap: &mut Heap<4>, store: &ModelStore, pile: &Mutex<Vec<Held>>, id: usize) {
     let mut rng = Rng::new(id as u64 + 7);
     let mut live: Vec<Held> = Vec::new();
     for step in 0..scaled(150, 40) {
@@ -233,7 +232,7 @@ fn thread_churn_returns_everything_and_stays_bounded() {
                     s.spawn(move || HEAP.with_borrow_mut(|heap| churn_life(heap, store, pile, id)));
                 } else {
                     s.spawn(move || {
-                        let mut heap = ThreadHeap::new(CHURN_CAPS);
+                        let mut heap = Heap::new(CHURN_CAPS);
                         churn_life(&mut heap, store, pile, id);
                     });
                 }
@@ -250,7 +249,7 @@ fn thread_churn_returns_everything_and_stays_bounded() {
         let peak = store.stats(class).peak_out;
         assert!(peak <= bound, "class {class}: peak {peak} > {bound}");
     }
-    let mut heap = ThreadHeap::new(CHURN_CAPS);
+    let mut heap = Heap::new(CHURN_CAPS);
     for held in pile.into_inner().unwrap() {
         free(&mut heap, &store, held);
     }

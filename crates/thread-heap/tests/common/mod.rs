@@ -4,7 +4,7 @@
 //! The model store carves fixed-size blocks out of one buffer per class and remembers, for every
 //! block, whether it is out (handed out by `refill` and not yet flushed back). It panics as soon
 //! as a heap breaks the store contract: a flush of a block that is not out, of a block of another
-//! class or of an address that is not a block, a chain whose length or tail is wrong, a refill
+//! class or of an address that is not a block, a block flushed twice, a refill
 //! request of 0 blocks. While a block is in the store every word of it holds `FREE_PATTERN`, and
 //! `refill` checks the pattern before handing the block out again, so a heap that writes to a
 //! block after giving it back is caught too.
@@ -14,7 +14,10 @@ use std::collections::HashMap;
 use std::ptr::{self, NonNull};
 use std::sync::{Mutex, MutexGuard};
 
-use thread_heap::{Block, CentralStore, Chain};
+use thread_heap::{Block, CentralStore, Chain, ThreadHeap};
+
+/// The heap the tests use: room for 1024 cached blocks over all classes.
+pub type Heap<const N: usize> = ThreadHeap<N, 1024>;
 
 /// What every word of a block in the store holds.
 pub const FREE_PATTERN: u64 = 0xF4EE_F4EE_F4EE_F4EE;
@@ -40,7 +43,7 @@ pub struct ClassStats {
     pub flushes: usize,
     /// Blocks received through `flush`.
     pub flushed_blocks: usize,
-    /// Longest chain received through `flush`.
+    /// Most blocks received in one `flush`.
     pub max_flush_len: usize,
 }
 
@@ -56,7 +59,7 @@ struct ClassState {
     /// `out[i]`: block `i` is handed out.
     out: Vec<bool>,
     stats: ClassStats,
-    /// Block indices of the last flushed chain, head first.
+    /// Block indices of the last flush, in the order given.
     last_flush: Vec<usize>,
     /// Block indices of the last chain handed out, head first.
     last_refill: Vec<usize>,
@@ -177,7 +180,7 @@ impl ModelStore {
         }
     }
 
-    /// The blocks of the last chain flushed for `class`, head first.
+    /// The blocks of the last flush of `class`, in the order given.
     pub fn last_flush(&self, class: usize) -> Vec<NonNull<u8>> {
         let state = self.lock();
         let c = &state.classes[class];
@@ -303,16 +306,15 @@ unsafe impl CentralStore for ModelStore {
         Some(Chain { head, tail, len: n })
     }
 
-    unsafe fn flush(&self, class: usize, chain: Chain) {
-        assert!(chain.len >= 1, "flush of an empty chain");
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
+        assert!(!blocks.is_empty(), "flush of no blocks");
         let mut state = self.lock();
         assert!(
             class < state.classes.len(),
             "flush of class {class} out of range"
         );
-        let mut node = chain.head;
-        let mut indices = Vec::with_capacity(chain.len);
-        for k in 0..chain.len {
+        let mut indices = Vec::with_capacity(blocks.len());
+        for &node in blocks {
             let (c, i) = self
                 .locate(&state, node.cast())
                 .unwrap_or_else(|| panic!("flushed {node:p} is not a block"));
@@ -322,38 +324,20 @@ unsafe impl CentralStore for ModelStore {
             cs.out[i] = false;
             indices.push(i);
             let p = node.as_ptr();
-            if k + 1 < chain.len {
-                assert!(
-                    node != chain.tail,
-                    "chain reaches its tail after {} of {}",
-                    k + 1,
-                    chain.len
-                );
-                // SAFETY: `node` is a block of the buffer that was out (checked above) and now
-                // comes back; the chain links it to the next block.
-                let next = unsafe { (*p).next };
-                node = NonNull::new(next).expect("chain shorter than its len");
-            } else {
-                assert!(
-                    node == chain.tail,
-                    "chain of len {} does not end at its tail",
-                    chain.len
-                );
-            }
             let words = cs.block_words;
             for w in 0..words {
-                // SAFETY: the block is back in the store (its link already read) and the word
+                // SAFETY: the block is back in the store and the word
                 // lies inside it.
                 unsafe { p.cast::<u64>().add(w).write(FREE_PATTERN) };
             }
         }
         let cs = &mut state.classes[class];
         cs.free.extend(indices.iter().copied());
-        cs.stats.out -= chain.len;
-        cs.stats.free += chain.len;
+        cs.stats.out -= blocks.len();
+        cs.stats.free += blocks.len();
         cs.stats.flushes += 1;
-        cs.stats.flushed_blocks += chain.len;
-        cs.stats.max_flush_len = cs.stats.max_flush_len.max(chain.len);
+        cs.stats.flushed_blocks += blocks.len();
+        cs.stats.max_flush_len = cs.stats.max_flush_len.max(blocks.len());
         cs.last_flush = indices;
     }
 }
