@@ -40,7 +40,7 @@ use core::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use chunk_source::{fork, ChunkError, ChunkSource, MmapSource, SourceProps, CHUNK_SIZE};
 use large_alloc::LargeAlloc;
-use thread_heap::{Block, CentralStore, Chain};
+use thread_heap::{Block, CentralStore};
 
 use slab_pool::{ChunkHeader, Owner, SlabPool};
 
@@ -539,7 +539,11 @@ impl Arena {
                         p
                     }
                     None => {
-                        let p = core.pool.refill_once(class, 1)?.head.cast();
+                        let mut one = [ptr::null_mut(); 1];
+                        if core.pool.refill_once(class, &mut one) == 0 {
+                            return None;
+                        }
+                        let p = NonNull::new(one[0])?.cast();
                         self.local.count_other(1, CLASSES[class].size as i64);
                         p
                     }
@@ -869,11 +873,11 @@ struct PoolStore<'a> {
 // SAFETY: forwards to the pool, which hands out free blocks of the requested class only.
 unsafe impl CentralStore for PoolStore<'_> {
     #[inline]
-    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
         match self.chunks {
             // SAFETY: a store is made only for the heap's owner, whose pool calls do not nest.
-            Some(c) => self.pool.refill(unsafe { &mut *c.get() }, class, max),
-            None => self.pool.refill_once(class, max),
+            Some(c) => self.pool.refill(unsafe { &mut *c.get() }, class, out),
+            None => self.pool.refill_once(class, out),
         }
     }
 

@@ -33,7 +33,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use slab_pool::Owner;
-use thread_heap::{Block, CentralStore, Chain};
+use thread_heap::{Block, CentralStore};
 
 use crate::class::{Heap, CAPS, CLASSES};
 use crate::counters::{self, ThreadCounters};
@@ -309,22 +309,24 @@ pub(crate) struct GlobalStore;
 // SAFETY: forwards to the global pool, which hands out free blocks of the requested class only.
 unsafe impl CentralStore for GlobalStore {
     #[inline]
-    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        let (chain, exited) = with_live_owner(|o| match o {
-            Some(o) => (pool().refill(o, class, max), false),
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
+        let (n, exited) = with_live_owner(|o| match o {
+            Some(o) => (pool().refill(o, class, out), false),
             // The thread gave its chunks up at exit and must not own any again.
-            None => (pool().refill_once(class, max), true),
+            None => (pool().refill_once(class, out), true),
         });
         crate::background::ensure_in_heap();
-        let chain = chain?;
-        crate::raw::mark_cached(class, &chain);
+        if n == 0 {
+            return 0;
+        }
+        crate::raw::mark_cached(class, &out[..n]);
         if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
-            counters::exited_op(class, true, chain.len);
+            counters::exited_op(class, true, n);
         } else {
-            counters::refilled(class, chain.len);
+            counters::refilled(class, n);
         }
-        Some(chain)
+        n
     }
 
     #[inline]

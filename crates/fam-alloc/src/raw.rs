@@ -76,23 +76,18 @@ fn free_mark(addr: usize) -> usize {
     FREE_MARK ^ addr
 }
 
-/// Marks the blocks of a refill's chain, which go into a bucket: a cached block must carry the
+/// Marks the blocks of a refill, which go into a bucket: a cached block must carry the
 /// mark whether a free put it there or a refill did, or a `free` of a slot that was claimed
 /// for a bucket but never handed out would pass every check (its bitmap bit says "out").
 /// Class 0's blocks are one word long and carry no mark.
 #[inline]
-pub(crate) fn mark_cached(class: usize, chain: &thread_heap::Chain) {
+pub(crate) fn mark_cached(class: usize, blocks: &[*mut thread_heap::Block]) {
     if class == 0 {
         return;
     }
-    let mut b = chain.head.as_ptr();
-    for _ in 0..chain.len {
-        // SAFETY: the chain's `len` blocks are ours, linked through their first word, and at
-        // least two words long (class > 0); the second word is not the link.
-        unsafe {
-            b.cast::<usize>().add(1).write(free_mark(b as usize));
-            b = (*b).next;
-        }
+    for &b in blocks {
+        // SAFETY: the refill's blocks are free and ours, at least two words long (class > 0).
+        unsafe { b.cast::<usize>().add(1).write(free_mark(b as usize)) };
     }
 }
 

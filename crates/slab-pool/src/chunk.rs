@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use chunk_source::CHUNK_SIZE;
 use slab_bitmap::{ReleaseError, SlotSet};
-use thread_heap::{Block, Chain};
+use thread_heap::Block;
 
 use crate::class::{
     ClassInfo, CLASSES, HEADER_SIZE, LOCAL_BITS, MAX_WORDS, SHARED_BITS, SLOT_OFFSET,
@@ -380,42 +380,36 @@ impl ChunkHeader {
             .store(make_tag(STATE_EMPTY, tag_class(old)), Ordering::Release);
     }
 
-    /// Claims up to `max` blocks of `class` from the shared bitmap and links them into a chain,
-    /// or `None` when none is free. Only the chunk's owner calls this.
+    /// Claims up to `out.len()` (at most 64) blocks of `class` from the shared bitmap and writes
+    /// their addresses into `out`, lowest first; returns how many (0 when none is free). Only the
+    /// chunk's owner calls this.
     #[inline]
-    pub(crate) fn claim(&self, class: usize, max: u32) -> Option<Chain> {
-        let batch = self.slots(class).claim_batch(max)?;
+    pub(crate) fn claim(&self, class: usize, out: &mut [*mut Block]) -> usize {
+        let Some(batch) = self.slots(class).claim_batch(out.len() as u32) else {
+            return 0;
+        };
         self.membership().claimed(batch.len() as usize);
-        // SAFETY: the batch's bits are ours now, so its blocks are free memory of this chunk.
-        Some(unsafe { self.chain_of(&CLASSES[class], batch.word, batch.mask) })
+        self.addresses(&CLASSES[class], batch.word, batch.mask, out)
     }
 
-    /// Links the blocks `mask` of bitmap word `word` in address order.
-    ///
-    /// # Safety
-    /// The blocks are the caller's: claimed, or taken from the local bitmap, by it.
-    unsafe fn chain_of(&self, info: &ClassInfo, word: usize, mut mask: u64) -> Chain {
-        debug_assert_ne!(mask, 0);
-        let len = mask.count_ones() as usize;
+    /// Writes the addresses of blocks `mask` of bitmap word `word` into `out`, in address order,
+    /// and returns how many (`out` has room for them all). The blocks are not touched.
+    fn addresses(
+        &self,
+        info: &ClassInfo,
+        word: usize,
+        mut mask: u64,
+        out: &mut [*mut Block],
+    ) -> usize {
         let size = info.size as usize;
         let start = self.base() + SLOT_OFFSET + word * 64 * size;
-        let first = start + mask.trailing_zeros() as usize * size;
-        mask &= mask - 1;
-        let mut prev = first as *mut Block;
+        let mut n = 0;
         while mask != 0 {
-            let p = (start + mask.trailing_zeros() as usize * size) as *mut Block;
+            out[n] = (start + mask.trailing_zeros() as usize * size) as *mut Block;
             mask &= mask - 1;
-            // SAFETY: `prev` is one of the caller's blocks: at least 8 bytes, 8-aligned.
-            unsafe { (*prev).next = p };
-            prev = p;
+            n += 1;
         }
-        Chain {
-            // SAFETY: block addresses are inside the chunk, hence non-null.
-            head: unsafe { NonNull::new_unchecked(first as *mut Block) },
-            // SAFETY: as above.
-            tail: unsafe { NonNull::new_unchecked(prev) },
-            len,
-        }
+        n
     }
 
     /// The slot index of `addr`, an address inside this chunk, in a chunk of `class`, or `None`
@@ -493,8 +487,9 @@ impl ChunkHeader {
         Ok(())
     }
 
-    /// Takes up to `max` blocks from local words `*from..to`, the lowest first, as one chain
-    /// (across words when one word has fewer); moves `*from` past the words it emptied.
+    /// Takes up to `out.len()` blocks from local words `*from..to`, the lowest first (across words
+    /// when one word has fewer), writes their addresses into `out` and returns how many (at least
+    /// one); moves `*from` past the words it emptied.
     ///
     /// # Safety
     /// The caller owns the chunk, `to` is at most its class's word count, and some local word in
@@ -504,33 +499,18 @@ impl ChunkHeader {
         class: usize,
         from: &mut u32,
         to: u32,
-        max: u32,
-    ) -> Chain {
+        out: &mut [*mut Block],
+    ) -> usize {
         let words = self.local_words();
-        let mut out: Option<Chain> = None;
+        let mut n = 0;
         let mut i = *from as usize;
-        while i < to as usize {
-            let want = max - out.as_ref().map_or(0, |c| c.len as u32);
-            if want == 0 {
-                break;
-            }
+        while i < to as usize && n < out.len() {
             // SAFETY: the owner alone touches the local words; `i < to <= words`.
             let w = unsafe { &mut *words.add(i) };
             if *w != 0 {
-                let mask = lowest_bits(*w, want);
+                let mask = lowest_bits(*w, (out.len() - n) as u32);
                 *w &= !mask;
-                // SAFETY: these blocks were free in the owner's local bitmap: the owner's.
-                let part = unsafe { self.chain_of(&CLASSES[class], i, mask) };
-                out = Some(match out {
-                    None => part,
-                    Some(mut c) => {
-                        // SAFETY: the tail is one of the caller's blocks; link the parts.
-                        unsafe { (*c.tail.as_ptr()).next = part.head.as_ptr() };
-                        c.tail = part.tail;
-                        c.len += part.len;
-                        c
-                    }
-                });
+                n += self.addresses(&CLASSES[class], i, mask, &mut out[n..]);
                 if *w != 0 {
                     break;
                 }
@@ -538,7 +518,8 @@ impl ChunkHeader {
             i += 1;
         }
         *from = i as u32;
-        out.expect("no local block where the owner said")
+        assert!(n != 0, "no local block where the owner said");
+        n
     }
 
     /// Moves every local bit in words `from..to` back to the shared bitmap (one release per

@@ -26,10 +26,10 @@
 //! static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
 //!
 //! let mut owner = Owner::new();
-//! let chain = POOL.refill(&mut owner, 3, 16).expect("memory");
-//! assert!(chain.len >= 1 && chain.len <= 16);
-//! // SAFETY: the chain is well formed (it came from the pool).
-//! let blocks: Vec<_> = unsafe { chain.blocks() }.collect();
+//! let mut out = [core::ptr::null_mut(); 16];
+//! let n = POOL.refill(&mut owner, 3, &mut out);
+//! assert!(n >= 1 && n <= 16, "memory");
+//! let blocks: Vec<_> = out[..n].iter().map(|&p| core::ptr::NonNull::new(p).unwrap()).collect();
 //! // SAFETY: the blocks came from this pool as class 3 and nothing uses them.
 //! unsafe { POOL.flush(Some(&mut owner), 3, &blocks) };
 //! POOL.validate(&[&owner]);

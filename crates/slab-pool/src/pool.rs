@@ -65,7 +65,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chunk_source::{ChunkSource, SourceProps, CHUNK_SIZE};
 use slab_bitmap::ReleaseError;
-use thread_heap::{Block, Chain};
+use thread_heap::Block;
 
 use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY};
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
@@ -268,36 +268,42 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
     }
 
-    /// Up to `max` free blocks of `class` for the heap that `owner` belongs to, linked, or `None`
-    /// when memory is exhausted.
+    /// Up to `out.len()` (at most 64 are taken) free blocks of `class` for the heap that `owner`
+    /// belongs to: their addresses go into `out`, lowest first, and the count is returned (0 when
+    /// memory is exhausted). The blocks themselves are not touched.
     #[inline]
-    pub fn refill(&self, owner: &mut Owner, class: usize, max: usize) -> Option<Chain> {
-        self.refill_cursor(&mut owner.cursors[class], class, max)
+    pub fn refill(&self, owner: &mut Owner, class: usize, out: &mut [*mut Block]) -> usize {
+        self.refill_cursor(&mut owner.cursors[class], class, out)
     }
 
     /// A refill through cursor `c`: local blocks, then the owned chunk, then another chunk.
     #[inline(always)]
-    fn refill_cursor(&self, c: &mut Cursor, class: usize, max: usize) -> Option<Chain> {
-        let max = max.clamp(1, 64) as u32;
+    fn refill_cursor(&self, c: &mut Cursor, class: usize, out: &mut [*mut Block]) -> usize {
+        let max = out.len().min(64);
+        if max == 0 {
+            return 0;
+        }
+        let out = &mut out[..max];
         if c.local != 0 {
             // SAFETY: a cursor with local blocks owns its chunk, and they lie in `lo..hi`.
-            let chain = unsafe { (*c.chunk).take_local(class, &mut c.lo, c.hi, max) };
-            debug_assert!(chain.len as u32 <= c.local);
-            c.local -= chain.len as u32;
-            return Some(chain);
+            let n = unsafe { (*c.chunk).take_local(class, &mut c.lo, c.hi, out) };
+            debug_assert!(n as u32 <= c.local);
+            c.local -= n as u32;
+            return n;
         }
         if !c.chunk.is_null() {
             // SAFETY: chunk headers stay valid for the pool's life.
-            if let Some(chain) = unsafe { &*c.chunk }.claim(class, max) {
-                return Some(chain);
+            let n = unsafe { &*c.chunk }.claim(class, out);
+            if n != 0 {
+                return n;
             }
         }
-        self.refill_slow(c, class, max)
+        self.refill_slow(c, class, out)
     }
 
     /// The owned chunk ran out: give it up and own another.
     #[cold]
-    fn refill_slow(&self, c: &mut Cursor, class: usize, max: u32) -> Option<Chain> {
+    fn refill_slow(&self, c: &mut Cursor, class: usize, out: &mut [*mut Block]) -> usize {
         self.leave(c, class, false);
         let slots = CLASSES[class].slots as usize;
         // A listed chunk has free blocks; one whose claim fails anyway (corruption by a racing
@@ -310,12 +316,13 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             self.forget_purged(chunk);
             // Changing hands counts as activity: the new owner's first delay is not quiet.
             chunk.set_released_at(now_ms());
-            if let Some(chain) = chunk.claim(class, max) {
+            let n = chunk.claim(class, out);
+            if n != 0 {
                 *c = Cursor {
                     chunk: h,
                     ..Cursor::NONE
                 };
-                return Some(chain);
+                return n;
             }
             debug_assert!(false, "a listed chunk had no free block");
             if chunk
@@ -325,7 +332,9 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 self.retire(class, chunk);
             }
         }
-        let h = self.take_empty()?;
+        let Some(h) = self.take_empty() else {
+            return 0;
+        };
         // SAFETY: `take_empty` hands out an EMPTY chunk that the caller holds exclusively.
         let chunk = unsafe { &*h };
         // SAFETY: as above; every block of its last incarnation came back before it was retired.
@@ -339,18 +348,19 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             chunk: h,
             ..Cursor::NONE
         };
-        let chain = chunk.claim(class, max);
-        debug_assert!(chain.is_some(), "a fresh chunk has free blocks");
-        chain
+        let n = chunk.claim(class, out);
+        debug_assert!(n != 0, "a fresh chunk has free blocks");
+        n
     }
 
-    /// Up to `max` free blocks of `class` for a caller without an owner (a thread that already
-    /// exited, or not an arena's owner): owns a chunk just for this claim.
-    pub fn refill_once(&self, class: usize, max: usize) -> Option<Chain> {
+    /// Up to `out.len()` free blocks of `class`, as [`refill`](Self::refill) gives them, for a
+    /// caller without an owner (a thread that already exited, or not an arena's owner): owns a
+    /// chunk just for this claim.
+    pub fn refill_once(&self, class: usize, out: &mut [*mut Block]) -> usize {
         let mut c = Cursor::NONE;
-        let chain = self.refill_cursor(&mut c, class, max);
+        let n = self.refill_cursor(&mut c, class, out);
         self.leave(&mut c, class, true);
-        chain
+        n
     }
 
     /// The owner leaves the chunk of cursor `c`: its local blocks go back to the shared bitmap,

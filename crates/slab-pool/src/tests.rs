@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::vec::Vec;
 
 use chunk_source::{ChunkError, ChunkSource, MmapSource};
-use thread_heap::{Block, Chain};
+use thread_heap::Block;
 
 use crate::class::CLASSES;
 use crate::membership::{FLOATING, LISTED, OWNED};
@@ -59,18 +59,21 @@ fn boxed<S: ChunkSource>(source: S) -> Box<Pool<S>> {
     }
 }
 
-fn blocks(chain: &Chain) -> Vec<usize> {
-    let mut out = Vec::with_capacity(chain.len);
-    let mut p = chain.head.as_ptr();
-    for i in 0..chain.len {
-        out.push(p as usize);
-        if i + 1 < chain.len {
-            // SAFETY: the chain has `len` linked blocks.
-            p = unsafe { (*p).next };
-        }
-    }
-    assert_eq!(*out.last().unwrap(), chain.tail.as_ptr() as usize);
-    out
+/// A refill of up to `max` blocks: their addresses, lowest first, or `None` when the pool is out
+/// of memory.
+fn refill<S: ChunkSource, R: crate::ChunkRegistry>(
+    pool: &SlabPool<S, R>,
+    owner: &mut Owner,
+    class: usize,
+    max: usize,
+) -> Option<Vec<usize>> {
+    let mut out = std::vec![core::ptr::null_mut(); max];
+    let n = SlabPool::refill(pool, owner, class, &mut out);
+    (n != 0).then(|| out[..n].iter().map(|&p| p as usize).collect())
+}
+
+fn blocks(got: &[usize]) -> Vec<usize> {
+    got.to_vec()
 }
 
 /// The given blocks' addresses, as a heap flushes them.
@@ -105,7 +108,7 @@ fn refill_hands_out_distinct_blocks_of_the_class() {
         let info = CLASSES[class];
         let mut seen = BTreeSet::new();
         for _ in 0..4 {
-            let chain = pool.refill(&mut owner, class, 64).unwrap();
+            let chain = refill(&pool, &mut owner, class, 64).unwrap();
             for b in blocks(&chain) {
                 assert!(seen.insert(b), "block handed out twice");
                 // SAFETY: the block is in a live chunk.
@@ -126,7 +129,7 @@ fn refill_hands_out_distinct_blocks_of_the_class() {
 fn owner_frees_go_local_and_come_back_first() {
     let pool = boxed(MmapSource::new());
     let mut owner = Owner::new();
-    let chain = pool.refill(&mut owner, 2, 64).unwrap();
+    let chain = refill(&pool, &mut owner, 2, 64).unwrap();
     let got = blocks(&chain);
     let h = ChunkHeader::of(got[0]);
     // SAFETY: a live chunk.
@@ -141,7 +144,7 @@ fn owner_frees_go_local_and_come_back_first() {
     assert_eq!(unsafe { &*h }.membership().used(), used);
     pool.validate(&[&owner]);
     // The next refill hands the same blocks back, lowest first.
-    let again = blocks(&pool.refill(&mut owner, 2, 64).unwrap());
+    let again = blocks(&refill(&pool, &mut owner, 2, 64).unwrap());
     assert_eq!(again, got);
     pool.validate(&[&owner]);
 }
@@ -153,7 +156,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
     let mut owner = Owner::new();
     let mut got = Vec::new();
     while got.len() < 64 * 100 {
-        got.extend(blocks(&pool.refill(&mut owner, 0, 64).unwrap()));
+        got.extend(blocks(&refill(&pool, &mut owner, 0, 64).unwrap()));
     }
     // One block of each word, then the rest: the first flush touches 100 words.
     let firsts: Vec<usize> = got.iter().copied().step_by(64).collect();
@@ -162,7 +165,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
     pool.validate(&[&owner]);
     // They come back lowest first, up to 64 per refill across words.
     let again: BTreeSet<usize> = (0..2)
-        .flat_map(|_| blocks(&pool.refill(&mut owner, 0, 64).unwrap()))
+        .flat_map(|_| blocks(&refill(&pool, &mut owner, 0, 64).unwrap()))
         .collect();
     assert_eq!(again.len(), 100);
     assert_eq!(again, firsts.iter().copied().collect());
@@ -177,10 +180,10 @@ fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     let mut owner = Owner::new();
     let mut first = Vec::new();
     while first.len() < slots {
-        first.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+        first.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
     }
     // The next refill gives the full chunk up (FLOATING) and owns a new one.
-    let next = blocks(&pool.refill(&mut owner, class, 1).unwrap());
+    let next = blocks(&refill(&pool, &mut owner, class, 1).unwrap());
     assert_ne!(ChunkHeader::of(next[0]), ChunkHeader::of(first[0]));
     assert_eq!(state_of(first[0]), FLOATING);
     assert_eq!(state_of(next[0]), OWNED);
@@ -200,7 +203,7 @@ fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     pool.validate(&[&owner]);
     // The empty chunk serves another class next.
     let mut other = Owner::new();
-    let b = blocks(&pool.refill(&mut other, 0, 8).unwrap());
+    let b = blocks(&refill(&pool, &mut other, 0, 8).unwrap());
     assert_eq!(ChunkHeader::of(b[0]), ChunkHeader::of(first[0]));
     pool.validate(&[&owner, &other]);
 }
@@ -211,7 +214,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     let mut owner = Owner::new();
     let mut held = Vec::new();
     for class in 0..8 {
-        let chain = pool.refill(&mut owner, class, 32).unwrap();
+        let chain = refill(&pool, &mut owner, class, 32).unwrap();
         held.push((class, blocks(&chain)));
     }
     for (class, b) in &held {
@@ -226,7 +229,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     assert_eq!(pool.active(), 8);
     assert_eq!(pool.chunk_counts().partial, 8);
     let mut next = Owner::new();
-    let b = blocks(&pool.refill(&mut next, 3, 4).unwrap());
+    let b = blocks(&refill(&pool, &mut next, 3, 4).unwrap());
     assert_eq!(
         ChunkHeader::of(b[0]),
         ChunkHeader::of(held[3].1[0]),
@@ -252,7 +255,7 @@ fn empty_chunks_beyond_the_limit_are_decommitted() {
         let class = 63;
         let mut b = Vec::new();
         while b.len() < CLASSES[class].slots as usize {
-            b.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+            b.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
         }
         held.push(b);
     }
@@ -279,9 +282,7 @@ fn random_operations_against_a_model() {
         match rng.below(10) {
             0..=4 => {
                 let class = [0, 1, 9, 30, 60][rng.below(5)];
-                let chain = pool
-                    .refill(&mut owners[who], class, 1 + rng.below(64))
-                    .unwrap();
+                let chain = refill(&pool, &mut owners[who], class, 1 + rng.below(64)).unwrap();
                 for b in blocks(&chain) {
                     assert!(all.insert(b), "step {step}: block {b:#x} handed out twice");
                     live.push((class, b));
@@ -338,7 +339,7 @@ fn threads_refill_and_free_each_others_blocks() {
     let producer = std::thread::spawn(move || {
         let mut owner = Owner::new();
         for _ in 0..2000 {
-            let chain = POOL.refill(&mut owner, 4, 32).unwrap();
+            let chain = refill(&POOL, &mut owner, 4, 32).unwrap();
             tx.send(blocks(&chain)).unwrap();
         }
         POOL.release_owner(&mut owner);
@@ -349,9 +350,9 @@ fn threads_refill_and_free_each_others_blocks() {
         for b in rx {
             seen += b.len();
             // Keep one back to mix local and remote frees when they are ours.
-            let mine = POOL.refill(&mut owner, 4, 1).unwrap();
+            let mine = refill(&POOL, &mut owner, 4, 1).unwrap();
             let mut all = b;
-            all.push(mine.head.as_ptr() as usize);
+            all.push(mine[0]);
             // SAFETY: class-4 blocks of this pool, no longer used.
             unsafe { POOL.flush(Some(&mut owner), 4, &blocks_of(&all)) };
         }
@@ -376,10 +377,10 @@ fn out_of_memory_is_none_and_the_pool_recovers() {
     let mut a = Owner::new();
     let mut b = Owner::new();
     let mut c = Owner::new();
-    assert!(pool.refill(&mut a, 0, 1).is_some());
-    assert!(pool.refill(&mut b, 1, 1).is_some());
+    assert!(refill(&pool, &mut a, 0, 1).is_some());
+    assert!(refill(&pool, &mut b, 1, 1).is_some());
     assert!(
-        pool.refill(&mut c, 2, 1).is_none(),
+        refill(&pool, &mut c, 2, 1).is_none(),
         "a third chunk is refused"
     );
     pool.validate(&[&a, &b, &c]);
@@ -389,7 +390,7 @@ fn out_of_memory_is_none_and_the_pool_recovers() {
     pool.validate(&[&a, &c]);
     assert_eq!(pool.chunk_counts().partial, 1);
     assert!(
-        pool.refill(&mut c, 1, 1).is_some(),
+        refill(&pool, &mut c, 1, 1).is_some(),
         "the listed chunk of class 1 serves again"
     );
     assert_eq!(pool.mapped(), 2);
@@ -401,9 +402,9 @@ fn out_of_memory_is_none_and_the_pool_recovers() {
 fn the_validator_catches_a_wrong_count() {
     let pool = boxed(MmapSource::new());
     let mut owner = Owner::new();
-    let chain = pool.refill(&mut owner, 0, 4).unwrap();
+    let chain = refill(&pool, &mut owner, 0, 4).unwrap();
     // SAFETY: a live chunk; this deliberately breaks its invariant.
-    unsafe { &*ChunkHeader::of(chain.head.as_ptr() as usize) }
+    unsafe { &*ChunkHeader::of(chain[0]) }
         .membership()
         .claimed(1);
     pool.validate(&[&owner]);
@@ -420,7 +421,7 @@ fn reset_empties_every_chunk_and_keeps_it() {
     let mut held = Vec::new();
     for class in [a, b] {
         for _ in 0..(CLASSES[class].slots as usize * 2 / 64 + 1) {
-            held.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+            held.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
         }
     }
     // Some back to their chunks: the owned one keeps them locally, the others are released.
@@ -453,7 +454,7 @@ fn reset_empties_every_chunk_and_keeps_it() {
     let mut again = BTreeSet::new();
     let per_chunk = CLASSES[b].slots as usize;
     while again.len() < per_chunk * mapped {
-        let chain = pool.refill(&mut owner, b, 64).unwrap();
+        let chain = refill(&pool, &mut owner, b, 64).unwrap();
         again.extend(blocks(&chain));
     }
     assert_eq!(pool.mapped(), mapped, "reset chunks were not reused");
@@ -485,7 +486,7 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
     let mut owner = Owner::new();
     let mut all = Vec::new();
     while all.len() < slots {
-        all.extend(blocks(&pool.refill(&mut owner, class, 64).unwrap()));
+        all.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
     }
     let base = ChunkHeader::of(all[0]) as usize;
     assert!(all.iter().all(|&b| ChunkHeader::of(b) as usize == base));
@@ -537,7 +538,7 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
     pool.validate(&[]);
     // A new owner takes the chunk: its blocks in purged pages read as zero and are usable.
     let mut next = Owner::new();
-    let b = blocks(&pool.refill(&mut next, class, 64).unwrap());
+    let b = blocks(&refill(&pool, &mut next, class, 64).unwrap());
     assert_eq!(ChunkHeader::of(b[0]) as usize, base);
     assert_eq!(
         pool.chunk_counts().purged_pages,

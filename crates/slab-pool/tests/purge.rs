@@ -6,26 +6,30 @@
 use std::thread::sleep;
 use std::time::Duration;
 
-use chunk_source::MmapSource;
+use chunk_source::{ChunkSource, MmapSource};
 use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
 use slab_pool::{BadBlock, ChunkHeader, NoRegistry, Owner, SlabPool, POLICY};
-use thread_heap::{Block, Chain};
+use thread_heap::Block;
 
 static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
 
 const DELAY_MS: i64 = 40;
 
-fn blocks(chain: &Chain) -> Vec<usize> {
-    let mut out = Vec::with_capacity(chain.len);
-    let mut p = chain.head.as_ptr();
-    for i in 0..chain.len {
-        out.push(p as usize);
-        if i + 1 < chain.len {
-            // SAFETY: the chain has `len` linked blocks.
-            p = unsafe { (*p).next };
-        }
-    }
-    out
+/// A refill of up to `max` blocks: their addresses, lowest first, or `None` when the pool is out
+/// of memory.
+fn refill<S: ChunkSource, R: slab_pool::ChunkRegistry>(
+    pool: &SlabPool<S, R>,
+    owner: &mut Owner,
+    class: usize,
+    max: usize,
+) -> Option<Vec<usize>> {
+    let mut out = vec![core::ptr::null_mut(); max];
+    let n = SlabPool::refill(pool, owner, class, &mut out);
+    (n != 0).then(|| out[..n].iter().map(|&p| p as usize).collect())
+}
+
+fn blocks(got: &[usize]) -> Vec<usize> {
+    got.to_vec()
 }
 
 fn blocks_of(addrs: &[usize]) -> Vec<std::ptr::NonNull<Block>> {
@@ -58,7 +62,7 @@ fn fill_chunk(owner: &mut Owner, class: usize) -> Vec<usize> {
     let size = CLASSES[class].size as usize;
     let mut all = Vec::new();
     while all.len() < slots {
-        all.extend(blocks(&POOL.refill(owner, class, 64).unwrap()));
+        all.extend(blocks(&refill(&POOL, owner, class, 64).unwrap()));
     }
     for &b in &all {
         // SAFETY: the test holds every block.
@@ -96,7 +100,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
     // The next pool operation, a flush of another class's block, runs the pass.
     let mut b = Owner::new();
-    let one = blocks(&POOL.refill(&mut b, other, 1).unwrap());
+    let one = blocks(&refill(&POOL, &mut b, other, 1).unwrap());
     // SAFETY: a block of `other` from this pool, unused.
     unsafe { POOL.flush(Some(&mut b), other, &blocks_of(&one)) };
     assert_eq!(
@@ -114,7 +118,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     let slots = CLASSES[other].slots as usize;
     let mut mine = Vec::new();
     while mine.len() < slots / 2 {
-        mine.extend(blocks(&POOL.refill(&mut c, other, 64).unwrap()));
+        mine.extend(blocks(&refill(&POOL, &mut c, other, 64).unwrap()));
     }
     let size = CLASSES[other].size as usize;
     for &p in &mine {
@@ -137,7 +141,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     );
     assert_eq!(resident_pages(mine_base), touched, "kept within the delay");
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
-    let x = blocks(&POOL.refill(&mut c, class, 1).unwrap());
+    let x = blocks(&refill(&POOL, &mut c, class, 1).unwrap());
     // SAFETY: a block of `class` from this pool, unused.
     unsafe { POOL.flush(Some(&mut c), class, &blocks_of(&x)) };
     assert_eq!(
@@ -152,7 +156,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     );
     POOL.validate(&[&b, &c]);
     // The owner goes on claiming from it; the blocks come back as zero pages.
-    let again = blocks(&POOL.refill(&mut c, other, 64).unwrap());
+    let again = blocks(&refill(&POOL, &mut c, other, 64).unwrap());
     assert!(again
         .iter()
         .all(|&p| ChunkHeader::of(p) as usize == mine_base));

@@ -9,8 +9,8 @@
 //!   decrement `top` and take the address in that slot. The block itself is not read.
 //! - **Push** (free fast path): if `top < limit`, write the address into slot `top` and
 //!   increment it. The block itself is not written.
-//! - **Refill** (cold, bucket empty): ask the store for up to `max(cap / 2, 1)` blocks, hand out
-//!   the chain's head and put the rest in the stack, so that they are handed out in chain order.
+//! - **Refill** (cold, bucket empty): the store writes up to `max(cap / 2, 1)` addresses straight
+//!   into the stack's slots; the first it gave is handed out and the rest follow in its order.
 //!   Asking for half the capacity leaves room for as many frees as allocations before the next
 //!   trip to the store, so a thread that alternates between the two does not bounce between
 //!   refill and flush.
@@ -26,8 +26,9 @@
 //! which blocks it gives back, and a block freed a while ago is no longer in any cache. With the
 //! links in the blocks, a flush was a chain of dependent cache misses, one per block (in a run
 //! that frees 100k blocks of 8..512 B in random order, the load of each block's link was half of
-//! the whole run's time); with the addresses in the heap's array, a flush reads one or two cache
-//! lines per eight blocks, in order, and never touches the blocks.
+//! the whole run's time), and a refill wrote links into fresh blocks only to read them back; with
+//! the addresses in the heap's array, a flush reads one cache line per eight blocks, in order,
+//! and neither direction touches a block.
 //!
 //! The refill and flush paths are separate `#[cold]`, never-inlined functions of the heap, so the
 //! inlined fast paths stay a handful of instructions.

@@ -208,8 +208,9 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         b.limit = b.base + answer.min(b.end - b.base);
     }
 
-    /// Cold half of [`alloc`](Self::alloc): the bucket is empty, fetch a batch, hand out its head
-    /// and stack the rest so that they come out in chain order. `None` when the store has
+    /// Cold half of [`alloc`](Self::alloc): the bucket is empty. The store writes a batch of
+    /// addresses straight into the bucket's slots; the lowest-placed one is handed out and the
+    /// rest stay, to be handed out in the order the store gave them. `None` when the store has
     /// nothing; the bucket stays empty and consistent.
     #[cold]
     #[inline(never)]
@@ -225,29 +226,34 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         if self.buckets[class].cap() == 0 {
             self.learn_cap(class, store);
         }
-        let max = self.buckets[class].refill_size();
-        let chain = store.refill(class, max)?;
-        debug_assert!(
-            (1..=max).contains(&chain.len),
-            "store returned {} blocks, asked for at most {max}",
-            chain.len
-        );
-        // SAFETY: a chain from the store satisfies the chain invariants (trait contract).
-        unsafe { chain.debug_check() };
-        let first = chain.head;
         let b = self.buckets[class];
-        // At most `max - 1 <= cap / 2` blocks stay (and none when `cap` is 0 or 1), so they fit.
-        let rest = chain.len - 1;
-        let top = b.base as usize + rest;
-        // SAFETY: the chain is well formed (store contract); its blocks are ours now.
-        for (i, block) in unsafe { chain.blocks() }.enumerate().skip(1) {
-            // The i-th block goes i places below the top: the second is popped first.
-            self.slots[top - i] = block.as_ptr();
+        let max = b.refill_size();
+        let mut one = [ptr::null_mut(); 1];
+        // A capacity of at least 2 has room for `cap / 2` slots; below that the one block asked
+        // for is handed out at once and needs no slot.
+        let out = if b.cap() >= 2 {
+            &mut self.slots[b.base as usize..][..max]
+        } else {
+            &mut one[..]
+        };
+        let n = store.refill(class, out);
+        debug_assert!(
+            n <= max,
+            "store returned {n} blocks, asked for at most {max}"
+        );
+        if n == 0 {
+            return None;
         }
-        // `rest < cap`, so `top` stays within `limit`.
-        self.buckets[class].top = top as u32;
+        let out = &mut out[..n];
+        // First given, first handed out: the stack's top is its last slot.
+        out.reverse();
+        let first = out[n - 1];
+        if b.cap() >= 2 {
+            // The other `n - 1 < cap` stay: `top` stays within `limit`.
+            self.buckets[class].top = b.base + (n - 1) as u32;
+        }
         self.debug_check(class);
-        Some(first)
+        NonNull::new(first)
     }
 
     /// Cold half of [`dealloc`](Self::dealloc): the bucket is full (`len == cap`). Gives the

@@ -6,8 +6,8 @@
 //! inlined and a few instructions long, and neither touches the block. Only two events reach the
 //! [`CentralStore`], both on separate cold paths and both moving many blocks in one call:
 //!
-//! - an allocation from an empty bucket fetches up to `max(cap / 2, 1)` blocks as a [`Chain`]
-//!   linked through the blocks ([`Block`]) (refill);
+//! - an allocation from an empty bucket has the store write up to `max(cap / 2, 1)` addresses
+//!   of free blocks ([`Block`]) straight into its slots (refill);
 //! - a free into a full bucket first gives back its oldest half as a slice of addresses (flush),
 //!   so a bucket never holds more than its capacity.
 //!
@@ -26,7 +26,7 @@
 //! ```
 //! use core::cell::RefCell;
 //! use core::ptr::NonNull;
-//! use thread_heap::{Block, CentralStore, Chain, ThreadHeap};
+//! use thread_heap::{Block, CentralStore, ThreadHeap};
 //!
 //! struct Pool {
 //!     free: RefCell<Vec<NonNull<Block>>>,
@@ -36,16 +36,14 @@
 //! // pool and that nothing else uses; a block leaves `free` when handed out and comes back only
 //! // through `flush`.
 //! unsafe impl CentralStore for Pool {
-//!     fn refill(&self, _class: usize, max: usize) -> Option<Chain> {
+//!     fn refill(&self, _class: usize, out: &mut [*mut Block]) -> usize {
 //!         let mut free = self.free.borrow_mut();
-//!         let at = free.len().saturating_sub(max);
+//!         let at = free.len().saturating_sub(out.len());
 //!         let batch = free.split_off(at);
-//!         let (&head, &tail) = (batch.first()?, batch.last()?);
-//!         for pair in batch.windows(2) {
-//!             // SAFETY: the block is free and ours, and at least a word long.
-//!             unsafe { (*pair[0].as_ptr()).next = pair[1].as_ptr() };
+//!         for (slot, block) in out.iter_mut().zip(&batch) {
+//!             *slot = block.as_ptr();
 //!         }
-//!         Some(Chain { head, tail, len: batch.len() })
+//!         batch.len()
 //!     }
 //!
 //!     unsafe fn flush(&self, _class: usize, blocks: &[NonNull<Block>]) {
@@ -69,13 +67,13 @@
 #![cfg_attr(not(test), no_std)]
 #![doc = include_str!("../README.md")]
 
+mod block;
 mod bucket;
-mod chain;
 mod heap;
 mod store;
 
+pub use block::Block;
 pub use bucket::Bucket;
-pub use chain::{Block, Chain, ChainBlocks};
 pub use heap::ThreadHeap;
 pub use store::CentralStore;
 

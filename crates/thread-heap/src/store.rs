@@ -3,31 +3,32 @@
 //! The heap knows nothing about where blocks live. It asks its store for a batch of free blocks
 //! of a class when a bucket runs dry ([`CentralStore::refill`]) and hands a batch back when a
 //! bucket overflows or the heap is emptied ([`CentralStore::flush`]). Both move many blocks per
-//! call (a [`Chain`] out, a slice of addresses back), so the store can serve or take back a
+//! call (slices of addresses, never links in the blocks), so the store can serve or take back a
 //! batch at once (a slab pool, say, claims or releases a whole bitmap word at once). The store is shared by every heap in front of it,
 //! so it does its own synchronisation; the heap calls it through `&self`.
 
 use core::ptr::NonNull;
 
-use crate::{Block, Chain};
+use crate::Block;
 
 /// A source and sink of free blocks, per size class, shared by the heaps in front of it.
 ///
 /// # Safety
 ///
-/// Implementors promise that every chain [`refill`](Self::refill) returns
+/// Implementors promise that the `n` addresses every [`refill`](Self::refill) writes into
+/// `out[..n]`
 ///
-/// - satisfies the [`Chain`] invariants and holds between 1 and `max` blocks;
-/// - holds blocks of at least the block size of `class` bytes, each aligned to at least
-///   `align_of::<Block>()` (the heap writes a link into the first word of a free block);
-/// - holds blocks that are free and handed to the caller exclusively: not handed out again
-///   until they come back through [`flush`](Self::flush).
+/// - are those of distinct blocks of at least the block size of `class` bytes, non-null and
+///   each aligned to at least `align_of::<Block>()`;
+/// - are those of blocks that are free and handed to the caller exclusively: not handed out
+///   again until they come back through [`flush`](Self::flush).
 ///
 /// Heaps rely on this for memory safety: a block handed out twice would be given to two users.
 pub unsafe trait CentralStore {
-    /// Hands out up to `max` (`max >= 1`) free blocks of `class` as one chain, or `None` when the
-    /// store has none left (out of memory). Returning fewer than `max` is fine.
-    fn refill(&self, class: usize, max: usize) -> Option<Chain>;
+    /// Hands out up to `out.len()` (at least 1) free blocks of `class`: writes their addresses
+    /// into `out[..n]` and returns `n`, 0 when the store has none left (out of memory). Returning
+    /// fewer than asked is fine; `out[n..]` is left as it was.
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize;
 
     /// Takes back `blocks`, all of class `class`. Ownership of the blocks passes to the store;
     /// the slice itself is the heap's and only lent for the call.

@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use common::{scaled, Heap, Held, HeldSet, ModelStore, Rng};
 
-use crate::{Block, Bucket, CentralStore, Chain, ThreadHeap};
+use crate::{Block, Bucket, CentralStore, ThreadHeap};
 
 /// One class of 2-word blocks.
 fn store_one(blocks: usize) -> ModelStore {
@@ -54,7 +54,6 @@ fn layout() {
 fn heap_is_send_and_const() {
     fn send<T: Send>() {}
     send::<Heap<8>>();
-    send::<Chain>();
     const HEAP: Heap<3> = Heap::new([0, 1, 2]);
     let heap = HEAP;
     assert_eq!((heap.cap(0), heap.cap(1), heap.cap(2)), (0, 1, 2));
@@ -76,7 +75,7 @@ fn refill_asks_for_half_the_cap_and_keeps_the_rest() {
         assert_eq!(
             held[0].ptr,
             store.last_refill(0)[0],
-            "the chain's head is handed out"
+            "the first block given is handed out"
         );
         // The rest of the batch is handed out before the store is asked again.
         let more = take(&mut heap, &store, 0, asked - 1);
@@ -86,7 +85,7 @@ fn refill_asks_for_half_the_cap_and_keeps_the_rest() {
         assert_eq!(
             in_order,
             store.last_refill(0),
-            "batch handed out in chain order"
+            "batch handed out in the order given"
         );
         take(&mut heap, &store, 0, 1);
         assert_eq!(store.stats(0).refills, 2, "cap {cap}");
@@ -324,7 +323,7 @@ fn exhausted_store_hands_out_every_block_then_none() {
 }
 
 #[test]
-fn flush_all_sends_one_chain_per_class() {
+fn flush_all_sends_one_batch_per_class() {
     let store = ModelStore::new(&[(1, 64), (2, 64), (4, 64)]);
     let mut heap = Heap::<3>::new([8, 8, 8]);
     let a = take(&mut heap, &store, 0, 1); // 3 cached
@@ -380,39 +379,6 @@ fn forget_all_leaves_the_store_alone() {
     assert!(store.last_refill(0).contains(&fresh[0].ptr));
 }
 
-#[test]
-fn chain_blocks_reads_each_link_before_yielding() {
-    let store = store_one(16);
-    let chain = store.refill(0, 5).unwrap();
-    let (head, tail) = (chain.head, chain.tail);
-    let expected = store.last_refill(0);
-    let mut seen = Vec::new();
-    // SAFETY: the chain comes from the store, well formed, and is ours.
-    for block in unsafe { chain.blocks() } {
-        // Scribble over the block as soon as it is yielded: the iterator must not care.
-        // SAFETY: the block is ours.
-        unsafe { (*block.as_ptr()).next = core::ptr::null_mut() };
-        seen.push(block.cast::<u8>());
-    }
-    assert_eq!(seen, expected);
-    assert_eq!(seen.first().copied(), Some(head.cast()));
-    assert_eq!(seen.last().copied(), Some(tail.cast()));
-    // Give the blocks back.
-    let blocks: Vec<NonNull<Block>> = seen.iter().map(|p| p.cast()).collect();
-    // SAFETY: the blocks came from `store` and are unused.
-    unsafe { store.flush(0, &blocks) };
-    let single = store.refill(0, 1).unwrap();
-    assert_eq!(single.len, 1);
-    // SAFETY: a chain of one block; its link is never read.
-    let mut it = unsafe { Chain::single(single.head).blocks() };
-    assert_eq!(it.len(), 1);
-    assert_eq!(it.next(), Some(single.head));
-    assert_eq!(it.next(), None);
-    // SAFETY: the block came from `store` and is unused.
-    unsafe { store.flush(0, &[single.head]) };
-    store.assert_all_home();
-}
-
 /// Random allocations and frees over several classes and caps, re-checking every invariant
 /// after every step, with block conservation: what the store has out is exactly what the test
 /// holds plus what the heap caches.
@@ -457,35 +423,28 @@ fn random_operations_keep_every_invariant() {
     }
 }
 
-/// A store that breaks its contract by returning a chain whose `len` disagrees with its links.
+/// A store that breaks its contract by claiming more blocks than it was asked for.
 struct LyingStore {
     blocks: core::cell::UnsafeCell<[u64; 4]>,
 }
 
-// SAFETY: deliberately broken, used only to check that debug builds catch it before use.
+// SAFETY: deliberately broken, used only to check that the heap catches it before use.
 unsafe impl CentralStore for LyingStore {
-    fn refill(&self, _class: usize, _max: usize) -> Option<Chain> {
+    fn refill(&self, _class: usize, out: &mut [*mut Block]) -> usize {
         let base = self.blocks.get().cast::<Block>();
-        // SAFETY: the buffer has room for 4 one-word blocks.
-        let (a, b) = unsafe { (base, base.add(1)) };
-        // SAFETY: `a` lies in the buffer.
-        unsafe { (*a).next = b };
-        let (a, b) = (NonNull::new(a)?, NonNull::new(b)?);
-        // Claims 3 blocks, links 2.
-        Some(Chain {
-            head: a,
-            tail: b,
-            len: 3,
-        })
+        for (i, slot) in out.iter_mut().enumerate() {
+            // SAFETY: at most 4 slots are asked for (capacity 8), inside the 4-word buffer.
+            *slot = unsafe { base.add(i) };
+        }
+        out.len() + 1
     }
 
     unsafe fn flush(&self, _class: usize, _blocks: &[NonNull<Block>]) {}
 }
 
 #[test]
-#[cfg(debug_assertions)]
-#[should_panic(expected = "chain")]
-fn debug_builds_catch_a_malformed_chain() {
+#[should_panic]
+fn a_store_that_claims_more_than_asked_is_caught() {
     let store = LyingStore {
         blocks: core::cell::UnsafeCell::new([0; 4]),
     };
@@ -502,8 +461,8 @@ struct CapStore<'a> {
 
 // SAFETY: forwards refill and flush to the model store, which upholds the contract.
 unsafe impl CentralStore for CapStore<'_> {
-    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
-        self.inner.refill(class, max)
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
+        self.inner.refill(class, out)
     }
     unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
         // SAFETY: forwarded from the caller.

@@ -14,15 +14,13 @@ use std::collections::HashMap;
 use std::ptr::{self, NonNull};
 use std::sync::{Mutex, MutexGuard};
 
-use thread_heap::{Block, CentralStore, Chain, ThreadHeap};
+use thread_heap::{Block, CentralStore, ThreadHeap};
 
 /// The heap the tests use: room for 1024 cached blocks over all classes.
 pub type Heap<const N: usize> = ThreadHeap<N, 1024>;
 
 /// What every word of a block in the store holds.
 pub const FREE_PATTERN: u64 = 0xF4EE_F4EE_F4EE_F4EE;
-/// What `refill` writes into the link of a chain's tail (unspecified, so never to be followed).
-const TAIL_POISON: usize = 0xDEAD_BEE8;
 
 /// Counters of one class, as a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,7 +59,7 @@ struct ClassState {
     stats: ClassStats,
     /// Block indices of the last flush, in the order given.
     last_flush: Vec<usize>,
-    /// Block indices of the last chain handed out, head first.
+    /// Block indices of the last refill, in the order given.
     last_refill: Vec<usize>,
 }
 
@@ -187,7 +185,7 @@ impl ModelStore {
         c.last_flush.iter().map(|&i| self.block_at(c, i)).collect()
     }
 
-    /// The blocks of the last chain handed out for `class`, head first.
+    /// The blocks of the last refill of `class`, in the order given.
     pub fn last_refill(&self, class: usize) -> Vec<NonNull<u8>> {
         let state = self.lock();
         let c = &state.classes[class];
@@ -268,10 +266,10 @@ impl Drop for ModelStore {
 
 // SAFETY: `refill` hands out only blocks taken from the free list, marks them out and asserts
 // they were not out; each block is `block_words * 8 >= 8` bytes, 8-aligned (the buffer is a
-// `[u64]`), inside the buffer the store owns, and chains are linked head to tail with `len`
-// blocks, at most `max`.
+// `[u64]`), inside the buffer the store owns, and at most `out.len()` of them are written.
 unsafe impl CentralStore for ModelStore {
-    fn refill(&self, class: usize, max: usize) -> Option<Chain> {
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
+        let max = out.len();
         assert!(max >= 1, "refill of 0 blocks");
         let mut state = self.lock();
         let (fail, limit) = (state.fail, state.refill_limit);
@@ -281,29 +279,20 @@ unsafe impl CentralStore for ModelStore {
         let n = max.min(limit).min(c.free.len());
         if fail || n == 0 {
             c.stats.failed_refills += 1;
-            return None;
+            return 0;
         }
         let taken = c.free.split_off(c.free.len() - n);
-        for &i in &taken {
+        for (slot, &i) in out.iter_mut().zip(&taken) {
             assert!(!c.out[i], "block {i} of class {class} handed out twice");
             self.assert_pattern(c, i);
             c.out[i] = true;
+            *slot = self.block_at(c, i).cast().as_ptr();
         }
         c.stats.out += n;
         c.stats.free -= n;
         c.stats.peak_out = c.stats.peak_out.max(c.stats.out);
-        let blocks: Vec<NonNull<Block>> =
-            taken.iter().map(|&i| self.block_at(c, i).cast()).collect();
-        for pair in blocks.windows(2) {
-            // SAFETY: the block is out now, handed to the caller only when this returns; it is
-            // at least a word long.
-            unsafe { (*pair[0].as_ptr()).next = pair[1].as_ptr() };
-        }
         c.last_refill = taken;
-        let (head, tail) = (blocks[0], blocks[n - 1]);
-        // SAFETY: as above; the tail's link is unspecified, so poison it.
-        unsafe { (*tail.as_ptr()).next = ptr::without_provenance_mut(TAIL_POISON) };
-        Some(Chain { head, tail, len: n })
+        n
     }
 
     unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
