@@ -72,10 +72,6 @@ fn refill<S: ChunkSource, R: crate::ChunkRegistry>(
     (n != 0).then(|| out[..n].iter().map(|&p| p as usize).collect())
 }
 
-fn blocks(got: &[usize]) -> Vec<usize> {
-    got.to_vec()
-}
-
 /// The given blocks' addresses, as a heap flushes them.
 fn blocks_of(addrs: &[usize]) -> Vec<core::ptr::NonNull<Block>> {
     addrs
@@ -109,7 +105,7 @@ fn refill_hands_out_distinct_blocks_of_the_class() {
         let mut seen = BTreeSet::new();
         for _ in 0..4 {
             let chain = refill(&pool, &mut owner, class, 64).unwrap();
-            for b in blocks(&chain) {
+            for b in chain.clone() {
                 assert!(seen.insert(b), "block handed out twice");
                 // SAFETY: the block is in a live chunk.
                 let h = unsafe { &*ChunkHeader::of(b) };
@@ -130,7 +126,7 @@ fn owner_frees_go_local_and_come_back_first() {
     let pool = boxed(MmapSource::new());
     let mut owner = Owner::new();
     let chain = refill(&pool, &mut owner, 2, 64).unwrap();
-    let got = blocks(&chain);
+    let got = chain.clone();
     let h = ChunkHeader::of(got[0]);
     // SAFETY: a live chunk.
     let used = unsafe { &*h }.membership().used();
@@ -144,7 +140,7 @@ fn owner_frees_go_local_and_come_back_first() {
     assert_eq!(unsafe { &*h }.membership().used(), used);
     pool.validate(&[&owner]);
     // The next refill hands the same blocks back, lowest first.
-    let again = blocks(&refill(&pool, &mut owner, 2, 64).unwrap());
+    let again = refill(&pool, &mut owner, 2, 64).unwrap();
     assert_eq!(again, got);
     pool.validate(&[&owner]);
 }
@@ -156,7 +152,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
     let mut owner = Owner::new();
     let mut got = Vec::new();
     while got.len() < 64 * 100 {
-        got.extend(blocks(&refill(&pool, &mut owner, 0, 64).unwrap()));
+        got.extend(refill(&pool, &mut owner, 0, 64).unwrap());
     }
     // One block of each word, then the rest: the first flush touches 100 words.
     let firsts: Vec<usize> = got.iter().copied().step_by(64).collect();
@@ -165,7 +161,7 @@ fn a_flush_spanning_many_words_counts_every_local_block() {
     pool.validate(&[&owner]);
     // They come back lowest first, up to 64 per refill across words.
     let again: BTreeSet<usize> = (0..2)
-        .flat_map(|_| blocks(&refill(&pool, &mut owner, 0, 64).unwrap()))
+        .flat_map(|_| refill(&pool, &mut owner, 0, 64).unwrap())
         .collect();
     assert_eq!(again.len(), 100);
     assert_eq!(again, firsts.iter().copied().collect());
@@ -180,10 +176,10 @@ fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     let mut owner = Owner::new();
     let mut first = Vec::new();
     while first.len() < slots {
-        first.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
+        first.extend(refill(&pool, &mut owner, class, 64).unwrap());
     }
     // The next refill gives the full chunk up (FLOATING) and owns a new one.
-    let next = blocks(&refill(&pool, &mut owner, class, 1).unwrap());
+    let next = refill(&pool, &mut owner, class, 1).unwrap();
     assert_ne!(ChunkHeader::of(next[0]), ChunkHeader::of(first[0]));
     assert_eq!(state_of(first[0]), FLOATING);
     assert_eq!(state_of(next[0]), OWNED);
@@ -203,7 +199,7 @@ fn a_full_chunk_floats_then_is_listed_by_a_remote_free_then_retired() {
     pool.validate(&[&owner]);
     // The empty chunk serves another class next.
     let mut other = Owner::new();
-    let b = blocks(&refill(&pool, &mut other, 0, 8).unwrap());
+    let b = refill(&pool, &mut other, 0, 8).unwrap();
     assert_eq!(ChunkHeader::of(b[0]), ChunkHeader::of(first[0]));
     pool.validate(&[&owner, &other]);
 }
@@ -215,7 +211,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     let mut held = Vec::new();
     for class in 0..8 {
         let chain = refill(&pool, &mut owner, class, 32).unwrap();
-        held.push((class, blocks(&chain)));
+        held.push((class, chain.clone()));
     }
     for (class, b) in &held {
         // SAFETY: blocks of `class` from this pool, unused.
@@ -229,7 +225,7 @@ fn release_owner_merges_local_frees_and_retires_empty_chunks() {
     assert_eq!(pool.active(), 8);
     assert_eq!(pool.chunk_counts().partial, 8);
     let mut next = Owner::new();
-    let b = blocks(&refill(&pool, &mut next, 3, 4).unwrap());
+    let b = refill(&pool, &mut next, 3, 4).unwrap();
     assert_eq!(
         ChunkHeader::of(b[0]),
         ChunkHeader::of(held[3].1[0]),
@@ -255,7 +251,7 @@ fn empty_chunks_beyond_the_limit_are_decommitted() {
         let class = 63;
         let mut b = Vec::new();
         while b.len() < CLASSES[class].slots as usize {
-            b.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
+            b.extend(refill(&pool, &mut owner, class, 64).unwrap());
         }
         held.push(b);
     }
@@ -283,7 +279,7 @@ fn random_operations_against_a_model() {
             0..=4 => {
                 let class = [0, 1, 9, 30, 60][rng.below(5)];
                 let chain = refill(&pool, &mut owners[who], class, 1 + rng.below(64)).unwrap();
-                for b in blocks(&chain) {
+                for b in chain.clone() {
                     assert!(all.insert(b), "step {step}: block {b:#x} handed out twice");
                     live.push((class, b));
                 }
@@ -340,7 +336,7 @@ fn threads_refill_and_free_each_others_blocks() {
         let mut owner = Owner::new();
         for _ in 0..2000 {
             let chain = refill(&POOL, &mut owner, 4, 32).unwrap();
-            tx.send(blocks(&chain)).unwrap();
+            tx.send(chain.clone()).unwrap();
         }
         POOL.release_owner(&mut owner);
     });
@@ -421,7 +417,7 @@ fn reset_empties_every_chunk_and_keeps_it() {
     let mut held = Vec::new();
     for class in [a, b] {
         for _ in 0..(CLASSES[class].slots as usize * 2 / 64 + 1) {
-            held.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
+            held.extend(refill(&pool, &mut owner, class, 64).unwrap());
         }
     }
     // Some back to their chunks: the owned one keeps them locally, the others are released.
@@ -455,7 +451,7 @@ fn reset_empties_every_chunk_and_keeps_it() {
     let per_chunk = CLASSES[b].slots as usize;
     while again.len() < per_chunk * mapped {
         let chain = refill(&pool, &mut owner, b, 64).unwrap();
-        again.extend(blocks(&chain));
+        again.extend(chain.clone());
     }
     assert_eq!(pool.mapped(), mapped, "reset chunks were not reused");
     pool.validate(&[&owner]);
@@ -486,7 +482,7 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
     let mut owner = Owner::new();
     let mut all = Vec::new();
     while all.len() < slots {
-        all.extend(blocks(&refill(&pool, &mut owner, class, 64).unwrap()));
+        all.extend(refill(&pool, &mut owner, class, 64).unwrap());
     }
     let base = ChunkHeader::of(all[0]) as usize;
     assert!(all.iter().all(|&b| ChunkHeader::of(b) as usize == base));
@@ -538,7 +534,7 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
     pool.validate(&[]);
     // A new owner takes the chunk: its blocks in purged pages read as zero and are usable.
     let mut next = Owner::new();
-    let b = blocks(&refill(&pool, &mut next, class, 64).unwrap());
+    let b = refill(&pool, &mut next, class, 64).unwrap();
     assert_eq!(ChunkHeader::of(b[0]) as usize, base);
     assert_eq!(
         pool.chunk_counts().purged_pages,

@@ -28,10 +28,6 @@ fn refill<S: ChunkSource, R: slab_pool::ChunkRegistry>(
     (n != 0).then(|| out[..n].iter().map(|&p| p as usize).collect())
 }
 
-fn blocks(got: &[usize]) -> Vec<usize> {
-    got.to_vec()
-}
-
 fn blocks_of(addrs: &[usize]) -> Vec<std::ptr::NonNull<Block>> {
     addrs
         .iter()
@@ -62,7 +58,7 @@ fn fill_chunk(owner: &mut Owner, class: usize) -> Vec<usize> {
     let size = CLASSES[class].size as usize;
     let mut all = Vec::new();
     while all.len() < slots {
-        all.extend(blocks(&refill(&POOL, owner, class, 64).unwrap()));
+        all.extend(refill(&POOL, owner, class, 64).unwrap());
     }
     for &b in &all {
         // SAFETY: the test holds every block.
@@ -100,7 +96,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
     // The next pool operation, a flush of another class's block, runs the pass.
     let mut b = Owner::new();
-    let one = blocks(&refill(&POOL, &mut b, other, 1).unwrap());
+    let one = refill(&POOL, &mut b, other, 1).unwrap();
     // SAFETY: a block of `other` from this pool, unused.
     unsafe { POOL.flush(Some(&mut b), other, &blocks_of(&one)) };
     assert_eq!(
@@ -118,7 +114,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     let slots = CLASSES[other].slots as usize;
     let mut mine = Vec::new();
     while mine.len() < slots / 2 {
-        mine.extend(blocks(&refill(&POOL, &mut c, other, 64).unwrap()));
+        mine.extend(refill(&POOL, &mut c, other, 64).unwrap());
     }
     let size = CLASSES[other].size as usize;
     for &p in &mine {
@@ -141,7 +137,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     );
     assert_eq!(resident_pages(mine_base), touched, "kept within the delay");
     sleep(Duration::from_millis(3 * DELAY_MS as u64));
-    let x = blocks(&refill(&POOL, &mut c, class, 1).unwrap());
+    let x = refill(&POOL, &mut c, class, 1).unwrap();
     // SAFETY: a block of `class` from this pool, unused.
     unsafe { POOL.flush(Some(&mut c), class, &blocks_of(&x)) };
     assert_eq!(
@@ -156,7 +152,7 @@ fn free_pages_keep_their_memory_for_the_delay_then_go_back() {
     );
     POOL.validate(&[&b, &c]);
     // The owner goes on claiming from it; the blocks come back as zero pages.
-    let again = blocks(&refill(&POOL, &mut c, other, 64).unwrap());
+    let again = refill(&POOL, &mut c, other, 64).unwrap();
     assert!(again
         .iter()
         .all(|&p| ChunkHeader::of(p) as usize == mine_base));

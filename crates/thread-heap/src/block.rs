@@ -7,12 +7,11 @@
 
 /// A free block, as an address: at least one word long and word aligned; its content belongs to
 /// whoever owns the block (its user while allocated, the store while free in it, nobody while
-/// cached in a bucket, which does not touch it).
+/// cached in a bucket, which does not touch it). Opaque: the heap never looks inside.
 #[repr(C)]
 #[derive(Debug)]
 pub struct Block {
-    /// The block's first word (free for a store's own lists).
-    pub next: *mut Block,
+    _first_word: usize,
 }
 
 const _: () = assert!(size_of::<Block>() == size_of::<usize>());

@@ -82,7 +82,7 @@ impl Bucket {
     /// Most blocks the bucket holds.
     #[inline]
     pub const fn cap(&self) -> usize {
-        self.limit.saturating_sub(self.base) as usize
+        (self.limit - self.base) as usize
     }
 
     /// Slots reserved for the class: the most the capacity may become.
