@@ -6,12 +6,11 @@
 //! stays live; a block kept live pins its page, so a pattern that keeps one block per page
 //! keeps every page, in any allocator that works in pages),
 //!
-//! - after the purge delay and one call that reaches the pool (`flush_thread_cache`, which ends
-//!   in a purge pass, as the next full bucket's flush would);
+//! - after the purge delay and one allocation and free, which take the fast paths and reach no
+//!   pool: what the frees gave back beyond the pool's pressure bound went back during the frees
+//!   themselves, whatever the delay;
 //! - at once after `fam_alloc::trim()`;
-//! - for one class, with the background purge on, after the delay without any call (the one
-//!   chunk per class the thread refills from is the thread's and waits for its own pass, which
-//!   is why this mode is checked on single-class rows only).
+//! - with the background purge on, after the delay without any call.
 //!
 //! Debug builds run the rows at a quarter of the block counts. The binary keeps the system
 //! allocator for everything else (the pointer table included, allocated before the baseline),
@@ -81,7 +80,11 @@ fn row(blocks: usize, sizes: (usize, usize), order: Order, then: Then) {
     match then {
         Then::DelayAndOneCall => {
             sleep(Duration::from_millis(3 * DELAY_MS as u64));
-            fam_alloc::flush_thread_cache();
+            // One allocator call, as a program makes it: a fast-path pair that reaches no pool.
+            let p = fam_alloc::raw::alloc(64, 8);
+            assert!(!p.is_null());
+            // SAFETY: the block just allocated.
+            unsafe { fam_alloc::raw::free("free", p) };
         }
         Then::Trim => {
             fam_alloc::trim();
@@ -127,7 +130,7 @@ fn two_million_64_byte_blocks() {
 #[test]
 fn eight_million_blocks_of_16_to_256_bytes() {
     for order in [Order::AsAllocated, Order::Reversed, Order::Scrambled] {
-        for then in [Then::DelayAndOneCall, Then::Trim] {
+        for then in [Then::DelayAndOneCall, Then::Trim, Then::Background] {
             row(8 * M, (16, 256), order, then);
         }
     }

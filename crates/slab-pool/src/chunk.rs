@@ -246,6 +246,12 @@ impl ChunkHeader {
         self.claims.0.purged_pages.swap(pages, Ordering::Relaxed)
     }
 
+    /// Pages the last purge gave back that no owner has taken again.
+    pub(crate) fn purged_pages(&self) -> usize {
+        // Relaxed: as in `set_purged`; an estimate for the pressure check.
+        self.claims.0.purged_pages.load(Ordering::Relaxed)
+    }
+
     /// Forgets the pages given back (a new owner takes them again as it claims); returns how
     /// many there were. For the chunk's holder.
     pub(crate) fn take_purged(&self) -> usize {

@@ -15,6 +15,12 @@ pub const DEFAULT_PURGE_DELAY_MS: i64 = 100;
 /// a large batch and allocates it again does not fault every page back in.
 pub const DEFAULT_RETAIN_EMPTY: usize = 16;
 
+/// Net bytes a thread gives back (flushed less refilled) between two pressure checks.
+pub const PRESSURE_STEP: usize = 4 << 20;
+/// Free memory the pool keeps committed, at most, past a pressure check: beyond it the check
+/// gives back what it can at once, whatever the purge delay (see the pool's module comment).
+pub const PRESSURE_FREE: usize = 8 << 20;
+
 /// The purge policy. See [`POLICY`].
 #[derive(Debug)]
 pub struct Policy {

@@ -53,6 +53,20 @@
 //! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
 //!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
 //!
+//! - **Past the pressure bound, at once.** The delay guards memory about to be reused, not memory
+//!   a program has stopped using. Each [`Owner`] counts the bytes its flushes gave back less the
+//!   bytes its refills took; every [`PRESSURE_STEP`] of that, the flush estimates the free memory
+//!   the pool keeps committed (free blocks of listed chunks less their purged pages, the owner's
+//!   local blocks, committed empty chunks: what this thread may read without a handshake) and,
+//!   above [`PRESSURE_FREE`], runs the pass with no delay and keeps at most the bound's worth of
+//!   empty chunks. A program that allocates as much as it frees never gets there; a thread
+//!   that only frees what others allocate checks once per step and purges only when the pool
+//!   really holds more than the bound. A scrambled free makes most pages whole only with its
+//!   last frees, after the last check; so a check that found pressure sets the owner's
+//!   [`recheck_wanted`](Owner::recheck_wanted), and the heap's next allocation (the C path's
+//!   pop tests it) calls [`SlabPool::pressure_recheck`] from its slow path, which runs the
+//!   check once more.
+//!
 //! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
 //! [`SlabPool::maintain`] (a background thread's call) and, ignoring the delay, by
@@ -71,7 +85,7 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY}
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::groups::WordGroups;
 use crate::membership::{Listing, LISTED, OWNED};
-use crate::policy::POLICY;
+use crate::policy::{POLICY, PRESSURE_FREE, PRESSURE_STEP};
 use crate::report::bad_free;
 use crate::set::{ChunkSet, Directory};
 
@@ -131,6 +145,13 @@ impl Cursor {
 #[derive(Debug)]
 pub struct Owner {
     cursors: [Cursor; NUM_CLASSES],
+    /// Bytes this heap's flushes gave back, less the bytes its refills took, since its last
+    /// pressure check (never below zero): how far the thread is into freeing more than it
+    /// allocates.
+    returned: usize,
+    /// Set by a flush whose pressure check found the pool over its bound: the heap's next
+    /// allocation should call [`SlabPool::pressure_recheck`] first.
+    recheck: bool,
 }
 
 impl Owner {
@@ -138,14 +159,23 @@ impl Owner {
     pub const fn new() -> Self {
         Self {
             cursors: [Cursor::NONE; NUM_CLASSES],
+            returned: 0,
+            recheck: false,
         }
+    }
+
+    /// Whether the heap's next allocation should call [`SlabPool::pressure_recheck`] first (a
+    /// flush of this heap found the pool over its pressure bound since the last recheck).
+    #[inline(always)]
+    pub fn recheck_wanted(&self) -> bool {
+        self.recheck
     }
 
     /// Forgets every owned chunk without giving it back. For a forked child whose copy of the
     /// owner must not touch chunks another process owns (a shared pool), or that another thread
     /// was using when the fork happened.
     pub fn forget(&mut self) {
-        self.cursors = [Cursor::NONE; NUM_CLASSES];
+        *self = Self::new();
     }
 
     /// Whether it owns a chunk of `class`.
@@ -273,7 +303,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// memory is exhausted). The blocks themselves are not touched.
     #[inline]
     pub fn refill(&self, owner: &mut Owner, class: usize, out: &mut [*mut Block]) -> usize {
-        self.refill_cursor(&mut owner.cursors[class], class, out)
+        let n = self.refill_cursor(&mut owner.cursors[class], class, out);
+        owner.returned = owner
+            .returned
+            .saturating_sub(n * CLASSES[class].size as usize);
+        n
     }
 
     /// A refill through cursor `c`: local blocks, then the owned chunk, then another chunk.
@@ -427,7 +461,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         // released, which would keep those chunks out of the pass (a bucket's blocks, freed long
         // ago, come from as many chunks as there are blocks); their own pages stay either way.
         self.maybe_pass(owner.as_deref_mut(), now);
-        let cursor = owner.map(|o| &mut o.cursors[class]);
+        let cursor = owner.as_deref_mut().map(|o| &mut o.cursors[class]);
         let mine = cursor.as_ref().map_or(0, |c| c.chunk as usize);
         let mut groups = WordGroups::new();
         let mut local = LocalSpan::NONE;
@@ -462,6 +496,13 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             if local.blocks != 0 {
                 // SAFETY: the owned chunk's header, valid for the pool's life.
                 unsafe { &*c.chunk }.set_released_at(now);
+            }
+        }
+        if let Some(o) = owner {
+            o.returned += blocks.len() * CLASSES[class].size as usize;
+            if o.returned >= PRESSURE_STEP {
+                o.returned = 0;
+                o.recheck = self.pressure_check(o, now);
             }
         }
     }
@@ -570,7 +611,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let now = now_ms();
         chunk.set_emptied_at(now);
         self.committed.insert(chunk.number());
-        self.purge(now, false);
+        self.purge(now);
     }
 
     /// An EMPTY chunk held exclusively: from the empty pool, or fresh from the source.
@@ -616,18 +657,25 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     }
 
     /// Decommits committed empty chunks that waited longer than the purge delay, or the oldest
-    /// beyond [`Policy::retain_empty`](crate::Policy::retain_empty) (with `all`, every one). Returns how many.
-    fn purge(&self, now: u64, all: bool) -> usize {
+    /// beyond [`Policy::retain_empty`](crate::Policy::retain_empty). Returns how many.
+    fn purge(&self, now: u64) -> usize {
+        let delay = POLICY.purge_delay_ms();
+        let delay = if delay < 0 { u64::MAX } else { delay as u64 };
+        self.purge_empty(now, Some(delay), POLICY.retain_empty())
+    }
+
+    /// Decommits the committed empty chunks that waited `delay` milliseconds (with `None`, every
+    /// one), and the oldest beyond `keep` of them. Returns how many.
+    fn purge_empty(&self, now: u64, delay: Option<u64>, keep: usize) -> usize {
         let len = self.dir.len();
         let mut done = 0;
-        let delay = POLICY.purge_delay_ms();
-        let mut excess = self.committed.len().saturating_sub(POLICY.retain_empty());
+        let mut excess = self.committed.len().saturating_sub(keep);
         self.committed.for_each(len, |i| {
             let h = self.dir.get(i);
             // SAFETY: set members are formatted chunks, valid for the pool's life.
             let chunk = unsafe { &*h };
-            let old = delay >= 0 && now.saturating_sub(chunk.emptied_at()) >= delay as u64;
-            if !(all || old || excess > 0) || !self.committed.remove(i) {
+            let old = delay.is_none_or(|d| now.saturating_sub(chunk.emptied_at()) >= d);
+            if !(old || excess > 0) || !self.committed.remove(i) {
                 return;
             }
             excess = excess.saturating_sub(1);
@@ -680,7 +728,62 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             return;
         }
         self.purge_pages(owner, now, Some(delay as u64));
-        self.purge(now, false);
+        self.purge(now);
+    }
+
+    /// The pressure check (see the module comment): when the free memory the pool keeps
+    /// committed exceeds [`PRESSURE_FREE`], everything that can go goes now, whatever the delay:
+    /// free pages of listed chunks and of `owner`'s chunks that blocks came back to since their
+    /// last purge, and empty chunks beyond what [`PRESSURE_FREE`] holds.
+    /// Returns whether it found the pool over the bound.
+    #[cold]
+    fn pressure_check(&self, owner: &mut Owner, now: u64) -> bool {
+        if POLICY.purge_delay_ms() < 0 || self.free_committed(owner) < PRESSURE_FREE {
+            return false;
+        }
+        self.purge_pages(Some(owner), now, Some(0));
+        self.purge_empty(
+            now,
+            Some(POLICY.purge_delay_ms() as u64),
+            POLICY.retain_empty().min(PRESSURE_FREE / CHUNK_SIZE),
+        );
+        true
+    }
+
+    /// The pressure check once more, when `owner`'s last flush asked for it
+    /// ([`Owner::recheck_wanted`]): what the frees since that check made free goes back now,
+    /// although no flush follows them. For the heap's allocation slow path.
+    #[cold]
+    pub fn pressure_recheck(&self, owner: &mut Owner) {
+        if owner.recheck {
+            owner.recheck = false;
+            owner.returned = 0;
+            self.pressure_check(owner, now_ms());
+        }
+    }
+
+    /// About how many bytes of free blocks the pool keeps committed: the free blocks of listed
+    /// chunks (less the pages purges gave back), the local blocks of `owner`'s chunks, and the
+    /// committed empty chunks. The blocks of other threads' chunks are theirs to count; blocks
+    /// never claimed since a chunk was taken are counted as committed although their pages may
+    /// not be, so the figure errs on the side of purging.
+    fn free_committed(&self, owner: &Owner) -> usize {
+        let page = chunk_source::page_size();
+        let len = self.dir.len();
+        let mut bytes = self.committed.len() * (CHUNK_SIZE - SLOT_OFFSET);
+        for (class, set) in self.partial.iter().enumerate() {
+            let info = &CLASSES[class];
+            set.for_each(len, |i| {
+                // SAFETY: set members are formatted chunks, valid for the pool's life.
+                let chunk = unsafe { &*self.dir.get(i) };
+                let free = (info.slots as usize).saturating_sub(chunk.membership().used());
+                bytes += (free * info.size as usize).saturating_sub(chunk.purged_pages() * page);
+            });
+        }
+        for (class, c) in owner.cursors.iter().enumerate() {
+            bytes += c.local as usize * CLASSES[class].size as usize;
+        }
+        bytes
     }
 
     /// A purge pass now, for a caller with no heap (a background thread): free pages of listed
@@ -694,7 +797,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let now = now_ms();
         (
             self.purge_pages(None, now, Some(delay as u64)),
-            self.purge(now, false),
+            self.purge(now),
         )
     }
 
@@ -811,7 +914,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         self.retire_listed_empty();
         let now = now_ms();
         self.purge_pages(None, now, None);
-        self.purge(now, true)
+        self.purge_empty(now, None, 0)
     }
 
     /// Takes `n` chunks from the source now and keeps them on the empty pool, so that the

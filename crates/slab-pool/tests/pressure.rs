@@ -1,0 +1,162 @@
+//! The pressure bound, end to end: a thread that frees far more than it allocates gets the pages
+//! back to the OS during its frees, whatever the purge delay, and what its last frees left free
+//! goes at its recheck; a thread that frees less than the bound keeps its pages for the delay.
+//! Its own process: it sets the process-wide policy, and its one test runs its phases in order
+//! on one pool.
+
+use chunk_source::MmapSource;
+use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
+use slab_pool::policy::{PRESSURE_FREE, PRESSURE_STEP};
+use slab_pool::{NoRegistry, Owner, SlabPool, POLICY};
+use thread_heap::Block;
+
+static POOL: SlabPool<MmapSource> = SlabPool::new(MmapSource::new(), NoRegistry);
+
+/// Resident pages of the block areas of the chunks holding `blocks`.
+fn resident_pages(blocks: &[usize]) -> usize {
+    let mut bases: Vec<usize> = blocks
+        .iter()
+        .map(|&b| b & !(chunk_source::CHUNK_SIZE - 1))
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    let page = chunk_source::page_size();
+    let len = chunk_source::CHUNK_SIZE - SLOT_OFFSET;
+    let mut v = vec![0u8; len / page];
+    bases
+        .iter()
+        .map(|&base| {
+            // SAFETY: the range is mapped (a chunk of the pool) and `v` has a byte per page.
+            let r = unsafe {
+                libc::mincore(
+                    (base + SLOT_OFFSET) as *mut libc::c_void,
+                    len,
+                    v.as_mut_ptr(),
+                )
+            };
+            assert_eq!(r, 0);
+            v.iter().filter(|b| *b & 1 != 0).count()
+        })
+        .sum()
+}
+
+/// Claims at least `bytes` of blocks of `class` for `owner`, writing each; returns them.
+fn claim(owner: &mut Owner, class: usize, bytes: usize) -> Vec<usize> {
+    let size = CLASSES[class].size as usize;
+    let mut all = Vec::new();
+    let mut out = vec![core::ptr::null_mut(); 64];
+    while all.len() * size < bytes {
+        let n = POOL.refill(owner, class, &mut out);
+        assert_ne!(n, 0, "out of memory");
+        all.extend(out[..n].iter().map(|&p| p as usize));
+    }
+    for &b in &all {
+        // SAFETY: the test holds every block.
+        unsafe { std::ptr::write_bytes(b as *mut u8, 1, size) };
+    }
+    all
+}
+
+/// One block in this many (in claim order) stays live, so that no chunk empties (an empty chunk
+/// goes to the empty pool, whose own policy is tested elsewhere) and each keeps a few pages.
+const KEEP: usize = 4096;
+
+/// Frees all of `blocks` but every [`KEEP`]-th through `owner`, in a scrambled order or in claim
+/// order, 32 at a time, as a bucket's flushes do. Returns the ones kept live.
+fn free_all_but_some(
+    owner: &mut Owner,
+    class: usize,
+    blocks: &[usize],
+    scramble: bool,
+) -> Vec<usize> {
+    let kept: Vec<usize> = blocks.iter().copied().step_by(KEEP).collect();
+    let mut blocks: Vec<usize> = (0..blocks.len())
+        .filter(|i| i % KEEP != 0)
+        .map(|i| blocks[i])
+        .collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..blocks.len()).rev().filter(|_| scramble) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        blocks.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    for batch in blocks.chunks(32) {
+        let ptrs: Vec<_> = batch
+            .iter()
+            .map(|&a| core::ptr::NonNull::new(a as *mut Block).unwrap())
+            .collect();
+        // SAFETY: every block was handed out by this pool as a block of `class`, and is freed
+        // once.
+        unsafe { POOL.flush(Some(owner), class, &ptrs) };
+    }
+    kept
+}
+
+#[test]
+fn frees_beyond_the_bound_go_back_at_once_and_frees_below_it_wait() {
+    // A delay no test outlives: only the pressure bound can give pages back here.
+    POLICY.set_purge_delay_ms(600_000);
+    let class = small_class(64, 8).unwrap();
+    let page = chunk_source::page_size();
+
+    // Below the bound: half of it freed keeps every page, and asks for no recheck.
+    let mut a = Owner::new();
+    let small = claim(&mut a, class, PRESSURE_FREE / 2);
+    let pages = small.len() * 64 / page;
+    let small_kept = free_all_but_some(&mut a, class, &small, true);
+    assert!(!a.recheck_wanted());
+    assert!(
+        resident_pages(&small) >= pages,
+        "{} of {pages} pages resident after frees below the bound",
+        resident_pages(&small)
+    );
+    POOL.pressure_recheck(&mut a);
+    assert!(resident_pages(&small) >= pages);
+
+    // Beyond it, freed in claim order: the flushes give the pages back as they go; what stays
+    // is at most the bound and what the frees after the last check made free.
+    let mut b = Owner::new();
+    let ordered = claim(&mut b, class, 4 * PRESSURE_FREE);
+    let peak = resident_pages(&ordered);
+    assert!(peak >= ordered.len() * 64 / page);
+    let ordered_kept = free_all_but_some(&mut b, class, &ordered, false);
+    let after_flushes = resident_pages(&ordered);
+    assert!(
+        after_flushes <= ordered_kept.len() + (PRESSURE_FREE + PRESSURE_STEP) / page + 4,
+        "{after_flushes} of {peak} pages resident after frees in order"
+    );
+    POOL.pressure_recheck(&mut b);
+
+    // Scrambled, a page is rarely all free before the last frees: the recheck the last check
+    // asks for gives back the rest, although no flush follows. The chunks of the first phase
+    // are listed with their free pages: those go too. What stays is about a page per live block
+    // (32 pages of slack for the edges of the chunks the phases share).
+    let scrambled = claim(&mut b, class, 4 * PRESSURE_FREE + PRESSURE_STEP);
+    let scrambled_kept = free_all_but_some(&mut b, class, &scrambled, true);
+    assert!(
+        b.recheck_wanted(),
+        "the last check found the pool over the bound"
+    );
+    POOL.pressure_recheck(&mut b);
+    assert!(!b.recheck_wanted());
+    let all = [&small[..], &ordered[..], &scrambled[..]].concat();
+    let left = resident_pages(&all);
+    let live = small_kept.len() + ordered_kept.len() + scrambled_kept.len();
+    assert!(
+        left <= live + 32,
+        "{left} pages resident after the recheck, {live} blocks live"
+    );
+
+    // With purging off, the bound gives nothing back.
+    POLICY.set_purge_delay_ms(-1);
+    let mut c = Owner::new();
+    let off = claim(&mut c, class, 2 * PRESSURE_FREE);
+    let before = resident_pages(&off);
+    free_all_but_some(&mut c, class, &off, true);
+    POOL.pressure_recheck(&mut c);
+    assert_eq!(resident_pages(&off), before);
+    POOL.release_owner(&mut a);
+    POOL.release_owner(&mut b);
+    POOL.release_owner(&mut c);
+}
