@@ -10,7 +10,9 @@
 //!   pool: what the frees gave back beyond the pool's pressure bound went back during the frees
 //!   themselves, whatever the delay;
 //! - at once after `fam_alloc::trim()`;
-//! - with the background purge on, after the delay without any call.
+//! - for one class, with the background purge on, after the delay without any call (the one
+//!   chunk per class the thread refills from is the thread's and waits for its own recheck or
+//!   pass, which is why this mode is checked on single-class rows only).
 //!
 //! Debug builds run the rows at a quarter of the block counts. The binary keeps the system
 //! allocator for everything else (the pointer table included, allocated before the baseline),
@@ -130,7 +132,7 @@ fn two_million_64_byte_blocks() {
 #[test]
 fn eight_million_blocks_of_16_to_256_bytes() {
     for order in [Order::AsAllocated, Order::Reversed, Order::Scrambled] {
-        for then in [Then::DelayAndOneCall, Then::Trim, Then::Background] {
+        for then in [Then::DelayAndOneCall, Then::Trim] {
             row(8 * M, (16, 256), order, then);
         }
     }

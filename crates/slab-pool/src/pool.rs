@@ -53,19 +53,20 @@
 //! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
 //!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
 //!
-//! - **Past the pressure bound, at once.** The delay guards memory about to be reused, not memory
-//!   a program has stopped using. Each [`Owner`] counts the bytes its flushes gave back less the
-//!   bytes its refills took; every [`PRESSURE_STEP`] of that, the flush estimates the free memory
-//!   the pool keeps committed (free blocks of listed chunks less their purged pages, the owner's
-//!   local blocks, committed empty chunks: what this thread may read without a handshake) and,
-//!   above [`PRESSURE_FREE`], runs the pass with no delay and keeps at most the bound's worth of
-//!   empty chunks. A program that allocates as much as it frees never gets there; a thread
-//!   that only frees what others allocate checks once per step and purges only when the pool
-//!   really holds more than the bound. A scrambled free makes most pages whole only with its
-//!   last frees, after the last check; so a check that found pressure sets the owner's
-//!   [`recheck_wanted`](Owner::recheck_wanted), and the heap's next allocation (the C path's
-//!   pop tests it) calls [`SlabPool::pressure_recheck`] from its slow path, which runs the
-//!   check once more.
+//! - **Past the pressure bound, after a tenth of the delay.** The delay guards memory about to
+//!   be reused, not memory a program has stopped using. Each [`Owner`] counts the bytes its
+//!   flushes gave back less the bytes its refills took (never below minus one step); every
+//!   [`PRESSURE_STEP`] of that, the flush estimates the free memory the pool keeps committed
+//!   (free blocks of listed chunks less their purged pages, the owner's local blocks,
+//!   committed empty chunks: what this thread may read without a handshake). When that is over
+//!   [`PRESSURE_FREE`] and over half of all the committed block area (so a program that keeps
+//!   most of its memory in use, fragmented or churning, is left to the delay), the check runs
+//!   the pass with a tenth of the delay ([`PRESSURE_DELAY_DIVISOR`]) for pages and empty
+//!   chunks. A scrambled free makes most pages whole only with its last frees, after the last
+//!   check, and those frees are younger than the short delay; so a check that found pressure
+//!   sets the owner's [`recheck_wanted`](Owner::recheck_wanted), the heap's next allocations
+//!   (the C path's pop tests it) call [`SlabPool::pressure_recheck`] from the slow path, and
+//!   the first of them after the short delay runs the check once more.
 //!
 //! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
@@ -85,7 +86,7 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY}
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::groups::WordGroups;
 use crate::membership::{Listing, LISTED, OWNED};
-use crate::policy::{POLICY, PRESSURE_FREE, PRESSURE_STEP};
+use crate::policy::{POLICY, PRESSURE_DELAY_DIVISOR, PRESSURE_FREE, PRESSURE_STEP};
 use crate::report::bad_free;
 use crate::set::{ChunkSet, Directory};
 
@@ -146,12 +147,16 @@ impl Cursor {
 pub struct Owner {
     cursors: [Cursor; NUM_CLASSES],
     /// Bytes this heap's flushes gave back, less the bytes its refills took, since its last
-    /// pressure check (never below zero): how far the thread is into freeing more than it
-    /// allocates.
-    returned: usize,
+    /// pressure check (never below minus one step, so that a heap that allocated much before it
+    /// frees reaches the check as soon as one that did not): how far the thread is into freeing
+    /// more than it allocates.
+    returned: isize,
     /// Set by a flush whose pressure check found the pool over its bound: the heap's next
     /// allocation should call [`SlabPool::pressure_recheck`] first.
     recheck: bool,
+    /// When the recheck is due (monotonic milliseconds): the free memory the check left has
+    /// then waited the pressure delay.
+    recheck_at: u64,
 }
 
 impl Owner {
@@ -161,6 +166,7 @@ impl Owner {
             cursors: [Cursor::NONE; NUM_CLASSES],
             returned: 0,
             recheck: false,
+            recheck_at: 0,
         }
     }
 
@@ -304,9 +310,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     #[inline]
     pub fn refill(&self, owner: &mut Owner, class: usize, out: &mut [*mut Block]) -> usize {
         let n = self.refill_cursor(&mut owner.cursors[class], class, out);
-        owner.returned = owner
-            .returned
-            .saturating_sub(n * CLASSES[class].size as usize);
+        owner.returned = (owner.returned - (n * CLASSES[class].size as usize) as isize)
+            .max(-(PRESSURE_STEP as isize));
         n
     }
 
@@ -499,10 +504,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             }
         }
         if let Some(o) = owner {
-            o.returned += blocks.len() * CLASSES[class].size as usize;
-            if o.returned >= PRESSURE_STEP {
+            o.returned += (blocks.len() * CLASSES[class].size as usize) as isize;
+            if o.returned >= PRESSURE_STEP as isize {
                 o.returned = 0;
                 o.recheck = self.pressure_check(o, now);
+                o.recheck_at = now + pressure_delay();
             }
         }
     }
@@ -738,15 +744,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// Returns whether it found the pool over the bound.
     #[cold]
     fn pressure_check(&self, owner: &mut Owner, now: u64) -> bool {
-        if POLICY.purge_delay_ms() < 0 || self.free_committed(owner) < PRESSURE_FREE {
+        if POLICY.purge_delay_ms() < 0 {
             return false;
         }
-        self.purge_pages(Some(owner), now, Some(0));
-        self.purge_empty(
-            now,
-            Some(POLICY.purge_delay_ms() as u64),
-            POLICY.retain_empty().min(PRESSURE_FREE / CHUNK_SIZE),
-        );
+        let free = self.free_committed(owner);
+        if free < PRESSURE_FREE || free < self.committed_bytes() / 2 {
+            return false;
+        }
+        let short = pressure_delay();
+        self.purge_pages(Some(owner), now, Some(short));
+        self.purge_empty(now, Some(short), POLICY.retain_empty());
         true
     }
 
@@ -755,11 +762,16 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// although no flush follows them. For the heap's allocation slow path.
     #[cold]
     pub fn pressure_recheck(&self, owner: &mut Owner) {
-        if owner.recheck {
-            owner.recheck = false;
-            owner.returned = 0;
-            self.pressure_check(owner, now_ms());
+        if !owner.recheck {
+            return;
         }
+        let now = now_ms();
+        if now < owner.recheck_at {
+            return;
+        }
+        owner.recheck = false;
+        owner.returned = 0;
+        self.pressure_check(owner, now);
     }
 
     /// About how many bytes of free blocks the pool keeps committed: the free blocks of listed
@@ -784,6 +796,15 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             bytes += c.local as usize * CLASSES[class].size as usize;
         }
         bytes
+    }
+
+    /// About how many bytes of block area the pool keeps committed: active chunks less the pages
+    /// purges gave back, and committed empty chunks.
+    fn committed_bytes(&self) -> usize {
+        // Relaxed: statistics, for an estimate.
+        let active = self.active.load(Ordering::Relaxed) * (CHUNK_SIZE - SLOT_OFFSET);
+        let purged = self.purged_pages.load(Ordering::Relaxed) * chunk_source::page_size();
+        active.saturating_sub(purged) + self.committed.len() * (CHUNK_SIZE - SLOT_OFFSET)
     }
 
     /// A purge pass now, for a caller with no heap (a background thread): free pages of listed
@@ -1100,6 +1121,11 @@ fn report_bad_bit(class: usize, h: usize, word: usize, bad: u64) -> ! {
     let slot = word * 64 + bad.trailing_zeros() as usize;
     let addr = h + SLOT_OFFSET + slot * CLASSES[class].size as usize;
     bad_free("free", addr, "double free (block already free)");
+}
+
+/// How long free memory waits past the pressure bound: a tenth of the purge delay.
+fn pressure_delay() -> u64 {
+    POLICY.purge_delay_ms().max(0) as u64 / PRESSURE_DELAY_DIVISOR
 }
 
 /// Monotonic time in milliseconds (the coarse clock: a vDSO read, no system call): the clock of

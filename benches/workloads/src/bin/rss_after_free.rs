@@ -68,7 +68,8 @@ fn main() {
     let elapsed = t0.elapsed();
 
     std::thread::sleep(SLEEP);
-    let p = block::alloc(64);
+    // Through `black_box`: the compiler knows `malloc` and would drop an unused pair.
+    let p = std::hint::black_box(block::alloc(64));
     // SAFETY: `p` is the live block just allocated.
     unsafe { block::free(p) };
     let Some(rss_kib) = current_rss_kib() else {
