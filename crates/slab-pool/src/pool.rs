@@ -66,7 +66,8 @@
 //!   check, and those frees are younger than the short delay; so a check that found pressure
 //!   sets the owner's [`recheck_wanted`](Owner::recheck_wanted), the heap's next allocations
 //!   (the C path's pop tests it) call [`SlabPool::pressure_recheck`] from the slow path, and
-//!   the first of them after the short delay runs the check once more.
+//!   the first of them after the short delay runs the pass once more (not gated again: what
+//!   stayed may be only this thread's own chunks, which a background purge cannot reach).
 //!
 //! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
@@ -738,9 +739,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     }
 
     /// The pressure check (see the module comment): when the free memory the pool keeps
-    /// committed exceeds [`PRESSURE_FREE`], everything that can go goes now, whatever the delay:
-    /// free pages of listed chunks and of `owner`'s chunks that blocks came back to since their
-    /// last purge, and empty chunks beyond what [`PRESSURE_FREE`] holds.
+    /// committed exceeds [`PRESSURE_FREE`] and half the committed block area, the pressure pass.
     /// Returns whether it found the pool over the bound.
     #[cold]
     fn pressure_check(&self, owner: &mut Owner, now: u64) -> bool {
@@ -751,15 +750,22 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         if free < PRESSURE_FREE || free < self.committed_bytes() / 2 {
             return false;
         }
-        let short = pressure_delay();
-        self.purge_pages(Some(owner), now, Some(short));
-        self.purge_empty(now, Some(short), POLICY.retain_empty());
+        self.pressure_pass(owner, now);
         true
     }
 
-    /// The pressure check once more, when `owner`'s last flush asked for it
-    /// ([`Owner::recheck_wanted`]): what the frees since that check made free goes back now,
-    /// although no flush follows them. For the heap's allocation slow path.
+    /// The pass with the short delay: free pages of listed chunks and of `owner`'s chunks, and
+    /// empty chunks, that waited a tenth of the purge delay.
+    fn pressure_pass(&self, owner: &mut Owner, now: u64) {
+        let short = pressure_delay();
+        self.purge_pages(Some(owner), now, Some(short));
+        self.purge_empty(now, Some(short), POLICY.retain_empty());
+    }
+
+    /// The pressure pass once more, when `owner`'s last flush asked for it
+    /// ([`Owner::recheck_wanted`]) and the short delay has passed since: what the frees since
+    /// that check made free goes back, although no flush follows them. For the heap's
+    /// allocation slow path.
     #[cold]
     pub fn pressure_recheck(&self, owner: &mut Owner) {
         if !owner.recheck {
@@ -771,7 +777,12 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
         owner.recheck = false;
         owner.returned = 0;
-        self.pressure_check(owner, now);
+        if POLICY.purge_delay_ms() >= 0 {
+            // Not gated again: the check that asked for it found the pool over the bound, and
+            // what stayed may be only this thread's own chunks (a background purge may have
+            // taken the listed ones meanwhile, and it cannot reach these).
+            self.pressure_pass(owner, now);
+        }
     }
 
     /// About how many bytes of free blocks the pool keeps committed: the free blocks of listed
