@@ -118,8 +118,9 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 
 /// The fast path of [`alloc_small`] alone: a block of `class` from the thread's bucket, or null
 /// when the bucket is empty, the thread's heap is not reached yet, or the thread's last flush
-/// asked for a pressure recheck (then [`alloc`] does the rest). For a caller with slow-path work of its own (the C library's `malloc` sets `errno`),
-/// so that it can leave through one tail call and keep the fast path free of a stack frame.
+/// asked for a pressure recheck (then [`alloc`] does the rest). For a caller with slow-path work
+/// of its own (the C library's `malloc` sets `errno`), so that it can leave through one tail
+/// call and keep the fast path free of a stack frame.
 #[inline(always)]
 pub fn pop_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
