@@ -152,11 +152,9 @@ pub struct Owner {
     /// frees reaches the check as soon as one that did not): how far the thread is into freeing
     /// more than it allocates.
     returned: isize,
-    /// Set by a flush whose pressure check found the pool over its bound: the heap's next
-    /// allocation should call [`SlabPool::pressure_recheck`] first.
-    recheck: bool,
-    /// When the recheck is due (monotonic milliseconds): the free memory the check left has
-    /// then waited the pressure delay.
+    /// Set by a flush whose pressure check found the pool over its bound, 0 otherwise: when the
+    /// recheck is due (monotonic milliseconds, the check's time plus the pressure delay), and
+    /// that the heap's allocations should call [`SlabPool::pressure_recheck`] first.
     recheck_at: u64,
 }
 
@@ -166,7 +164,6 @@ impl Owner {
         Self {
             cursors: [Cursor::NONE; NUM_CLASSES],
             returned: 0,
-            recheck: false,
             recheck_at: 0,
         }
     }
@@ -175,7 +172,7 @@ impl Owner {
     /// flush of this heap found the pool over its pressure bound since the last recheck).
     #[inline(always)]
     pub fn recheck_wanted(&self) -> bool {
-        self.recheck
+        self.recheck_at != 0
     }
 
     /// Forgets every owned chunk without giving it back. For a forked child whose copy of the
@@ -508,8 +505,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             o.returned += (blocks.len() * CLASSES[class].size as usize) as isize;
             if o.returned >= PRESSURE_STEP as isize {
                 o.returned = 0;
-                o.recheck = self.pressure_check(o, now);
-                o.recheck_at = now + pressure_delay();
+                o.recheck_at = if self.pressure_check(o, now) {
+                    (now + pressure_delay()).max(1)
+                } else {
+                    0
+                };
             }
         }
     }
@@ -618,7 +618,9 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let now = now_ms();
         chunk.set_emptied_at(now);
         self.committed.insert(chunk.number());
-        self.purge(now);
+        // A negative delay: never old, only the excess goes.
+        let delay = u64::try_from(POLICY.purge_delay_ms()).unwrap_or(u64::MAX);
+        self.purge_empty(now, Some(delay), POLICY.retain_empty());
     }
 
     /// An EMPTY chunk held exclusively: from the empty pool, or fresh from the source.
@@ -661,14 +663,6 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         // Relaxed: a statistic.
         self.mapped.fetch_add(1, Ordering::Relaxed);
         Some(h)
-    }
-
-    /// Decommits committed empty chunks that waited longer than the purge delay, or the oldest
-    /// beyond [`Policy::retain_empty`](crate::Policy::retain_empty). Returns how many.
-    fn purge(&self, now: u64) -> usize {
-        let delay = POLICY.purge_delay_ms();
-        let delay = if delay < 0 { u64::MAX } else { delay as u64 };
-        self.purge_empty(now, Some(delay), POLICY.retain_empty())
     }
 
     /// Decommits the committed empty chunks that waited `delay` milliseconds (with `None`, every
@@ -734,8 +728,18 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         {
             return;
         }
-        self.purge_pages(owner, now, Some(delay as u64));
-        self.purge(now);
+        self.pass(owner, now, delay as u64);
+    }
+
+    /// A purge pass: the free pages of listed chunks (and of `owner`'s) that no block came back
+    /// to for `delay` milliseconds, and the empty chunks that waited as long or exceed
+    /// [`Policy::retain_empty`](crate::Policy::retain_empty). Returns the pages and chunks given
+    /// back.
+    fn pass(&self, owner: Option<&mut Owner>, now: u64, delay: u64) -> (usize, usize) {
+        (
+            self.purge_pages(owner, now, Some(delay)),
+            self.purge_empty(now, Some(delay), POLICY.retain_empty()),
+        )
     }
 
     /// The pressure check (see the module comment): when the free memory the pool keeps
@@ -750,16 +754,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         if free < PRESSURE_FREE || free < self.committed_bytes() / 2 {
             return false;
         }
-        self.pressure_pass(owner, now);
+        self.pass(Some(owner), now, pressure_delay());
         true
-    }
-
-    /// The pass with the short delay: free pages of listed chunks and of `owner`'s chunks, and
-    /// empty chunks, that waited a tenth of the purge delay.
-    fn pressure_pass(&self, owner: &mut Owner, now: u64) {
-        let short = pressure_delay();
-        self.purge_pages(Some(owner), now, Some(short));
-        self.purge_empty(now, Some(short), POLICY.retain_empty());
     }
 
     /// The pressure pass once more, when `owner`'s last flush asked for it
@@ -768,20 +764,20 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// allocation slow path.
     #[cold]
     pub fn pressure_recheck(&self, owner: &mut Owner) {
-        if !owner.recheck {
+        if !owner.recheck_wanted() {
             return;
         }
         let now = now_ms();
         if now < owner.recheck_at {
             return;
         }
-        owner.recheck = false;
+        owner.recheck_at = 0;
         owner.returned = 0;
         if POLICY.purge_delay_ms() >= 0 {
             // Not gated again: the check that asked for it found the pool over the bound, and
             // what stayed may be only this thread's own chunks (a background purge may have
             // taken the listed ones meanwhile, and it cannot reach these).
-            self.pressure_pass(owner, now);
+            self.pass(Some(owner), now, pressure_delay());
         }
     }
 
@@ -826,11 +822,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         if delay < 0 {
             return (0, 0);
         }
-        let now = now_ms();
-        (
-            self.purge_pages(None, now, Some(delay as u64)),
-            self.purge(now),
-        )
+        self.pass(None, now_ms(), delay as u64)
     }
 
     /// Gives back the free pages of every listed chunk, and of the chunks `owner` owns, that no

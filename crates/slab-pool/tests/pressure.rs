@@ -5,7 +5,9 @@
 //! on one pool.
 
 use chunk_source::MmapSource;
-use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
+use slab_pool::class::{small_class, CLASSES};
+mod common;
+
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -23,24 +25,7 @@ fn resident_pages(blocks: &[usize]) -> usize {
         .collect();
     bases.sort_unstable();
     bases.dedup();
-    let page = chunk_source::page_size();
-    let len = chunk_source::CHUNK_SIZE - SLOT_OFFSET;
-    let mut v = vec![0u8; len / page];
-    bases
-        .iter()
-        .map(|&base| {
-            // SAFETY: the range is mapped (a chunk of the pool) and `v` has a byte per page.
-            let r = unsafe {
-                libc::mincore(
-                    (base + SLOT_OFFSET) as *mut libc::c_void,
-                    len,
-                    v.as_mut_ptr(),
-                )
-            };
-            assert_eq!(r, 0);
-            v.iter().filter(|b| *b & 1 != 0).count()
-        })
-        .sum()
+    bases.into_iter().map(common::resident_pages).sum()
 }
 
 /// Claims at least `bytes` of blocks of `class` for `owner`, writing each; returns them.

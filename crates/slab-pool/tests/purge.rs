@@ -3,11 +3,15 @@
 //! listed and for chunks the calling thread owns. Its own process: it sets the process-wide
 //! policy.
 
+mod common;
+
 use std::thread::sleep;
 use std::time::Duration;
 
+use common::resident_pages;
+
 use chunk_source::{ChunkSource, MmapSource};
-use slab_pool::class::{small_class, CLASSES, SLOT_OFFSET};
+use slab_pool::class::{small_class, CLASSES};
 use slab_pool::{BadBlock, ChunkHeader, NoRegistry, Owner, SlabPool, POLICY};
 use thread_heap::Block;
 
@@ -33,23 +37,6 @@ fn blocks_of(addrs: &[usize]) -> Vec<std::ptr::NonNull<Block>> {
         .iter()
         .map(|&a| std::ptr::NonNull::new(a as *mut Block).unwrap())
         .collect()
-}
-
-/// Resident pages of the block area of the chunk at `base`.
-fn resident_pages(base: usize) -> usize {
-    let page = chunk_source::page_size();
-    let len = chunk_source::CHUNK_SIZE - SLOT_OFFSET;
-    let mut v = vec![0u8; len / page];
-    // SAFETY: the range is mapped (a chunk of the pool) and `v` has a byte per page.
-    let r = unsafe {
-        libc::mincore(
-            (base + SLOT_OFFSET) as *mut libc::c_void,
-            len,
-            v.as_mut_ptr(),
-        )
-    };
-    assert_eq!(r, 0);
-    v.iter().filter(|b| *b & 1 != 0).count()
 }
 
 /// Claims every block of one chunk of `class` for `owner`, writing each; returns them.
