@@ -284,40 +284,6 @@ pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
     })
 }
 
-/// The allocation side of the pool's pressure check (see `slab_pool::pool`): when a flush of
-/// this thread found the pool over its bound, [`try_pop`] leaves to the slow path, which calls
-/// this first and gives back what the frees since that flush left free.
-pub(crate) fn pressure_recheck() {
-    with_live_owner(|o| {
-        if let Some(o) = o {
-            pool().pressure_recheck(o);
-        }
-    });
-}
-
-/// The C path's pop: a block of `class` from the thread's bucket, or `None` when the thread's
-/// `Local` is not reached yet, the bucket is empty, or a pressure recheck is wanted (the slow
-/// path runs it).
-#[inline(always)]
-pub(crate) fn try_pop(class: usize) -> Option<NonNull<u8>> {
-    let p = reached();
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `reached` gave this thread's `LOCAL`, alive for the thread's life.
-    let l = unsafe { &*p };
-    // SAFETY: the owner is written only by this thread's pool calls, and none runs now (the
-    // allocator does not re-enter itself).
-    if unsafe { &*l.owner.get() }.recheck_wanted() {
-        return None;
-    }
-    // SAFETY: as in `with_local_at`.
-    let h = unsafe { &mut *l.heap.get() };
-    let b = h.pop(class)?;
-    l.counters.count_alloc(class);
-    Some(b)
-}
-
 /// Runs `f` with the calling thread's owned chunks, or with `None` once its exit destructor ran
 /// (it gave them up then and must not own any again): state and owner in one TLS access.
 #[inline]
@@ -380,6 +346,21 @@ unsafe impl CentralStore for GlobalStore {
         } else {
             counters::flushed(class, n, bucket_cap(class));
         }
+    }
+
+    /// The allocation side of the pool's pressure check (see `slab_pool::pool`): once a flush of
+    /// this thread found the pool over its bound, the heap sends its operations here until
+    /// [`slab_pool::SlabPool::pressure_recheck`] has run, a short delay later, at the first of
+    /// them after it; that gives back what the frees since the flush left free, although no
+    /// flush follows them.
+    #[cold]
+    fn divert(&self) -> bool {
+        with_live_owner(|o| {
+            o.is_some_and(|o| {
+                pool().pressure_recheck(o);
+                o.recheck_wanted()
+            })
+        })
     }
 
     #[cold]

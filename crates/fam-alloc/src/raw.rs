@@ -117,14 +117,19 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 }
 
 /// The fast path of [`alloc_small`] alone: a block of `class` from the thread's bucket, or null
-/// when the bucket is empty, the thread's heap is not reached yet, or the thread's last flush
-/// asked for a pressure recheck (then [`alloc`] does the rest). For a caller with slow-path work
+/// when the bucket is empty or the thread's heap is not reached yet (then [`alloc`] does the
+/// rest). For a caller with slow-path work
 /// of its own (the C library's `malloc` sets `errno`), so that it can leave through one tail
 /// call and keep the fast path free of a stack frame.
 #[inline(always)]
 pub fn pop_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
-    match crate::local::try_pop(class) {
+    let popped = try_with_local(|h, c| {
+        let p = h.pop(class)?;
+        c.count_alloc(class);
+        Some(p)
+    });
+    match popped.flatten() {
         Some(p) => handed_out(class, p.as_ptr()),
         None => ptr::null_mut(),
     }
@@ -135,7 +140,6 @@ pub fn pop_small(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 extern "C" fn alloc_small_slow(class: usize) -> *mut u8 {
-    crate::local::pressure_recheck();
     let p = with_local(|h, c| {
         let p = h.alloc(class, &GlobalStore);
         c.count_alloc(class);

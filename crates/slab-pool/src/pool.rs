@@ -62,12 +62,16 @@
 //!   [`PRESSURE_FREE`] and over half of all the committed block area (so a program that keeps
 //!   most of its memory in use, fragmented or churning, is left to the delay), the check runs
 //!   the pass with a tenth of the delay ([`PRESSURE_DELAY_DIVISOR`]) for pages and empty
-//!   chunks. A scrambled free makes most pages whole only with its last frees, after the last
-//!   check, and those frees are younger than the short delay; so a check that found pressure
-//!   sets the owner's [`recheck_wanted`](Owner::recheck_wanted), the heap's next allocations
-//!   (the C path's pop tests it) call [`SlabPool::pressure_recheck`] from the slow path, and
-//!   the first of them after the short delay runs the pass once more (not gated again: what
-//!   stayed may be only this thread's own chunks, which a background purge cannot reach).
+//!   chunks. Before that pass the owner gives up every chunk it owns (their local blocks
+//!   merged into the shared bitmaps), so that what it frees next goes to listed chunks, which
+//!   every pass reaches, a background one too. A scrambled free makes most pages whole only
+//!   with its last frees, after the last check, and those frees are younger than the short
+//!   delay; so a check that found pressure sets the owner's
+//!   [`recheck_wanted`](Owner::recheck_wanted): the heap's next allocations (thread-heap's
+//!   `CentralStore::divert` sends them to the slow path, with nothing tested on the fast paths)
+//!   call [`SlabPool::pressure_recheck`], and the first of them after the short delay runs the
+//!   pass once more (not gated again: what stayed may be only this thread's own chunks, owned
+//!   again since by its refills).
 //!
 //! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
@@ -753,6 +757,12 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let free = self.free_committed(owner);
         if free < PRESSURE_FREE || free < self.committed_bytes() / 2 {
             return false;
+        }
+        // The owner gives its chunks up: what it frees from now on goes to listed chunks, which
+        // any pass reaches (a background one too), and what it frees into them no longer waits
+        // in local bitmaps that only its own pass can merge.
+        for (class, c) in owner.cursors.iter_mut().enumerate() {
+            self.leave(c, class, false);
         }
         self.pass(Some(owner), now, pressure_delay());
         true

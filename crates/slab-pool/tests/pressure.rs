@@ -1,6 +1,7 @@
 //! The pressure bound, end to end: memory a thread frees beyond the bound goes back to the OS
 //! after a tenth of the purge delay, at the recheck its next allocation runs although no flush
-//! follows; a thread that frees less than the bound keeps its pages for the whole delay.
+//! follows, and the thread owns no chunk after it (so a background pass reaches them all); a
+//! thread that frees less than the bound keeps its pages for the whole delay.
 //! Its own process: it sets the process-wide policy, and its one test runs its phases in order
 //! on one pool.
 
@@ -116,6 +117,11 @@ fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait(
         b.recheck_wanted(),
         "the last check found the pool over the bound"
     );
+    assert!(
+        !b.owns(class),
+        "past the bound the owner gives its chunk up, for any pass to reach"
+    );
+    POOL.validate(&[&a, &b]);
     POOL.pressure_recheck(&mut b);
     assert!(b.recheck_wanted(), "a recheck before the short delay waits");
     assert!(

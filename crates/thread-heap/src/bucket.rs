@@ -42,7 +42,9 @@
 ///
 /// - `base <= top <= limit <= end`, and `end - base` is the number of slots the heap reserved
 ///   for the class (after [`ThreadHeap::reset_caps`](crate::ThreadHeap::reset_caps) `limit` may
-///   be below `top` until the next flush);
+///   be below `top` until the next flush); while the heap is diverted (see
+///   [`ThreadHeap`](crate::ThreadHeap)'s module docs), `base == top == limit` and the stack
+///   really starts at the previous bucket's `end`;
 /// - slots `base..top` hold the addresses of `top - base` distinct free blocks of this class,
 ///   oldest first, each handed out by the store the heap works with and owned by the bucket
 ///   alone (no user holds it, no other bucket lists it).

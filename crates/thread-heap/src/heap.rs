@@ -11,6 +11,15 @@
 //! offset (the sum of the rooms of the classes before it), so the heap is one plain value with no
 //! pointer into itself: it may be moved, and built by a `const fn`.
 //!
+//! A heap can be *diverted*: when the store's [`CentralStore::divert`] answers yes after a
+//! flush, every bucket's `base` and `limit` are set to its `top` (the limits kept aside; a
+//! class's real base is the previous class's `end`), so the pop sees every bucket empty and the
+//! push sees it full, and both fast paths, unchanged, fall through to the slow paths. There a
+//! free goes onto the bucket's real stack (or flushes it) without asking; an allocation asks
+//! `divert` again, is served from the real stack or by a refill, and ends the diversion when
+//! the store says no. It is how a store runs work it deferred (a purge due a few milliseconds
+//! later) at the heap's next allocation, whatever its class, without a test on the fast paths.
+//!
 //! The heap holds no reference to its store; every call that may reach the store takes it as an
 //! argument. A heap works with one store (or with stores that share their blocks) for as long as
 //! it holds blocks: see [`ThreadHeap::dealloc`] and [`ThreadHeap::flush_all`].
@@ -39,8 +48,14 @@ pub struct ThreadHeap<const N: usize, const S: usize> {
     /// The bucket of class `c` is `buckets[c]`. First, so that the fast paths find a bucket at
     /// `heap + 16 * class`.
     buckets: [Bucket; N],
-    /// The stacks: class `c`'s blocks are in `slots[buckets[c].base..buckets[c].top]`.
+    /// The stacks: class `c`'s blocks are in `slots[buckets[c].base..buckets[c].top]` (while
+    /// diverted, from the class's first slot up to `top`).
     slots: [*mut Block; S],
+    /// While diverted, each bucket's `limit`; its `base` and `limit` are then both `top`.
+    limits: [u32; N],
+    /// Whether the store asked that every operation take the slow path (see
+    /// [`CentralStore::divert`]).
+    diverted: bool,
 }
 
 // SAFETY: the heap owns its blocks exclusively (type invariant); they are plain memory with no
@@ -49,7 +64,7 @@ unsafe impl<const N: usize, const S: usize> Send for ThreadHeap<N, S> {}
 
 const _: () = assert!(!core::mem::needs_drop::<ThreadHeap<64, 64>>());
 const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, buckets) == 0);
-const _: () = assert!(size_of::<ThreadHeap<4, 8>>() == 4 * size_of::<Bucket>() + 8 * 8);
+const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, slots) == 64 * size_of::<Bucket>());
 
 impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// An empty heap whose bucket for class `c` holds at most `caps[c]` blocks (0: no caching
@@ -99,6 +114,8 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         Self {
             buckets,
             slots: [ptr::null_mut(); S],
+            limits: [0; N],
+            diverted: false,
         }
     }
 
@@ -120,7 +137,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     ) -> Option<NonNull<u8>> {
         match self.pop(class) {
             Some(p) => Some(p),
-            None => self.refill_and_pop(class, store).map(NonNull::cast),
+            None => self.alloc_slow(class, store).map(NonNull::cast),
         }
     }
 
@@ -195,8 +212,119 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         // SAFETY: forwarded from the caller.
         if !unsafe { self.push(class, ptr) } {
             // SAFETY: as above.
-            unsafe { self.flush_and_push(class, ptr.cast(), store) }
+            unsafe { self.dealloc_slow(class, ptr.cast(), store) }
         }
+    }
+
+    /// Cold half of [`alloc`](Self::alloc): the bucket looks empty. While diverted, the store
+    /// is asked first whether the diversion goes on; then the bucket's real stack serves, or a
+    /// refill ([`refill_and_pop`](Self::refill_and_pop)).
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow<S2: CentralStore + ?Sized>(
+        &mut self,
+        class: usize,
+        store: &S2,
+    ) -> Option<NonNull<Block>> {
+        if self.diverted {
+            if store.divert() {
+                self.reveal(class);
+                let p = match self.pop(class) {
+                    Some(p) => Some(p.cast()),
+                    None => self.refill_and_pop(class, store),
+                };
+                self.hide(class);
+                return p;
+            }
+            self.undivert();
+            if let Some(p) = self.pop(class) {
+                return Some(p.cast());
+            }
+        }
+        self.refill_and_pop(class, store)
+    }
+
+    /// Cold half of [`dealloc`](Self::dealloc): the bucket looks full. While diverted, the
+    /// bucket's real stack takes the block (or flushes first); otherwise a flush
+    /// ([`flush_and_push`](Self::flush_and_push)), after which the heap diverts itself if the
+    /// store asks for it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`dealloc`](Self::dealloc).
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow<S2: CentralStore + ?Sized>(
+        &mut self,
+        class: usize,
+        block: NonNull<Block>,
+        store: &S2,
+    ) {
+        if self.diverted {
+            // Only an allocation asks whether the diversion ends: frees come in runs, and the
+            // store's deferred work is for after them.
+            self.reveal(class);
+            // SAFETY: forwarded from the caller.
+            if !unsafe { self.push(class, block.cast()) } {
+                // SAFETY: as above.
+                unsafe { self.flush_and_push(class, block, store) };
+            }
+            self.hide(class);
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.flush_and_push(class, block, store) };
+        if store.divert() {
+            self.divert();
+        }
+    }
+
+    /// The first slot of the class's stack (its bucket's `base`, except while diverted).
+    #[inline]
+    fn first(&self, class: usize) -> u32 {
+        match class.checked_sub(1) {
+            Some(before) => self.buckets[before].end,
+            None => 0,
+        }
+    }
+
+    /// Diverts every operation to the slow path: each bucket's `base` and `limit` become its
+    /// `top`, so that the pop sees it empty and the push full, and its limit is kept aside.
+    fn divert(&mut self) {
+        debug_assert!(!self.diverted);
+        for class in 0..N {
+            self.hide(class);
+        }
+        self.diverted = true;
+    }
+
+    /// Ends a diversion: every bucket gets its `base` and `limit` back.
+    fn undivert(&mut self) {
+        if !self.diverted {
+            return;
+        }
+        for class in 0..N {
+            self.reveal(class);
+        }
+        self.diverted = false;
+    }
+
+    /// One bucket of a diverted heap as the fast paths see it: `base` and `limit` at `top`.
+    #[inline]
+    fn hide(&mut self, class: usize) {
+        let b = &mut self.buckets[class];
+        self.limits[class] = b.limit;
+        b.base = b.top;
+        b.limit = b.top;
+    }
+
+    /// One bucket of a diverted heap as it really is, for one operation on it.
+    #[inline]
+    fn reveal(&mut self, class: usize) {
+        let first = self.first(class);
+        let b = &mut self.buckets[class];
+        b.base = first;
+        b.limit = self.limits[class];
     }
 
     /// Asks the store for the capacity of `class` (its bucket's capacity is 0), kept within the
@@ -208,12 +336,11 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         b.limit = b.base + answer.min(b.end - b.base);
     }
 
-    /// Cold half of [`alloc`](Self::alloc): the bucket is empty. The store writes a batch of
+    /// [`alloc_slow`](Self::alloc_slow) of an empty bucket. The store writes a batch of
     /// addresses straight into the bucket's slots; the lowest-placed one is handed out and the
     /// rest stay, to be handed out in the order the store gave them. `None` when the store has
     /// nothing; the bucket stays empty and consistent.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn refill_and_pop<S2: CentralStore + ?Sized>(
         &mut self,
         class: usize,
@@ -256,15 +383,14 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         NonNull::new(first)
     }
 
-    /// Cold half of [`dealloc`](Self::dealloc): the bucket is full (`len == cap`). Gives the
+    /// [`dealloc_slow`](Self::dealloc_slow) of a full bucket (`len == cap`). Gives the
     /// oldest `cap - cap / 2` blocks back to the store in one call, moves the newest down, then
     /// pushes `block`; with a capacity of 0, gives `block` itself back.
     ///
     /// # Safety
     ///
     /// As for [`dealloc`](Self::dealloc).
-    #[cold]
-    #[inline(never)]
+    #[inline]
     unsafe fn flush_and_push<S2: CentralStore + ?Sized>(
         &mut self,
         class: usize,
@@ -306,6 +432,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     ///
     /// `store` must be the store this heap works with: the blocks are handed to it as its own.
     pub fn flush_all<S2: CentralStore + ?Sized>(&mut self, store: &S2) {
+        self.undivert();
         for class in 0..N {
             let b = self.buckets[class];
             if b.is_empty() {
@@ -325,6 +452,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// thread exit: with a store that then answers 0, later frees go straight to the store
     /// instead of being cached in a heap nobody will flush.
     pub fn reset_caps(&mut self) {
+        self.undivert();
         for b in &mut self.buckets {
             b.limit = b.base;
         }
@@ -336,6 +464,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// parent: the parent's copy of the heap still owns them, so the child must neither hand
     /// them out nor return them.
     pub fn forget_all(&mut self) {
+        self.undivert();
         for b in &mut self.buckets {
             b.top = b.base;
         }
@@ -348,7 +477,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// When `class >= N`.
     #[inline]
     pub fn cached(&self, class: usize) -> usize {
-        self.buckets[class].len()
+        (self.buckets[class].top - self.first(class)) as usize
     }
 
     /// Capacity of the bucket of `class`: the most blocks it caches.
@@ -358,10 +487,23 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// When `class >= N`.
     #[inline]
     pub fn cap(&self, class: usize) -> usize {
-        self.buckets[class].cap()
+        let limit = if self.diverted {
+            self.limits[class]
+        } else {
+            self.buckets[class].limit
+        };
+        (limit - self.first(class)) as usize
     }
 
-    /// The bucket of `class`, for inspection.
+    /// Whether the heap is diverted: every operation takes the slow path, where the store is
+    /// asked whether that should go on (see [`CentralStore::divert`]).
+    #[inline]
+    pub fn is_diverted(&self) -> bool {
+        self.diverted
+    }
+
+    /// The bucket of `class`, for inspection (while the heap is diverted, its `base` and `limit`
+    /// are both its `top`).
     ///
     /// # Panics
     ///
@@ -374,11 +516,9 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// Bytes cached in all buckets, given the block size of each class. `size_of` is called
     /// only for classes that hold blocks.
     pub fn cached_total_bytes(&self, size_of: impl Fn(usize) -> usize) -> usize {
-        self.buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, bucket)| !bucket.is_empty())
-            .map(|(class, bucket)| bucket.len() * size_of(class))
+        (0..N)
+            .filter(|&class| self.cached(class) != 0)
+            .map(|class| self.cached(class) * size_of(class))
             .sum()
     }
 
@@ -387,24 +527,40 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     pub fn assert_valid(&self) {
         let mut end = 0;
         for class in 0..N {
-            self.assert_bucket(class);
+            self.assert_bucket(class, self.diverted);
             let b = &self.buckets[class];
             assert_eq!(
-                b.base, end,
+                self.first(class),
+                end,
                 "class {class}: slot ranges not packed in order"
             );
+            if !self.diverted {
+                assert_eq!(b.base, end, "class {class}: base is not the first slot");
+            }
             end = b.end;
         }
         assert!(end as usize <= S, "slot ranges past the array");
     }
 
-    fn assert_bucket(&self, class: usize) {
+    /// Checks one bucket, as the fast paths see it while `hidden` (diverted), as it really is
+    /// otherwise.
+    fn assert_bucket(&self, class: usize, hidden: bool) {
         let b = &self.buckets[class];
-        assert!(b.base <= b.top, "class {class}: stack below its base");
-        assert!(b.top <= b.limit, "class {class}: bucket over its capacity");
-        assert!(b.limit <= b.end, "class {class}: capacity over the room");
+        let first = self.first(class);
+        let limit = if hidden {
+            assert!(
+                b.base == b.top && b.limit == b.top,
+                "class {class}: a diverted bucket lets a fast path through"
+            );
+            self.limits[class]
+        } else {
+            b.limit
+        };
+        assert!(first <= b.top, "class {class}: stack below its base");
+        assert!(b.top <= limit, "class {class}: bucket over its capacity");
+        assert!(limit <= b.end, "class {class}: capacity over the room");
         assert!(b.end as usize <= S, "class {class}: room past the array");
-        for &p in &self.slots[b.base as usize..b.top as usize] {
+        for &p in &self.slots[first as usize..b.top as usize] {
             assert!(!p.is_null(), "class {class}: null block in a bucket");
             assert!(
                 p.is_aligned(),
@@ -413,11 +569,12 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         }
     }
 
-    /// [`assert_bucket`](Self::assert_bucket) when debug assertions are on; nothing otherwise.
+    /// [`assert_bucket`](Self::assert_bucket) of a bucket as it really is (revealed, if the heap
+    /// is diverted) when debug assertions are on; nothing otherwise.
     #[inline]
     fn debug_check(&self, class: usize) {
         if cfg!(debug_assertions) {
-            self.assert_bucket(class);
+            self.assert_bucket(class, false);
         }
     }
 }

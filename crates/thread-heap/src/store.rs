@@ -52,4 +52,15 @@ pub unsafe trait CentralStore {
         let _ = class;
         0
     }
+
+    /// Whether the heap should send every operation to its slow path for a while: asked after
+    /// each flush, and, once that said yes, at each allocation until it says no (frees come in
+    /// runs, and deferred work is for after them). The store's way to run deferred work (a
+    /// purge due a little later, say) at the heap's next allocation, whichever class it is,
+    /// with nothing tested on the fast paths: a diverted heap shows every bucket as both empty
+    /// and full. The default answers false.
+    #[inline]
+    fn divert(&self) -> bool {
+        false
+    }
 }

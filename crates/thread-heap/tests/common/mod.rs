@@ -69,6 +69,9 @@ struct State {
     fail: bool,
     /// Most blocks one `refill` returns, whatever `max` asks.
     refill_limit: usize,
+    /// What `divert` answers, and how often it was asked.
+    divert: bool,
+    divert_asks: usize,
 }
 
 /// A `Mutex`-protected pool of fixed-size blocks, per class, that checks its callers.
@@ -123,6 +126,8 @@ impl ModelStore {
                 classes,
                 fail: false,
                 refill_limit: usize::MAX,
+                divert: false,
+                divert_asks: 0,
             }),
         }
     }
@@ -164,6 +169,16 @@ impl ModelStore {
     /// Makes every `refill` fail (or succeed again).
     pub fn set_fail(&self, fail: bool) {
         self.lock().fail = fail;
+    }
+
+    /// Makes `divert` answer `on` from now on.
+    pub fn set_divert(&self, on: bool) {
+        self.lock().divert = on;
+    }
+
+    /// How often a heap asked `divert`.
+    pub fn divert_asks(&self) -> usize {
+        self.lock().divert_asks
     }
 
     /// Makes every `refill` return at most `limit` blocks.
@@ -328,6 +343,12 @@ unsafe impl CentralStore for ModelStore {
         cs.stats.flushed_blocks += blocks.len();
         cs.stats.max_flush_len = cs.stats.max_flush_len.max(blocks.len());
         cs.last_flush = indices;
+    }
+
+    fn divert(&self) -> bool {
+        let mut state = self.lock();
+        state.divert_asks += 1;
+        state.divert
     }
 }
 
