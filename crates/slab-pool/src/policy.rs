@@ -17,12 +17,10 @@ pub const DEFAULT_RETAIN_EMPTY: usize = 16;
 
 /// Net bytes a thread gives back (flushed less refilled) between two pressure checks.
 pub const PRESSURE_STEP: usize = 4 << 20;
-/// Free memory the pool keeps committed past a pressure check without shortening the delay:
-/// beyond it (and beyond half the committed block area) free memory waits only a
-/// [`PRESSURE_DELAY_DIVISOR`]th of the delay (see the pool's module comment).
+/// Free memory the pool keeps committed past a pressure check without further action: beyond
+/// it (and beyond half the committed block area) the thread gives its chunks up and its next
+/// allocation after the delay runs a pass (see the pool's module comment).
 pub const PRESSURE_FREE: usize = 8 << 20;
-/// Past the pressure bound, free memory waits this fraction of the purge delay.
-pub const PRESSURE_DELAY_DIVISOR: u64 = 10;
 
 /// The purge policy. See [`POLICY`].
 #[derive(Debug)]

@@ -53,25 +53,25 @@
 //! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
 //!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
 //!
-//! - **Past the pressure bound, after a tenth of the delay.** The delay guards memory about to
-//!   be reused, not memory a program has stopped using. Each [`Owner`] counts the bytes its
-//!   flushes gave back less the bytes its refills took (never below minus one step); every
-//!   [`PRESSURE_STEP`] of that, the flush estimates the free memory the pool keeps committed
-//!   (free blocks of listed chunks less their purged pages, the owner's local blocks,
-//!   committed empty chunks: what this thread may read without a handshake). When that is over
-//!   [`PRESSURE_FREE`] and over half of all the committed block area (so a program that keeps
-//!   most of its memory in use, fragmented or churning, is left to the delay), the check runs
-//!   the pass with a tenth of the delay ([`PRESSURE_DELAY_DIVISOR`]) for pages and empty
-//!   chunks. Before that pass the owner gives up every chunk it owns (their local blocks
-//!   merged into the shared bitmaps), so that what it frees next goes to listed chunks, which
-//!   every pass reaches, a background one too. A scrambled free makes most pages whole only
-//!   with its last frees, after the last check, and those frees are younger than the short
-//!   delay; so a check that found pressure sets the owner's
-//!   [`recheck_wanted`](Owner::recheck_wanted): the heap's next allocations (thread-heap's
-//!   `CentralStore::divert` sends them to the slow path, with nothing tested on the fast paths)
-//!   call [`SlabPool::pressure_recheck`], and the first of them after the short delay runs the
-//!   pass once more (not gated again: what stayed may be only this thread's own chunks, owned
-//!   again since by its refills).
+//! - **Past the pressure bound, at the next allocation after the delay.** The delay guards
+//!   memory about to be reused; a pass only runs when a pool operation comes, and a program
+//!   that has stopped using its memory may make none but fast-path calls. Each [`Owner`]
+//!   counts the bytes its flushes gave back less the bytes its refills took (never below minus
+//!   one step); every [`PRESSURE_STEP`] of that, the flush estimates the free memory the pool
+//!   keeps committed (free blocks of listed chunks less their purged pages, the owner's local
+//!   blocks, committed empty chunks: what this thread may read without a handshake). When that
+//!   is over [`PRESSURE_FREE`] and over half of all the committed block area (so a program that
+//!   keeps most of its memory in use, fragmented or churning, is left to the passes its flushes
+//!   run), the owner gives up every chunk it owns (their local blocks merged into the shared
+//!   bitmaps), so that what it frees next goes to listed chunks, which every pass reaches, a
+//!   background one too, and sets its [`recheck_wanted`](Owner::recheck_wanted). A scrambled
+//!   free makes most pages whole only with its last frees, which no flush follows; so the
+//!   heap's next allocations (thread-heap's `CentralStore::divert` sends them to the slow path,
+//!   with nothing tested on the fast paths) call [`SlabPool::pressure_recheck`], and the first
+//!   of them a delay after the check runs the pass (not rate-limited, and with the owner's
+//!   chunks: what stayed may be only the ones its refills took since). Purging sooner than the
+//!   delay was measured and dropped: a tenth of it made mimalloc's stress test about 1.15x slower
+//!   (freed pages faulted back in), none 1.3x.
 //!
 //! Passes run at most once per half delay (at least 1 ms apart), triggered by the start of a flush
 //! (a pool operation that is slow anyway, and one that has the flushing thread's owner), by
@@ -91,7 +91,7 @@ use crate::chunk::{tag_class, tag_state, ChunkHeader, STATE_ACTIVE, STATE_EMPTY}
 use crate::class::{CLASSES, NUM_CLASSES, SLOT_OFFSET};
 use crate::groups::WordGroups;
 use crate::membership::{Listing, LISTED, OWNED};
-use crate::policy::{POLICY, PRESSURE_DELAY_DIVISOR, PRESSURE_FREE, PRESSURE_STEP};
+use crate::policy::{POLICY, PRESSURE_FREE, PRESSURE_STEP};
 use crate::report::bad_free;
 use crate::set::{ChunkSet, Directory};
 
@@ -509,8 +509,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             o.returned += (blocks.len() * CLASSES[class].size as usize) as isize;
             if o.returned >= PRESSURE_STEP as isize {
                 o.returned = 0;
-                o.recheck_at = if self.pressure_check(o, now) {
-                    (now + pressure_delay()).max(1)
+                o.recheck_at = if self.pressure_check(o) {
+                    (now + POLICY.purge_delay_ms().max(0) as u64).max(1)
                 } else {
                     0
                 };
@@ -747,10 +747,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     }
 
     /// The pressure check (see the module comment): when the free memory the pool keeps
-    /// committed exceeds [`PRESSURE_FREE`] and half the committed block area, the pressure pass.
-    /// Returns whether it found the pool over the bound.
+    /// committed exceeds [`PRESSURE_FREE`] and half the committed block area, `owner` gives up
+    /// its chunks. Returns whether it found the pool over the bound (then a recheck is due).
     #[cold]
-    fn pressure_check(&self, owner: &mut Owner, now: u64) -> bool {
+    fn pressure_check(&self, owner: &mut Owner) -> bool {
         if POLICY.purge_delay_ms() < 0 {
             return false;
         }
@@ -764,14 +764,12 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         for (class, c) in owner.cursors.iter_mut().enumerate() {
             self.leave(c, class, false);
         }
-        self.pass(Some(owner), now, pressure_delay());
         true
     }
 
-    /// The pressure pass once more, when `owner`'s last flush asked for it
-    /// ([`Owner::recheck_wanted`]) and the short delay has passed since: what the frees since
-    /// that check made free goes back, although no flush follows them. For the heap's
-    /// allocation slow path.
+    /// The pass, when `owner`'s last flush asked for it ([`Owner::recheck_wanted`]) and the
+    /// purge delay has passed since: what the frees since that check made free goes back,
+    /// although no flush follows them. For the heap's allocation slow path.
     #[cold]
     pub fn pressure_recheck(&self, owner: &mut Owner) {
         if !owner.recheck_wanted() {
@@ -783,11 +781,11 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
         owner.recheck_at = 0;
         owner.returned = 0;
-        if POLICY.purge_delay_ms() >= 0 {
+        if let Ok(delay) = u64::try_from(POLICY.purge_delay_ms()) {
             // Not gated again: the check that asked for it found the pool over the bound, and
             // what stayed may be only this thread's own chunks (a background purge may have
             // taken the listed ones meanwhile, and it cannot reach these).
-            self.pass(Some(owner), now, pressure_delay());
+            self.pass(Some(owner), now, delay);
         }
     }
 
@@ -1134,11 +1132,6 @@ fn report_bad_bit(class: usize, h: usize, word: usize, bad: u64) -> ! {
     let slot = word * 64 + bad.trailing_zeros() as usize;
     let addr = h + SLOT_OFFSET + slot * CLASSES[class].size as usize;
     bad_free("free", addr, "double free (block already free)");
-}
-
-/// How long free memory waits past the pressure bound: a tenth of the purge delay.
-fn pressure_delay() -> u64 {
-    POLICY.purge_delay_ms().max(0) as u64 / PRESSURE_DELAY_DIVISOR
 }
 
 /// Monotonic time in milliseconds (the coarse clock: a vDSO read, no system call): the clock of

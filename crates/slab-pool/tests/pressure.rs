@@ -1,7 +1,8 @@
 //! The pressure bound, end to end: memory a thread frees beyond the bound goes back to the OS
-//! after a tenth of the purge delay, at the recheck its next allocation runs although no flush
+//! after the purge delay, at the recheck its next allocation runs although no flush
 //! follows, and the thread owns no chunk after it (so a background pass reaches them all); a
-//! thread that frees less than the bound keeps its pages for the whole delay.
+//! thread that frees less than the bound asks for no recheck and keeps its pages until a pool
+//! operation's pass.
 //! Its own process: it sets the process-wide policy, and its one test runs its phases in order
 //! on one pool.
 
@@ -12,7 +13,7 @@ mod common;
 use std::thread::sleep;
 use std::time::Duration;
 
-use slab_pool::policy::{PRESSURE_DELAY_DIVISOR, PRESSURE_FREE, PRESSURE_STEP};
+use slab_pool::policy::{PRESSURE_FREE, PRESSURE_STEP};
 use slab_pool::{NoRegistry, Owner, SlabPool, POLICY};
 use thread_heap::Block;
 
@@ -83,12 +84,12 @@ fn free_all_but_some(
 }
 
 #[test]
-fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait() {
-    // Normal passes want 2 s of quiet; past the bound, a tenth of that.
+fn frees_beyond_the_bound_go_back_at_the_recheck_and_frees_below_it_wait() {
+    // Passes want 2 s of quiet, and so does the recheck.
     POLICY.set_purge_delay_ms(2000);
     let class = small_class(64, 8).unwrap();
     let page = chunk_source::page_size();
-    let short = Duration::from_millis(2000 / PRESSURE_DELAY_DIVISOR + 100);
+    let delay = Duration::from_millis(2000 + 100);
 
     // Below the bound: half of it freed keeps every page, and asks for no recheck.
     let mut a = Owner::new();
@@ -96,7 +97,7 @@ fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait(
     let pages = small.len() * 64 / page;
     let small_kept = free_all_but_some(&mut a, class, &small, true);
     assert!(!a.recheck_wanted());
-    sleep(short);
+    sleep(delay);
     POOL.pressure_recheck(&mut a);
     assert!(
         resident_pages(&small) >= pages,
@@ -105,7 +106,7 @@ fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait(
     );
 
     // Beyond it, scrambled: a page is rarely all free before the last frees, and the last
-    // check asks for a recheck; before the short delay it gives nothing back, after it the
+    // check asks for a recheck; before the delay it gives nothing back, after it the
     // recheck gives back the rest although no flush follows. The chunks of the first phase
     // are listed with their free pages: those go too. What stays is about a page per live
     // block (32 pages of slack for the edges of the chunks the phases share).
@@ -123,12 +124,12 @@ fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait(
     );
     POOL.validate(&[&a, &b]);
     POOL.pressure_recheck(&mut b);
-    assert!(b.recheck_wanted(), "a recheck before the short delay waits");
+    assert!(b.recheck_wanted(), "a recheck before the delay waits");
     assert!(
         resident_pages(&big) * 2 > peak,
-        "nothing went back before the short delay"
+        "nothing went back before the delay"
     );
-    sleep(short);
+    sleep(delay);
     POOL.pressure_recheck(&mut b);
     assert!(!b.recheck_wanted());
     let all = [&small[..], &big[..]].concat();
@@ -145,7 +146,7 @@ fn frees_beyond_the_bound_go_back_after_the_short_delay_and_frees_below_it_wait(
     let off = claim(&mut c, class, 2 * PRESSURE_FREE);
     let before = resident_pages(&off);
     free_all_but_some(&mut c, class, &off, true);
-    sleep(short);
+    sleep(delay);
     POOL.pressure_recheck(&mut c);
     assert_eq!(resident_pages(&off), before);
     POOL.release_owner(&mut a);
