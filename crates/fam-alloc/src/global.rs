@@ -12,7 +12,7 @@ use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
-use crate::registry::{resize_large, Kind, Registry};
+use crate::registry::{resize_large, GlobalRegistry, Kind, Registry};
 use crate::{counters, report};
 use slab_pool::{ChunkCounts, SlabPool};
 
@@ -25,10 +25,10 @@ pub(crate) type OsSource = chunk_source::SbrkSource;
 #[cfg(not(feature = "sbrk"))]
 pub(crate) type OsSource = chunk_source::MmapSource;
 
-pub(crate) type GlobalPool = SlabPool<OsSource, &'static Registry>;
+pub(crate) type GlobalPool = SlabPool<OsSource, GlobalRegistry>;
 
 static REGISTRY: Registry = Registry::new();
-static POOL: GlobalPool = SlabPool::new(OsSource::new(), &REGISTRY);
+static POOL: GlobalPool = SlabPool::new(OsSource::new(), GlobalRegistry);
 static LARGE: LargeAlloc<OsSource> = LargeAlloc::new(OsSource::new());
 
 pub(crate) fn registry() -> &'static Registry {
