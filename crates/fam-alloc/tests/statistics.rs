@@ -47,7 +47,7 @@ const CHILD_VAR: &str = "FAM_STATS_TEST_CHILD";
 
 /// Bytes a bucket aims to cache at most; with [`BUCKET_MAX`] and a floor of one block this is
 /// the allocator's rule for a bucket's capacity.
-const BUCKET_BYTES: u64 = 128 * 1024;
+const BUCKET_BYTES: u64 = 64 * 1024;
 /// Most blocks any bucket caches.
 const BUCKET_MAX: u64 = 256;
 
