@@ -95,7 +95,7 @@ struct Local {
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            heap: UnsafeCell::new(Heap::lazy(CAPS)),
+            heap: UnsafeCell::new(Heap::unlaid()),
             owner: UnsafeCell::new(Owner::new()),
             state: Cell::new(NEW),
             counters: ThreadCounters::new(),
@@ -361,6 +361,10 @@ unsafe impl CentralStore for GlobalStore {
                 o.recheck_wanted()
             })
         })
+    }
+
+    fn room(&self, class: usize) -> u32 {
+        CAPS[class]
     }
 
     #[cold]

@@ -232,12 +232,21 @@ impl<'a> SlotSet<'a> {
     ///
     /// Not meant to run concurrently with other operations on the same set: a claim racing with
     /// it may get a slot that `reset` then frees again.
+    ///
+    /// A word that already holds its reset value is only read, not written: a set in fresh
+    /// zero-filled memory (a new mapping) then leaves its pages untouched, which matters for
+    /// sets far longer than what is used of them.
     pub fn reset(&self) {
         let last = self.words.len().wrapping_sub(1);
         for (i, word) in self.words.iter().enumerate() {
             let free = if i == last { self.tail } else { 0 };
-            // Release: whoever claims a slot afterwards sees what was written before the reset.
-            word.store(free, Release);
+            // Relaxed load: the caller holds the set alone (see above). Release store: whoever
+            // claims a slot afterwards sees what was written before the reset. A word left as
+            // it was carries no new write to order; what hands the set to another thread (the
+            // caller's publication) orders the rest.
+            if word.load(Relaxed) != free {
+                word.store(free, Release);
+            }
         }
         // Relaxed: the hint is only where searches start; any value is correct.
         self.hint.store(0, Relaxed);

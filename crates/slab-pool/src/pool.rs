@@ -132,16 +132,18 @@ struct Cursor {
     chunk: *mut ChunkHeader,
     /// Blocks in the chunk's local bitmap.
     local: u32,
-    /// Local words below `lo` and at or past `hi` are zero.
+    /// While `local` is not 0: local words below `lo` and at or past `hi` are zero.
     lo: u32,
     hi: u32,
 }
 
 impl Cursor {
+    /// All zeros, so that an [`Owner`] is too (a thread-local holding one costs a new thread
+    /// nothing until used); `lo` and `hi` mean nothing while `local` is 0.
     const NONE: Cursor = Cursor {
         chunk: ptr::null_mut(),
         local: 0,
-        lo: u32::MAX,
+        lo: 0,
         hi: 0,
     };
 }
@@ -497,9 +499,13 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
         self.release_groups(class, &mut groups, mine, &mut local, now);
         if let Some(c) = cursor {
+            if c.local == 0 {
+                (c.lo, c.hi) = (local.lo, local.hi);
+            } else {
+                c.lo = c.lo.min(local.lo);
+                c.hi = c.hi.max(local.hi);
+            }
             c.local += local.blocks;
-            c.lo = c.lo.min(local.lo);
-            c.hi = c.hi.max(local.hi);
             if local.blocks != 0 {
                 // SAFETY: the owned chunk's header, valid for the pool's life.
                 unsafe { &*c.chunk }.set_released_at(now);

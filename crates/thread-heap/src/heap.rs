@@ -56,6 +56,9 @@ pub struct ThreadHeap<const N: usize, const S: usize> {
     /// Whether the store asked that every operation take the slow path (see
     /// [`CentralStore::divert`]).
     diverted: bool,
+    /// Whether the buckets have their slot ranges: false only for an [`unlaid`](Self::unlaid)
+    /// heap before its first slow path.
+    laid: bool,
 }
 
 // SAFETY: the heap owns its blocks exclusively (type invariant); they are plain memory with no
@@ -116,6 +119,27 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
             slots: [ptr::null_mut(); S],
             limits: [0; N],
             diverted: false,
+            laid: true,
+        }
+    }
+
+    /// An empty heap, all zeros, whose slot ranges are laid out at its first slow path from
+    /// what the store answers to [`CentralStore::room`]; then as [`lazy`](Self::lazy) with those
+    /// rooms. For a thread-local heap: a thread-local whose initial value is all zeros costs a
+    /// new thread nothing until it touches it (`.tbss`), where any other value is copied into
+    /// every thread's TLS at its creation (`.tdata`, the heap's whole size).
+    pub const fn unlaid() -> Self {
+        Self {
+            buckets: [Bucket {
+                top: 0,
+                limit: 0,
+                base: 0,
+                end: 0,
+            }; N],
+            slots: [ptr::null_mut(); S],
+            limits: [0; N],
+            diverted: false,
+            laid: false,
         }
     }
 
@@ -279,6 +303,25 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         }
     }
 
+    /// Gives an [`unlaid`](Self::unlaid) heap its slot ranges: `store.room(c)` slots for class
+    /// `c`, in class order, as far as the `S` slots go. Every bucket is empty (an unlaid heap
+    /// caches nothing: both its fast paths fail) and keeps capacity 0.
+    #[cold]
+    fn lay_out<S2: CentralStore + ?Sized>(&mut self, store: &S2) {
+        let mut base = 0;
+        for class in 0..N {
+            let room = store.room(class).min(S as u32 - base);
+            self.buckets[class] = Bucket {
+                top: base,
+                limit: base,
+                base,
+                end: base + room,
+            };
+            base += room;
+        }
+        self.laid = true;
+    }
+
     /// The first slot of the class's stack (its bucket's `base`, except while diverted).
     #[inline]
     fn first(&self, class: usize) -> u32 {
@@ -331,6 +374,9 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// room reserved for it.
     #[inline]
     fn learn_cap<S2: CentralStore + ?Sized>(&mut self, class: usize, store: &S2) {
+        if !self.laid {
+            self.lay_out(store);
+        }
         let answer = store.cap(class);
         let b = &mut self.buckets[class];
         b.limit = b.base + answer.min(b.end - b.base);

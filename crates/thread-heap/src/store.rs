@@ -53,6 +53,15 @@ pub unsafe trait CentralStore {
         0
     }
 
+    /// The slots a heap built [`unlaid`](crate::ThreadHeap::unlaid) reserves for `class`: the
+    /// most its capacity may become. Asked for every class at once, at the heap's first slow
+    /// path. The default answers 0: no room, no caching.
+    #[inline]
+    fn room(&self, class: usize) -> u32 {
+        let _ = class;
+        0
+    }
+
     /// Whether the heap should send every operation to its slow path for a while: asked after
     /// each flush, and, once that said yes, at each allocation until it says no (frees come in
     /// runs, and deferred work is for after them). The store's way to run deferred work (a

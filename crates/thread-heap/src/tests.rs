@@ -471,6 +471,50 @@ unsafe impl CentralStore for CapStore<'_> {
         self.asked.set(self.asked.get() + 1);
         self.answer.get()
     }
+    fn room(&self, class: usize) -> u32 {
+        6 + class as u32
+    }
+}
+
+/// An unlaid heap (all zeros, for a thread-local in `.tbss`) takes its slot ranges from the
+/// store's rooms at its first slow path, whatever the class, then learns each capacity as a
+/// lazy heap does.
+#[test]
+fn an_unlaid_heap_lays_itself_out_at_its_first_slow_path() {
+    let model = ModelStore::new(&[(2, 64), (2, 64)]);
+    let store = CapStore {
+        inner: &model,
+        asked: 0.into(),
+        answer: 100.into(),
+    };
+    const UNLAID: Heap<2> = Heap::unlaid();
+    let mut heap = UNLAID;
+    assert_eq!((heap.cap(0), heap.cap(1)), (0, 0));
+    assert!(heap.pop(1).is_none(), "nothing cached");
+    let p = heap.alloc(1, &store).expect("the store has blocks");
+    heap.assert_valid();
+    assert_eq!(
+        (heap.bucket(1).base, heap.bucket(1).end),
+        (6, 13),
+        "rooms 6 and 7, in order"
+    );
+    assert_eq!(heap.cap(1), 7, "the capacity asked, kept within the room");
+    assert_eq!(
+        heap.cap(0),
+        0,
+        "class 0 learns its capacity at its own first slow path"
+    );
+    let q = heap.alloc(0, &store).expect("the store has blocks");
+    assert_eq!(heap.cap(0), 6);
+    assert_eq!(store.asked.get(), 2);
+    // SAFETY: both came from this heap's store and are not used any more.
+    unsafe {
+        heap.dealloc(1, p, &store);
+        heap.dealloc(0, q, &store);
+    }
+    heap.assert_valid();
+    heap.flush_all(&store);
+    model.assert_all_home();
 }
 
 #[test]
