@@ -563,6 +563,14 @@ fn zero_cap_asks_the_store_on_first_alloc_and_on_first_free() {
     model.assert_all_home();
 }
 
+/// Frees blocks of class 0 from `held` until the store has seen a flush of that class: the
+/// point at which a store that answers `divert()` with true diverts the heap.
+fn free_until_a_flush(heap: &mut Heap<2>, store: &ModelStore, held: &mut Vec<Held>) {
+    while store.stats(0).flushes == 0 {
+        free(heap, store, held.pop().expect("enough blocks for a flush"));
+    }
+}
+
 /// After a flush that the store answers with `divert() == true`, every bucket looks empty to the
 /// pop and full to the push, yet keeps its blocks: each allocation asks the store again and is
 /// served from the real stack, each free is taken without asking, and the first allocation the
@@ -577,9 +585,7 @@ fn a_diverted_heap_sends_every_operation_to_its_slow_path() {
     assert!(cached1 > 0);
     assert!(!heap.is_diverted());
     store.set_divert(true);
-    while store.stats(0).flushes == 0 {
-        free(&mut heap, &store, zero.pop().unwrap());
-    }
+    free_until_a_flush(&mut heap, &store, &mut zero);
     assert!(heap.is_diverted(), "a flush answered with divert() diverts");
     assert_eq!(store.divert_asks(), asks + 1, "asked once, after the flush");
     let cached0 = heap.cached(0);
@@ -636,9 +642,7 @@ fn flush_all_of_a_diverted_heap_gives_back_every_block() {
     let mut zero = take(&mut heap, &store, 0, 12);
     let one = take(&mut heap, &store, 1, 3);
     store.set_divert(true);
-    while store.stats(0).flushes == 0 {
-        free(&mut heap, &store, zero.pop().unwrap());
-    }
+    free_until_a_flush(&mut heap, &store, &mut zero);
     assert!(heap.is_diverted());
     for h in zero.into_iter().chain(one) {
         free(&mut heap, &store, h);
