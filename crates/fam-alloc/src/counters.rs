@@ -81,6 +81,7 @@ pub(crate) use disabled::*;
 #[cfg(not(feature = "stats"))]
 mod disabled {
     /// Without the `stats` feature a thread counts nothing: an empty type with empty methods.
+    #[derive(Debug)]
     pub(crate) struct ThreadCounters;
 
     impl ThreadCounters {
@@ -145,6 +146,7 @@ mod enabled {
 
     /// One thread's counters. Written only by its thread (relaxed load + store); read by snapshots.
     /// The links are only touched under the [`LIVE`] lock.
+    #[derive(Debug)]
     pub(crate) struct ThreadCounters {
         allocs: [AtomicU64; NUM_CLASSES],
         frees: [AtomicU64; NUM_CLASSES],

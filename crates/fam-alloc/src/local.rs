@@ -83,7 +83,12 @@ const REGISTERED: u8 = 2;
 const EXITED: u8 = 3;
 
 /// Everything the allocator keeps per thread, in one thread-local so that an operation reaches
-/// it with one TLS access (in a shared library, one `__tls_get_addr` call).
+/// it with one TLS access.
+///
+/// Its initial value is all zero bytes ([`ZEROED`]): an unlaid heap, an
+/// owner of no chunks, state `NEW`, zero counters. So it lies in `.tbss`, a new thread's copy
+/// is not written at all, and storage that the loader zeroes is a valid `Local` as it is
+/// (which [`ie`] relies on).
 struct Local {
     heap: UnsafeCell<Heap>,
     /// The chunks this thread refills from; used only by the pool calls of its own heap.
@@ -92,26 +97,52 @@ struct Local {
     counters: ThreadCounters,
 }
 
-thread_local! {
-    static LOCAL: Local = const {
-        Local {
-            heap: UnsafeCell::new(Heap::unlaid()),
-            owner: UnsafeCell::new(Owner::new()),
-            state: Cell::new(NEW),
-            counters: ThreadCounters::new(),
-        }
+impl Local {
+    /// The initial value. The initial-exec build never constructs it: its storage starts as
+    /// [`ZEROED`], which is the same value.
+    #[cfg_attr(
+        all(
+            feature = "initial-exec-tls",
+            target_arch = "x86_64",
+            target_os = "linux"
+        ),
+        allow(dead_code)
+    )]
+    // Each use is a fresh value (a thread's initial `Local`), never a shared one.
+    #[allow(clippy::declare_interior_mutable_const)]
+    const NEW: Local = Local {
+        heap: UnsafeCell::new(Heap::unlaid()),
+        owner: UnsafeCell::new(Owner::new()),
+        state: Cell::new(NEW),
+        counters: ThreadCounters::new(),
     };
 }
 
-/// The calling thread's [`Local`] as its fast path reaches it, or null before the thread's first
-/// access when it is reached through [`ie`].
+/// A `Local` made of zero bytes, as the loader leaves a thread's `.tbss`. A constant, so that
+/// const evaluation proves zero bytes a valid `Local` (it checks every constant's value); the
+/// test `zeroed_local_is_new` shows that it is `Local::NEW`.
+// Read by the test only; each use is a fresh value, as for `NEW`.
+#[allow(dead_code, clippy::declare_interior_mutable_const)]
+// SAFETY: checked by const evaluation, as said above.
+const ZEROED: Local = unsafe { core::mem::zeroed() };
+
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
+thread_local! {
+    static LOCAL: Local = const { Local::NEW };
+}
+
+/// The calling thread's [`Local`], never null.
 ///
 /// By default this is `LOCAL.with`: in an executable a constant offset from the thread pointer,
 /// in a shared library a call to `__tls_get_addr`. With the `initial-exec-tls` feature (on
-/// x86-64 Linux) the address is cached in an 8-byte initial-exec slot, so a shared library
-/// reaches it with two loads and no call.
+/// x86-64 Linux) the `Local` is a block of `.tbss` declared in assembly ([`ie`]), which a shared
+/// library reaches with two instructions and no call.
 #[inline(always)]
-fn reached() -> *const Local {
+fn this() -> *const Local {
     #[cfg(all(
         feature = "initial-exec-tls",
         target_arch = "x86_64",
@@ -126,104 +157,70 @@ fn reached() -> *const Local {
     LOCAL.with(|l| l as *const Local)
 }
 
-/// The calling thread's [`Local`], never null.
-#[inline(always)]
-fn this() -> *const Local {
-    let p = reached();
-    if p.is_null() {
-        first_access()
-    } else {
-        p
-    }
-}
-
-/// A thread's first access through the initial-exec slot: the slot is filled (without the
-/// feature, `reached` is never null and this is not called).
-#[cold]
-#[inline(never)]
-fn first_access() -> *const Local {
-    let p = LOCAL.with(|l| l as *const Local);
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
-    ie::set(p);
-    p
-}
-
 /// Runs `f` on the calling thread's [`Local`].
 #[inline(always)]
 fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
-    // SAFETY: `this` returns the address of this thread's `LOCAL`, which lives as long as the
+    // SAFETY: `this` returns the address of this thread's `Local`, which lives as long as the
     // thread and is never dropped (it has no destructor).
     f(unsafe { &*this() })
 }
 
-/// The initial-exec slot that caches the address of the thread's [`LOCAL`].
+/// The thread's [`Local`] as initial-exec TLS.
 ///
 /// A shared library's thread-locals use the general-dynamic model, where every access calls
-/// `__tls_get_addr`; stable Rust cannot ask for another model. The slot is therefore declared in
-/// assembly: 8 zeroed bytes of `.tbss`, reached through a `GOTTPOFF` relocation, which the dynamic
-/// linker resolves once to the slot's offset from the thread pointer. A library with such a
-/// relocation lives in the static TLS block: always so when it is preloaded or linked, and
-/// within glibc's surplus (hundreds of bytes) when it is loaded with `dlopen`, which is why the
-/// slot holds a pointer and not the `Local` itself (a few kilobytes).
+/// `__tls_get_addr`; stable Rust cannot ask for another model. The `Local` is therefore declared
+/// in assembly: `size_of::<Local>()` zeroed bytes of `.tbss` (a valid `Local::NEW`, see the
+/// assertion above; it has no destructor to register), reached through a `GOTTPOFF` relocation,
+/// which the dynamic linker resolves once to the block's offset from the thread pointer. Every
+/// access is the x86-64 initial-exec sequence: the thread pointer from `fs:0`, plus that offset.
 ///
-/// The slot is zero in every new thread (`.tbss`), and a forked child keeps the forking thread's
-/// value, which is right: the child's thread has the same TLS addresses.
+/// A library with such a relocation has its whole TLS block in the static TLS area, so it must
+/// be preloaded or linked: `dlopen` refuses it (glibc keeps only a few hundred bytes of static
+/// TLS spare, and the block is tens of kilobytes). A `malloc` that replaces the C library's is
+/// loaded that way anyway. A forked child's thread has the same thread pointer, so it keeps its
+/// `Local`.
 #[cfg(all(
     feature = "initial-exec-tls",
     target_arch = "x86_64",
     target_os = "linux"
 ))]
 mod ie {
+    use core::mem::{align_of, size_of};
+
     use super::Local;
 
-    // Hidden, so that every object of the library resolves it to the same slot without the
+    // Hidden, so that every object of the library resolves it to the same block without the
     // symbol leaving the library.
     core::arch::global_asm!(
         ".pushsection .tbss,\"awT\",@nobits",
-        ".p2align 3",
-        ".globl fam_alloc_local_slot",
-        ".hidden fam_alloc_local_slot",
-        ".type fam_alloc_local_slot,@object",
-        ".size fam_alloc_local_slot,8",
-        "fam_alloc_local_slot:",
-        ".zero 8",
+        ".p2align {align}",
+        ".globl fam_alloc_local",
+        ".hidden fam_alloc_local",
+        ".type fam_alloc_local,@object",
+        ".size fam_alloc_local,{size}",
+        "fam_alloc_local:",
+        ".zero {size}",
         ".popsection",
+        align = const align_of::<Local>().trailing_zeros(),
+        size = const size_of::<Local>(),
     );
 
-    /// The slot's value: this thread's `Local`, or null before the thread's first access.
+    /// The address of this thread's `Local`.
     #[inline(always)]
     pub(super) fn get() -> *const Local {
         let p: *const Local;
-        // SAFETY: reads the GOT entry holding the slot's thread-pointer offset, then the slot in
-        // this thread's static TLS block; both are mapped for the thread's whole life. `pure`
-        // and `readonly`: the result depends only on memory, which `set`'s store clobbers.
+        // SAFETY: reads the thread pointer (the TCB's self pointer at `fs:0`, as the x86-64 TLS
+        // ABI requires) and the GOT entry holding the block's offset from it; neither changes
+        // during the thread's life, so the result is `pure` and reads no memory Rust sees.
         unsafe {
             core::arch::asm!(
-                "mov {p}, qword ptr [rip + fam_alloc_local_slot@GOTTPOFF]",
-                "mov {p}, qword ptr fs:[{p}]",
+                "mov {p}, qword ptr fs:[0]",
+                "add {p}, qword ptr [rip + fam_alloc_local@GOTTPOFF]",
                 p = out(reg) p,
-                options(pure, readonly, nostack, preserves_flags),
+                options(pure, nomem, nostack),
             );
         }
         p
-    }
-
-    /// Stores `p`, this thread's `Local`, in the slot (once per thread).
-    pub(super) fn set(p: *const Local) {
-        // SAFETY: writes this thread's own slot (see `get`); nothing else touches it.
-        unsafe {
-            core::arch::asm!(
-                "mov {t}, qword ptr [rip + fam_alloc_local_slot@GOTTPOFF]",
-                "mov qword ptr fs:[{t}], {p}",
-                t = out(reg) _,
-                p = in(reg) p,
-                options(nostack, preserves_flags),
-            );
-        }
     }
 }
 
@@ -233,24 +230,14 @@ mod ie {
 /// cannot); the counters and state may be reached again, they are separate fields.
 #[inline(always)]
 pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
-    // SAFETY: `this` never returns null.
+    // SAFETY: `this` is this thread's `Local`, never null.
     unsafe { with_local_at(this(), f) }
-}
-
-/// Runs `f` on the calling thread's heap and counters if the thread reaches them on its fast path
-/// (always, except before a thread's first access with the `initial-exec-tls` feature); `None`
-/// otherwise, with nothing done. For fast paths whose callers keep the slow path out of line.
-#[inline(always)]
-pub(crate) fn try_with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> Option<R> {
-    let p = reached();
-    // SAFETY: checked non-null just before.
-    (!p.is_null()).then(|| unsafe { with_local_at(p, f) })
 }
 
 /// `f` on the heap and counters of `l`.
 ///
 /// # Safety
-/// `l` is this thread's `Local` (from `reached` or `this`), not null.
+/// `l` is this thread's `Local` (from `this`).
 #[inline(always)]
 unsafe fn with_local_at<R>(l: *const Local, f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
     // SAFETY: `l` is this thread's `LOCAL` (contract), alive for the thread's life.
@@ -319,7 +306,7 @@ unsafe impl CentralStore for GlobalStore {
         if n == 0 {
             return 0;
         }
-        crate::raw::mark_cached(class, &out[..n]);
+        crate::raw::mark_cached(&out[..n]);
         if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true, n);
@@ -484,7 +471,7 @@ pub(crate) fn flush_current() {
 
 #[cfg(test)]
 mod tests {
-    use super::thread_id;
+    use super::{thread_id, Local, ZEROED};
     use std::collections::HashSet;
     use std::thread;
 
@@ -500,5 +487,20 @@ mod tests {
             assert!(id > 1, "0 and 1 are reserved");
             assert!(seen.insert(id), "identity {id} given twice");
         }
+    }
+
+    /// Zero bytes are `Local::NEW`, field by field: what lets the initial-exec build declare the
+    /// thread's `Local` as zeroed `.tbss` without running its constructor.
+    #[test]
+    fn zeroed_local_is_new() {
+        let (z, n) = (ZEROED, Local::NEW);
+        // SAFETY: both are local values; nothing else references their cells.
+        let (zh, nh) = unsafe { (&*z.heap.get(), &*n.heap.get()) };
+        assert_eq!(format!("{zh:?}"), format!("{nh:?}"));
+        // SAFETY: as above.
+        let (zo, no) = unsafe { (&*z.owner.get(), &*n.owner.get()) };
+        assert_eq!(format!("{zo:?}"), format!("{no:?}"));
+        assert_eq!(z.state.get(), n.state.get());
+        assert_eq!(format!("{:?}", z.counters), format!("{:?}", n.counters));
     }
 }

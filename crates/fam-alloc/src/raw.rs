@@ -10,19 +10,21 @@
 //! - a pointer the allocator does not own (not in a registered chunk);
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
-//!   a thread's bucket. Every block in a bucket carries a mark in its second word (`FREE_MARK`
-//!   XORed with the block's address; blocks of 16 bytes and more): a free through this module
-//!   writes it, a refill writes it on the blocks it puts in a bucket, and the allocation path
-//!   clears it. `realloc` and `malloc_usable_size` refuse a marked block too.
+//!   a thread's bucket. Every block in a bucket carries a mark in its first word (`FREE_MARK`
+//!   XORed with the block's address): a free through this module writes it, a refill writes it
+//!   on the blocks it puts in a bucket, and the allocation path clears it. `realloc` and
+//!   `malloc_usable_size` refuse a marked block too. The bucket holds block addresses and never
+//!   touches a block, so the first word is free for the mark, and every block has one, the
+//!   8-byte class's too.
 //!
 //! [`free`], [`realloc`] and [`usable_size`] take the blocks this module hands out, the C ABI's.
 //! A block that `FamAlloc` handed out through Rust's `GlobalAlloc` (which is told the layout and
 //! skips these checks) may still carry the mark a refill wrote while it was cached, and is not
 //! theirs to take.
 //!
-//! What is not caught: a free of an 8-byte block that sits in a bucket (freed already, or put
-//! there by a refill and never handed out; one-word blocks have no room for the mark), and a
-//! free of a block that was freed and has since been handed out again (it is a live block then).
+//! What is not caught: a free of a block that was freed and has since been handed out again (it
+//! is a live block then), and a second free of a block whose program wrote over its first word
+//! after the first free (a use after free that erased the mark).
 //!
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
@@ -37,7 +39,7 @@ use size_class::Fine;
 
 use crate::class::{CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
-use crate::local::{try_with_local, with_local, GlobalStore};
+use crate::local::{with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
 /// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
@@ -65,7 +67,7 @@ pub fn fail(op: &str, value: usize, what: &str) -> ! {
     report::bad_free(op, value, what)
 }
 
-/// What a free through this module writes into a block's second word, XORed with the block's
+/// What a free through this module writes into a block's first word, XORed with the block's
 /// address: a value no program stores there by accident (the address makes it differ per block,
 /// and address-space layout randomisation per run). It guards against mistakes, not attackers.
 const FREE_MARK: usize = 0x9e37_79b9_7f4a_7c15;
@@ -79,15 +81,11 @@ fn free_mark(addr: usize) -> usize {
 /// Marks the blocks of a refill, which go into a bucket: a cached block must carry the
 /// mark whether a free put it there or a refill did, or a `free` of a slot that was claimed
 /// for a bucket but never handed out would pass every check (its bitmap bit says "out").
-/// Class 0's blocks are one word long and carry no mark.
 #[inline]
-pub(crate) fn mark_cached(class: usize, blocks: &[*mut thread_heap::Block]) {
-    if class == 0 {
-        return;
-    }
+pub(crate) fn mark_cached(blocks: &[*mut thread_heap::Block]) {
     for &b in blocks {
-        // SAFETY: the refill's blocks are free and ours, at least two words long (class > 0).
-        unsafe { b.cast::<usize>().add(1).write(free_mark(b as usize)) };
+        // SAFETY: the refill's blocks are free and ours, at least one word long.
+        unsafe { b.cast::<usize>().write(free_mark(b as usize)) };
     }
 }
 
@@ -117,25 +115,24 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 }
 
 /// The fast path of [`alloc_small`] alone: a block of `class` from the thread's bucket, or null
-/// when the bucket is empty or the thread's heap is not reached yet (then [`alloc`] does the
-/// rest). For a caller with slow-path work
-/// of its own (the C library's `malloc` sets `errno`), so that it can leave through one tail
-/// call and keep the fast path free of a stack frame.
+/// when the bucket is empty (a new thread's always is; then [`alloc`] does the rest). For a
+/// caller with slow-path work of its own (the C library's `malloc` sets `errno`), so that it can
+/// leave through one tail call and keep the fast path free of a stack frame.
 #[inline(always)]
 pub fn pop_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
-    let popped = try_with_local(|h, c| {
+    let popped = with_local(|h, c| {
         let p = h.pop(class)?;
         c.count_alloc(class);
         Some(p)
     });
-    match popped.flatten() {
-        Some(p) => handed_out(class, p.as_ptr()),
+    match popped {
+        Some(p) => handed_out(p.as_ptr()),
         None => ptr::null_mut(),
     }
 }
 
-/// [`alloc_small`] when the bucket is empty (or the thread's heap is not reached yet).
+/// [`alloc_small`] when the bucket is empty.
 /// `extern "C"` (see [`free`]): the call can be a tail call.
 #[cold]
 #[inline(never)]
@@ -148,20 +145,17 @@ extern "C" fn alloc_small_slow(class: usize) -> *mut u8 {
     // Outside the thread's heap, where starting the background thread may allocate.
     crate::background::ensure();
     match p {
-        Some(p) => handed_out(class, p.as_ptr()),
+        Some(p) => handed_out(p.as_ptr()),
         None => ptr::null_mut(),
     }
 }
 
-/// A block of `class` on its way to the program: its free mark is cleared, so that a live block
-/// never looks freed. Class 0 (8 bytes) is the only class with blocks shorter than two words,
-/// and carries no mark.
+/// A block on its way to the program: its free mark is cleared, so that a live block never
+/// looks freed.
 #[inline(always)]
-fn handed_out(class: usize, p: *mut u8) -> *mut u8 {
-    if class != 0 {
-        // SAFETY: the block is ours and at least two words long.
-        unsafe { p.cast::<usize>().add(1).write(0) };
-    }
+fn handed_out(p: *mut u8) -> *mut u8 {
+    // SAFETY: the block is ours and at least one word long.
+    unsafe { p.cast::<usize>().write(0) };
     p
 }
 
@@ -210,8 +204,8 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
         Kind::Slab => {
             // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
             match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
-                // SAFETY: a claimed block of class > 0 is at least two words long.
-                Ok(class) if class != 0 && unsafe { is_marked(ptr) } => double_free(op, addr),
+                // SAFETY: a claimed block is at least one word long.
+                Ok(_) if unsafe { is_marked(ptr) } => double_free(op, addr),
                 Ok(class) => Owned::Small { class },
                 Err(bad) => report::bad_free(op, addr, bad.message()),
             }
@@ -222,17 +216,17 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
 /// Whether the block at `ptr` carries the free mark: it sits in a bucket.
 ///
 /// # Safety
-/// `ptr` is the start of a claimed slab block of at least two words.
+/// `ptr` is the start of a claimed slab block.
 #[inline(always)]
 unsafe fn is_marked(ptr: *mut u8) -> bool {
-    // SAFETY: per the contract, the second word is inside the block.
-    unsafe { ptr.cast::<usize>().add(1).read() == free_mark(ptr as usize) }
+    // SAFETY: per the contract, the first word is inside the block.
+    unsafe { ptr.cast::<usize>().read() == free_mark(ptr as usize) }
 }
 
 /// Frees `ptr` (null is ignored), checking it first; `op` names the caller in messages.
 ///
 /// The fast path: one registry load gives the chunk and its class, the chunk's bitmap says the
-/// block is out, the block's second word says it is not in a bucket, and the block goes to the
+/// block is out, the block's first word says it is not in a bucket, and the block goes to the
 /// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
 /// Every call out of the fast path is a tail call, so the function needs no stack frame: the
@@ -261,16 +255,14 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
     if chunk.check_block(class, addr).is_err() {
         return refuse_free(op, addr, chunk, class);
     }
-    if class != 0 {
-        // SAFETY: the block is a claimed slab block of at least 16 bytes; a live block does not
-        // hold the mark (see the module docs).
-        if unsafe { is_marked(ptr) } {
-            return refuse_free(op, addr, chunk, class);
-        }
-        // SAFETY: as above, and the caller gives the block up.
-        unsafe { ptr.cast::<usize>().add(1).write(free_mark(addr)) };
+    // SAFETY: the block is a claimed slab block; a live block does not hold the mark (see the
+    // module docs).
+    if unsafe { is_marked(ptr) } {
+        return refuse_free(op, addr, chunk, class);
     }
-    let pushed = try_with_local(|h, c| {
+    // SAFETY: as above, and the caller gives the block up.
+    unsafe { ptr.cast::<usize>().write(free_mark(addr)) };
+    let pushed = with_local(|h, c| {
         // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`.
         let pushed = unsafe { h.push(class, NonNull::new_unchecked(ptr)) };
         if pushed {
@@ -278,13 +270,13 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
         }
         pushed
     });
-    if pushed != Some(true) {
+    if !pushed {
         // SAFETY: as above.
         unsafe { free_small_slow(class, ptr) };
     }
 }
 
-/// [`free`] of a checked block when its bucket is full (or the thread's heap is not reached yet).
+/// [`free`] of a checked block when its bucket is full (a new thread's always is).
 ///
 /// # Safety
 /// `ptr` is the start of a claimed block of `class` that the caller gives up.
@@ -312,9 +304,8 @@ unsafe extern "C" fn free_small_slow(class: usize, ptr: *mut u8) {
 extern "C" fn refuse_free(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) {
     let what = match chunk.check_block(class, addr) {
         Err(bad) => bad.message(),
-        // SAFETY: the block passed `check_block`: a claimed block of `class`, and only blocks
-        // of class > 0 are tested for the mark.
-        Ok(()) if class != 0 && unsafe { is_marked(addr as *mut u8) } => {
+        // SAFETY: the block passed `check_block`: a claimed block of `class`.
+        Ok(()) if unsafe { is_marked(addr as *mut u8) } => {
             slab_pool::BadBlock::AlreadyFree.message()
         }
         Ok(()) => "block changed state during free",

@@ -389,7 +389,7 @@ fn disassembly(so: &std::path::Path, name: &str) -> Vec<String> {
 }
 
 /// The fast paths of `malloc` and `free` in the optimised library reach the thread's heap
-/// through the initial-exec slot (an `fs:` load) and never call `__tls_get_addr`, the
+/// as initial-exec TLS (from `fs:0`) and never call `__tls_get_addr`, the
 /// general-dynamic TLS call every access of a shared library's thread-local otherwise costs.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
@@ -404,7 +404,7 @@ fn malloc_and_free_reach_the_thread_heap_without_tls_get_addr() {
         assert!(calls.is_empty(), "{name} calls __tls_get_addr: {calls:?}");
         assert!(
             code.iter().any(|l| l.contains("fs:")),
-            "{name} does not read the thread's slot itself (not inlined?):\n{}",
+            "{name} does not reach the thread's heap itself (not inlined?):\n{}",
             code.join("\n")
         );
     }

@@ -11,11 +11,8 @@
 //! address; a normal return (the free was obeyed), another signal (SIGSEGV: the allocator read
 //! memory the pointer does not own) or a hang fails the case.
 //!
-//! What is skipped, because it is not a bad pointer or is a documented limit:
-//! - the exact start of a live block (a valid free), and null (free's no-op);
-//! - for `raw::free`, a slot start in a chunk of the 8-byte class (a just-freed block, or a slot
-//!   a refill put in a bucket): one-word blocks carry no free mark, so such a block in a bucket
-//!   is not told from a live one (`fam_alloc::raw`'s docs say so);
+//! What is skipped, because it is not a bad pointer: the exact start of a live block (a valid
+//! free), and null (free's no-op).
 //!
 //! `GlobalAlloc::dealloc` with a small layout is left out: it trusts its layout (that is its
 //! contract) and links the block into the thread's bucket before anything checks it, so a wild
@@ -192,9 +189,6 @@ fn run_with(case: &Case, live: &[*mut u8], stack: usize) -> Verdict {
     if live.iter().any(|&p| p as usize == addr) {
         return Verdict::Skipped("the start of a live block");
     }
-    if case.path == Path::Free && tiny_slot(addr, live, freed) {
-        return Verdict::Skipped("a slot of an 8-byte class chunk (documented limit)");
-    }
     let large_size = match case.base {
         Base::Live(i) | Base::Freed(i) if BLOCKS[i].0 > fam_alloc::MAX_SMALL_SIZE => BLOCKS[i].0,
         _ => 2 * MIB,
@@ -250,19 +244,6 @@ fn note_reason(stderr: &str) {
     if stderr.contains("double free of a large block") {
         black_box(7);
     }
-}
-
-/// Whether `addr` is a slot start in the chunk of a live or freed block of the 8-byte class.
-fn tiny_slot(addr: usize, live: &[*mut u8], freed: Option<(usize, usize)>) -> bool {
-    let chunk_mask = !(fam_alloc::CHUNK_SIZE - 1);
-    let tiny = |p: usize, usable: usize| {
-        usable <= 8 && addr & chunk_mask == p & chunk_mask && addr.abs_diff(p).is_multiple_of(8)
-    };
-    freed.is_some_and(|(f, usable)| tiny(f, usable))
-        || BLOCKS.iter().zip(live).any(|(&(size, _), &p)| {
-            // SAFETY: `p` is a live block of the global heap.
-            size <= 8 && tiny(p as usize, unsafe { fam_alloc::raw::usable_size(p) })
-        })
 }
 
 /// Forks a child that hands `addr` to `path`, and returns its wait status and what it wrote to

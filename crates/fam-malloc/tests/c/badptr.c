@@ -17,11 +17,9 @@
  *   low        a small address (1 to 64 KiB)
  *   kernel     an address in the kernel's half of the address space
  *   null       NULL (the one candidate that is not bad: free and malloc_usable_size do nothing)
- * skips a candidate that is the exact start of one of its live blocks (and the start of any
- * slot in a chunk of 8-byte blocks: a second free of an 8-byte block still in a thread's cache
- * is a gap fam-alloc documents, its blocks being too small for the free mark; and a candidate
- * made from one of its blocks that lands in a chunk none of its blocks touches, which may hold
- * another thread's live blocks, see is_foreign_chunk), and calls free or
+ * skips a candidate that is the exact start of one of its live blocks (and a candidate made from
+ * one of its blocks that lands in a chunk none of its blocks touches, which may hold another
+ * thread's live blocks, see is_foreign_chunk), and calls free or
  * malloc_usable_size with it under sigsetjmp. The allocator must report the pointer and abort:
  * a SIGABRT handler counts the abort and siglongjmps back (glibc's abort() resets its own state
  * before it raises the signal, and the allocator reports before it changes anything, so the
@@ -77,7 +75,7 @@ static size_t freed_size[FREED];
 static unsigned nfreed;
 
 /* Counts, per kind and in all. */
-static long calls[KINDS], aborted[KINDS], returned[KINDS], skipped, skipped_tiny, skipped_foreign;
+static long calls[KINDS], aborted[KINDS], returned[KINDS], skipped, skipped_foreign;
 static long jumps, aborts_seen, bad_returns, block_errors;
 
 /* What is being probed, for the handlers. */
@@ -210,27 +208,6 @@ static void describe(uintptr_t a) {
         }
     }
     printf("badptr:   chunk offset %#lx\n", (unsigned long)(a & (CHUNK - 1)));
-}
-
-/* Whether `a` is a slot start in a chunk of 8-byte blocks (one that holds a live or a recently
- * freed 8-byte block of the program). */
-static int is_tiny_slot(uintptr_t a) {
-    if (a % 8 != 0 || (a & (CHUNK - 1)) < ((uintptr_t)128 << 10)) {
-        return 0;
-    }
-    uintptr_t chunk = a & ~(CHUNK - 1);
-    for (int i = 0; i < LIVE; i++) {
-        if (live[i].usable == 8 && ((uintptr_t)live[i].p & ~(CHUNK - 1)) == chunk) {
-            return 1;
-        }
-    }
-    unsigned n = nfreed < FREED ? nfreed : FREED;
-    for (unsigned f = 0; f < n; f++) {
-        if (freed_size[f] == 8 && (freed_start[f] & ~(CHUNK - 1)) == chunk) {
-            return 1;
-        }
-    }
-    return 0;
 }
 
 /* Whether `a` lies in a 4 MiB chunk that none of the program's live or recently freed blocks
@@ -374,9 +351,8 @@ static int report(void) {
         total_returned += returned[k];
     }
     printf("badptr: %ld calls: %ld aborted (%ld SIGABRTs caught), %ld returned (%ld on NULL); skipped %ld live "
-           "starts, %ld 8-byte slots and %ld probes in chunks without blocks of ours\n",
-           total, total_aborted, aborts_seen, total_returned, returned[NULLK], skipped, skipped_tiny,
-           skipped_foreign);
+           "starts and %ld probes in chunks without blocks of ours\n",
+           total, total_aborted, aborts_seen, total_returned, returned[NULLK], skipped, skipped_foreign);
     int ok = 1;
     if (aborts_seen != jumps || total_aborted + total_returned != total) {
         printf("badptr: FAILED: %ld SIGABRTs for %ld calls that did not return\n", aborts_seen, jumps);
@@ -417,10 +393,6 @@ static void *worker(void *arg) {
         uintptr_t a = candidate(k);
         if (k != NULLK && (a == 0 || is_live_start(a))) {
             skipped++;
-            continue;
-        }
-        if (k != NULLK && is_tiny_slot(a)) {
-            skipped_tiny++;
             continue;
         }
         if (is_derived(k) && is_foreign_chunk(a)) {
