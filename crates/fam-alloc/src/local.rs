@@ -306,7 +306,6 @@ unsafe impl CentralStore for GlobalStore {
         if n == 0 {
             return 0;
         }
-        crate::raw::mark_cached(&out[..n]);
         if exited {
             // The thread's counters left the live list at exit; count with the exited threads.
             counters::exited_op(class, true, n);

@@ -11,8 +11,9 @@
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
 //!   a thread's bucket. Every block in a bucket carries a mark in its first word (`FREE_MARK`
-//!   XORed with the block's address): a free through this module writes it, a refill writes it
-//!   on the blocks it puts in a bucket, and the allocation path clears it. `realloc` and
+//!   XORed with the block's address): a free through this module writes it, a refill of this
+//!   module's slow paths writes it on the blocks it puts in a bucket, and the allocation path
+//!   clears it. `realloc` and
 //!   `malloc_usable_size` refuse a marked block too. The bucket holds block addresses and never
 //!   touches a block, so the first word is free for the mark, and every block has one, the
 //!   8-byte class's too.
@@ -23,8 +24,10 @@
 //! theirs to take.
 //!
 //! What is not caught: a free of a block that was freed and has since been handed out again (it
-//! is a live block then), and a second free of a block whose program wrote over its first word
-//! after the first free (a use after free that erased the mark).
+//! is a live block then), a second free of a block whose program wrote over its first word
+//! after the first free (a use after free that erased the mark), and, in a process that uses
+//! `FamAlloc` and this module together, a free of a block that a `FamAlloc` refill cached and
+//! nobody was handed (`FamAlloc` writes no marks: Rust's `GlobalAlloc` never needs them).
 //!
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
@@ -45,6 +48,7 @@ use crate::report;
 /// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
 pub use slab_pool::class::small_class;
 use slab_pool::ChunkHeader;
+use thread_heap::CentralStore;
 
 /// Sets up what thread registration needs before the program runs: the pthread key whose
 /// destructor flushes a thread's heap at exit. A C library calls this from a load-time
@@ -78,14 +82,46 @@ fn free_mark(addr: usize) -> usize {
     FREE_MARK ^ addr
 }
 
-/// Marks the blocks of a refill, which go into a bucket: a cached block must carry the
-/// mark whether a free put it there or a refill did, or a `free` of a slot that was claimed
-/// for a bucket but never handed out would pass every check (its bitmap bit says "out").
-#[inline]
-pub(crate) fn mark_cached(blocks: &[*mut thread_heap::Block]) {
-    for &b in blocks {
-        // SAFETY: the refill's blocks are free and ours, at least one word long.
-        unsafe { b.cast::<usize>().write(free_mark(b as usize)) };
+/// The global heap's store as this module's slow paths use it: [`GlobalStore`], plus the free
+/// mark on the blocks of every refill, which go into a bucket. A cached block must carry the
+/// mark whether a free put it there or a refill did, or a `free` of a slot that was claimed for
+/// a bucket but never handed out would pass every check (its bitmap bit says "out").
+/// `FamAlloc`'s paths use `GlobalStore` itself and write nothing into the blocks they cache:
+/// Rust's `GlobalAlloc` trusts its layouts and never asks.
+struct MarkingStore;
+
+// SAFETY: forwards to `GlobalStore`; the marks are written into blocks the refill just handed
+// over, which nobody else holds.
+unsafe impl CentralStore for MarkingStore {
+    #[inline]
+    fn refill(&self, class: usize, out: &mut [*mut thread_heap::Block]) -> usize {
+        let n = GlobalStore.refill(class, out);
+        for &b in &out[..n] {
+            // SAFETY: the refill's blocks are free and ours, at least one word long.
+            unsafe { b.cast::<usize>().write(free_mark(b as usize)) };
+        }
+        n
+    }
+
+    #[inline]
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<thread_heap::Block>]) {
+        // SAFETY: forwarded under the trait's contract.
+        unsafe { GlobalStore.flush(class, blocks) }
+    }
+
+    #[inline]
+    fn cap(&self, class: usize) -> u32 {
+        GlobalStore.cap(class)
+    }
+
+    #[inline]
+    fn room(&self, class: usize) -> u32 {
+        GlobalStore.room(class)
+    }
+
+    #[inline]
+    fn divert(&self) -> bool {
+        GlobalStore.divert()
     }
 }
 
@@ -138,7 +174,7 @@ pub fn pop_small(class: usize) -> *mut u8 {
 #[inline(never)]
 extern "C" fn alloc_small_slow(class: usize) -> *mut u8 {
     let p = with_local(|h, c| {
-        let p = h.alloc(class, &GlobalStore);
+        let p = h.alloc(class, &MarkingStore);
         c.count_alloc(class);
         p
     });
@@ -285,7 +321,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
 unsafe extern "C" fn free_small_slow(class: usize, ptr: *mut u8) {
     with_local(|h, c| {
         // SAFETY: per the contract.
-        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
+        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &MarkingStore) };
         c.count_free(class);
     });
     // As in `alloc_small_slow`.

@@ -15,9 +15,10 @@
 //! # Flush
 //!
 //! Frees still go to the freeing thread's bucket (ownership transfer). When a bucket overflows,
-//! its surplus comes here: the blocks are gathered by chunk and bitmap word; words of a chunk the
-//! flushing thread owns go into the local bitmap with plain stores (a random-order free of a
-//! thread's own blocks costs no atomic), the others are released with one `fetch_and` per word
+//! its surplus comes here. A block of the chunk the flushing thread owns goes straight into that
+//! chunk's local bitmap, one plain read-modify-write of one word (a random-order free of a
+//! thread's own blocks costs no atomic, and no gathering either: there is nothing to batch).
+//! The others are gathered by chunk and bitmap word and released with one `fetch_and` per word
 //! and one decrement of the chunk's count per chunk. A chunk that is not owned is then settled by
 //! the membership protocol ([`crate::membership`]): listed in the partial set when it has free
 //! blocks, retired to the empty pool when it has none out.
@@ -478,6 +479,24 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         for &block in blocks {
             let addr = block.as_ptr() as usize;
             let h = ChunkHeader::of(addr);
+            if h as usize == mine {
+                // A block of the chunk the flushing owner owns (an active chunk of this class, so
+                // `check_chunk` has nothing to prove): straight into its local bitmap, with plain
+                // stores and no grouping, which only saves atomics.
+                // SAFETY: `mine` is the owner's chunk, whose header stays valid for the pool's
+                // life.
+                let chunk = unsafe { &*h };
+                let Some(slot) = chunk.slot_of(class, addr) else {
+                    bad_free("free", addr, "not the start of a block of its class");
+                };
+                let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+                // SAFETY: the caller owns the chunk; `word` is one of its class's (`slot_of`).
+                if let Err(bad) = unsafe { chunk.free_local(word, bit) } {
+                    report_bad_bit(class, mine, word, bad);
+                }
+                local.add(word, bit);
+                continue;
+            }
             if checked[0] != h as usize {
                 if !checked.contains(&(h as usize)) {
                     self.check_chunk(class, h, addr);
@@ -494,10 +513,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 bad_free("free", addr, "double free (block returned twice)");
             }
             if groups.is_full() {
-                self.release_groups(class, &mut groups, mine, &mut local, now);
+                self.release_groups(class, &mut groups, mine, now);
             }
         }
-        self.release_groups(class, &mut groups, mine, &mut local, now);
+        self.release_groups(class, &mut groups, mine, now);
         if let Some(c) = cursor {
             if c.local == 0 {
                 (c.lo, c.hi) = (local.lo, local.hi);
@@ -524,29 +543,14 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         }
     }
 
-    /// Releases every gathered word (one atomic each, or plain stores into `mine`'s local
-    /// bitmap, recorded in `local`), then lowers each other chunk's count once.
-    fn release_groups(
-        &self,
-        class: usize,
-        groups: &mut WordGroups,
-        mine: usize,
-        local: &mut LocalSpan,
-        now: u64,
-    ) {
+    /// Releases every gathered word (one atomic each; blocks of `mine`, the owner's chunk, are
+    /// never gathered), then lowers each chunk's count once.
+    fn release_groups(&self, class: usize, groups: &mut WordGroups, mine: usize, now: u64) {
         let mut counts: [(usize, usize); 4] = [(0, 0); 4];
         for (key, mask) in groups.drain() {
             let h = key & !(CHUNK_SIZE - 1);
             let word = key & (CHUNK_SIZE - 1);
-            if h == mine {
-                // SAFETY: `mine` is the chunk the flushing owner owns; `word` is a valid word of
-                // its class (from `slot_of`).
-                if let Err(bad) = unsafe { (*(h as *mut ChunkHeader)).free_local(word, mask) } {
-                    report_bad_bit(class, h, word, bad);
-                }
-                local.add(word, mask);
-                continue;
-            }
+            debug_assert_ne!(h, mine, "the owner's blocks are not grouped");
             let n = self.release_word(class, h as *mut ChunkHeader, word, mask);
             match counts.iter_mut().find(|c| c.0 == h || c.1 == 0) {
                 Some(c) => *c = (h, c.1 + n),
