@@ -70,7 +70,10 @@ impl FamAlloc {
 // `LargeAlloc`, which honours size and any power-of-two alignment. Frees take the same path as
 // the allocation because it is chosen from the same layout.
 unsafe impl GlobalAlloc for FamAlloc {
-    #[inline]
+    // `alloc` and `dealloc` are forced inline: they are a class computation and a bucket pop or
+    // push, and a caller generic over its allocator (a collection, a benchmark) that got a call
+    // instead would pay more for the call than for the work.
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match small_class(layout.size(), layout.align()) {
             Some(class) => match with_local(|h, c| {
@@ -85,7 +88,7 @@ unsafe impl GlobalAlloc for FamAlloc {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match small_class(layout.size(), layout.align()) {
             Some(class) => {
