@@ -23,7 +23,8 @@
 #   sigfork     tests/c/sigfork.c: fork from a signal handler while the main thread allocates
 #               (both builds; the mmap build also with the background purge thread on)
 #   stdiofork   tests/c/stdiofork.c: fork racing getline and fflush(NULL), run again and again
-#               (both builds); no run may hang or fail
+#               (both builds); no run may hang or fail. A run still going after 20 s is killed
+#               and fails, with the backtraces of its threads and children when gdb is installed
 #
 # Sizes: the default fits in about three minutes on two cores: badptr 100000 probes, forkstorm
 # 2500 forks (10000 take some 30 s per check on two cores; four such checks would not fit),
@@ -272,14 +273,49 @@ fi
 
 # --- 7. fork racing stdio ---------------------------------------------------------------------
 
+# One run of stdiofork NAME with LIB preloaded, without the program's own watchdog, so that a run
+# still going after 20 s can be looked at: the backtraces of all its threads and of its children
+# go to NAME.bt (when gdb is installed), then the process tree is killed and the run fails as
+# the watchdog would have failed it. Sets rc.
+stdiofork_once() {
+    local name=$1 lib=$2 pid ticks=0 kids p
+    env LD_PRELOAD="$lib" "$work/stdiofork" 1 hold >"$work/$name.out" 2>"$work/$name.err" </dev/null &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null && [ "$ticks" -lt 80 ]; do
+        sleep 0.25
+        ticks=$((ticks + 1))
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kids=$(grep -l "^PPid:[[:space:]]*$pid\$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3 || true)
+        : >"$work/$name.bt"
+        if command -v gdb >/dev/null; then
+            for p in $pid $kids; do
+                echo "=== pid $p"
+                timeout 30 gdb -p "$p" -batch -ex 'thread apply all bt' 2>&1 | grep -E '^(#|Thread)' || true
+            done >"$work/$name.bt"
+        fi
+        # shellcheck disable=SC2086 # the children's pids are words
+        kill -9 $kids "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        echo "stdiofork: hung: not done after 20 s" >>"$work/$name.out"
+        rc=1
+        return
+    fi
+    rc=0
+    wait "$pid" || rc=$?
+}
+
 if compile stdiofork; then
     for build in mmap sbrk; do
         name=stdiofork-$build
         bad=()
         for i in $(seq 1 "$stdiofork_runs"); do
-            run "$name-$i" 60 env LD_PRELOAD="${lib[$build]}" "$work/stdiofork"
+            stdiofork_once "$name-$i" "${lib[$build]}"
             if [ "$rc" -ne 0 ] || [ "$(tail -n 1 "$work/$name-$i.out")" != "stdiofork: ok" ]; then
                 bad+=("run $i: $(status_text "$rc"): $(tail -n 2 "$work/$name-$i.out" | tr '\n' ' ') $(head -c 300 "$work/$name-$i.err")")
+                if [ -s "$work/$name-$i.bt" ]; then
+                    bad+=("backtraces of the hung run (parent, then children):" "$(head -n 120 "$work/$name-$i.bt")")
+                fi
             fi
         done
         if [ ${#bad[@]} -eq 0 ]; then
