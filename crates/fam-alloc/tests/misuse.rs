@@ -297,3 +297,22 @@ fn owns_knows_its_memory() {
     assert!(!fam_alloc::owns(large));
     drop(small);
 }
+
+#[test]
+fn wild_free_below_the_first_chunk_of_an_unowned_class_aborts() {
+    const TEST: &str = "wild_free_below_the_first_chunk_of_an_unowned_class_aborts";
+    if misuse().as_deref() == Some(TEST) {
+        // The largest class: this thread owns no chunk of it, so its flush has no chunk of its
+        // own to compare with. The address lies below the first chunk (its header would be at
+        // 0) where the first block of a chunk would start, so only the chunk check refuses it.
+        let layout = Layout::from_size_align(fam_alloc::MAX_SMALL_SIZE, 8).unwrap();
+        let wild = (128 << 10) as *mut u8;
+        prepare_child(wild);
+        // SAFETY: deliberately not: a pointer this allocator never returned.
+        unsafe { A.dealloc(wild, layout) };
+        fam_alloc::flush_thread_cache();
+        return;
+    }
+    let out = run_child(TEST, TEST);
+    assert_aborted(&out, "free", "pointer not allocated by fam-alloc");
+}

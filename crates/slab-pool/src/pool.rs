@@ -475,21 +475,36 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         let mine = cursor.as_ref().map_or(0, |c| c.chunk as usize);
         let mut groups = WordGroups::new();
         let mut local = LocalSpan::NONE;
-        let mut checked: [usize; 4] = [0; 4];
+        // Chunks checked lately. Empty entries hold an address no chunk has (chunks are 4 MiB
+        // aligned), not 0: a wild pointer below the first chunk has header address 0, and must be
+        // checked like any other.
+        let mut checked: [usize; 4] = [usize::MAX; 4];
         for &block in blocks {
             let addr = block.as_ptr() as usize;
             let h = ChunkHeader::of(addr);
-            if h as usize == mine {
-                // A block of the chunk the flushing owner owns (an active chunk of this class, so
-                // `check_chunk` has nothing to prove): straight into its local bitmap, with plain
-                // stores and no grouping, which only saves atomics.
-                // SAFETY: `mine` is the owner's chunk, whose header stays valid for the pool's
-                // life.
-                let chunk = unsafe { &*h };
-                let Some(slot) = chunk.slot_of(class, addr) else {
-                    bad_free("free", addr, "not the start of a block of its class");
-                };
-                let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            // `mine` is 0 without an owner, and so is the header of a wild pointer below the
+            // first chunk: only a real owned chunk skips the check.
+            let own = mine != 0 && h as usize == mine;
+            // The owner's chunk is an active chunk of this class: `check_chunk` has nothing to
+            // prove there.
+            if !own && checked[0] != h as usize {
+                if !checked.contains(&(h as usize)) {
+                    self.check_chunk(class, h, addr);
+                }
+                checked.rotate_right(1);
+                checked[0] = h as usize;
+            }
+            // SAFETY: `h` is the owner's chunk, or `check_chunk` proved (or, without a registry,
+            // the caller promises) that it is a live slab chunk of this class; a slab chunk's
+            // header is never unmapped.
+            let chunk = unsafe { &*h };
+            let Some(slot) = chunk.slot_of(class, addr) else {
+                bad_free("free", addr, "not the start of a block of its class");
+            };
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            if own {
+                // Straight into the local bitmap, with plain stores and no grouping (which
+                // only saves atomics).
                 // SAFETY: the caller owns the chunk; `word` is one of its class's (`slot_of`).
                 if let Err(bad) = unsafe { chunk.free_local(word, bit) } {
                     report_bad_bit(class, mine, word, bad);
@@ -497,19 +512,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 local.add_block(word);
                 continue;
             }
-            if checked[0] != h as usize {
-                if !checked.contains(&(h as usize)) {
-                    self.check_chunk(class, h, addr);
-                }
-                checked.rotate_right(1);
-                checked[0] = h as usize;
-            }
-            // SAFETY: `check_chunk` proved (or, without a registry, the caller promises) that `h`
-            // is a live slab chunk of this class, whose header is never unmapped.
-            let Some(slot) = unsafe { &*h }.slot_of(class, addr) else {
-                bad_free("free", addr, "not the start of a block of its class");
-            };
-            if !groups.add(h as usize | (slot / 64), 1u64 << (slot % 64)) {
+            if !groups.add(h as usize | word, bit) {
                 bad_free("free", addr, "double free (block returned twice)");
             }
             if groups.is_full() {
