@@ -409,9 +409,17 @@ impl ChunkHeader {
     ) -> usize {
         let size = info.size as usize;
         let start = self.base() + SLOT_OFFSET + word * 64 * size;
+        assert!(
+            mask.count_ones() as usize <= out.len(),
+            "more blocks than room"
+        );
         let mut n = 0;
         while mask != 0 {
-            out[n] = (start + mask.trailing_zeros() as usize * size) as *mut Block;
+            // SAFETY: one slot per bit of `mask`, and it had at most `out.len()` (asserted).
+            unsafe {
+                *out.get_unchecked_mut(n) =
+                    (start + mask.trailing_zeros() as usize * size) as *mut Block
+            };
             mask &= mask - 1;
             n += 1;
         }
@@ -419,18 +427,11 @@ impl ChunkHeader {
     }
 
     /// The slot index of `addr`, an address inside this chunk, in a chunk of `class`, or `None`
-    /// if it is not a block start: a range check against the blocks' span and one multiplication
-    /// by the class's reciprocal.
+    /// if it is not a block start ([`ClassInfo::slot`](crate::class::ClassInfo::slot): one
+    /// multiplication, which also checks the bounds).
     #[inline(always)]
     pub fn slot_of(&self, class: usize, addr: usize) -> Option<usize> {
-        let info = &CLASSES[class];
-        let off = (addr & (CHUNK_SIZE - 1)).wrapping_sub(SLOT_OFFSET);
-        if off >= info.span as usize {
-            return None;
-        }
-        // Offsets inside the slot area are below 2^22 < 2^32, where the reciprocal is exact.
-        let p = off as u128 * info.recip as u128;
-        ((p as u64) < info.recip).then_some((p >> 64) as usize)
+        CLASSES[class].slot((addr & (CHUNK_SIZE - 1)).wrapping_sub(SLOT_OFFSET))
     }
 
     /// The class of the live block at `addr` in this chunk, checked: the chunk is active, `addr`

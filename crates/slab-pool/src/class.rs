@@ -44,13 +44,10 @@ pub struct ClassInfo {
     pub slots: u32,
     /// Bitmap words those blocks use.
     pub words: u32,
-    /// `ceil(2^64 / size)`: for an offset `n < 2^32`, the high word of `n * recip` is `n / size`
-    /// and the low word is below `recip` exactly when `size` divides `n` (Lemire, Kaser and
-    /// Kurz, "Faster remainder by direct computation", 2019): one multiplication gives a block's
-    /// slot and whether the offset is a block's start.
-    pub recip: u64,
-    /// Bytes the blocks span: `slots * size`.
-    pub span: u32,
+    /// `size`'s trailing zero bits: `size = odd << shift`.
+    pub shift: u32,
+    /// The inverse of `size`'s odd part modulo 2^64 (see [`ClassInfo::slot`]).
+    pub inverse: u64,
     /// How many blocks a thread's bucket of this class may cache.
     pub cap: u32,
 }
@@ -79,9 +76,47 @@ const fn class_info(class: usize) -> ClassInfo {
         size: size as u32,
         slots: slots as u32,
         words: slots.div_ceil(64) as u32,
-        recip: (u64::MAX / size as u64).wrapping_add(1),
-        span: (slots * size) as u32,
+        shift: size.trailing_zeros(),
+        inverse: odd_inverse((size >> size.trailing_zeros()) as u64),
         cap: cap as u32,
+    }
+}
+
+/// The inverse of the odd number `m` modulo 2^64. Newton's iteration `x <- x (2 - m x)` doubles
+/// the bits that are right; `m` itself is right in its low 3 bits (`m * m = 1 mod 8` for odd
+/// `m`), so five steps give 96 > 64.
+const fn odd_inverse(m: u64) -> u64 {
+    let mut x = m;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+impl ClassInfo {
+    /// The slot that starts at offset `off` of the slot area, or `None` when no block of this
+    /// class starts there, for every `off` (one that wrapped below the slot area included): a
+    /// multiplication, a rotation and one comparison that is also the bounds check.
+    ///
+    /// Write `size = m << shift` with `m` odd and `inverse * m = 1 mod 2^64`, and let
+    /// `f(x) = (x * inverse) rotated right by shift`. `f` is a bijection of `u64` (a product with
+    /// an odd number, then a rotation). A multiple `q * size` below 2^64 has `q < 2^(64 - shift)`
+    /// and `q * size * inverse = q << shift`, so `f(q * size) = q`: the multiples of `size` take
+    /// every value up to `u64::MAX / size`, and every other `x` lands above it. Since `slots` is
+    /// at most that bound, `f(off) < slots` exactly when `off` is the start of a slot, and then
+    /// `f(off)` is its index.
+    #[inline(always)]
+    pub const fn slot(&self, off: usize) -> Option<usize> {
+        let q = (off as u64)
+            .wrapping_mul(self.inverse)
+            .rotate_right(self.shift);
+        if q < self.slots as u64 {
+            Some(q as usize)
+        } else {
+            None
+        }
     }
 }
 
@@ -154,38 +189,48 @@ static_assertions::const_assert!(SLOT_OFFSET < CHUNK_SIZE / 16);
 // The smallest class fits its bitmap in the reserved area; the largest gets at least 3 blocks.
 static_assertions::const_assert!(class_info(0).words as usize <= MAX_WORDS);
 static_assertions::const_assert!(class_info(NUM_CLASSES - 1).slots >= 3);
-// Offsets inside a chunk fit the reciprocal division (offset < 2^22 < 2^32), and no class is a
-// size whose reciprocal would not fit (1 byte).
+// Every offset of the slot area fits a `u32` field, and a slot index fits in `u64` (for `slot`).
 static_assertions::const_assert!(CHUNK_SIZE <= 1 << 22);
+static_assertions::const_assert!(usize::BITS == u64::BITS);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// What the reciprocal says of offset `n`: its slot, and whether it is a block's start.
-    fn divide(info: &ClassInfo, n: u64) -> (u64, bool) {
-        let p = n as u128 * info.recip as u128;
-        ((p >> 64) as u64, (p as u64) < info.recip)
+    #[test]
+    fn inverses_are_inverses() {
+        for info in CLASSES.iter() {
+            let odd = (info.size >> info.shift) as u64;
+            assert_eq!(odd % 2, 1);
+            assert_eq!(odd.wrapping_mul(info.inverse), 1, "size {}", info.size);
+        }
     }
 
     #[test]
-    fn reciprocal_division_finds_every_slot_and_only_block_starts() {
+    fn slot_finds_every_slot_and_only_block_starts() {
         for (c, info) in CLASSES.iter().enumerate() {
-            let size = info.size as u64;
-            for i in 0..info.slots as u64 {
-                assert_eq!(divide(info, i * size), (i, true), "class {c} slot {i}");
+            let size = info.size as usize;
+            let expect = |n: usize| {
+                (n.is_multiple_of(size) && n / size < info.slots as usize).then(|| n / size)
+            };
+            for i in 0..info.slots as usize {
+                assert_eq!(info.slot(i * size), Some(i), "class {c} slot {i}");
             }
-            // Every offset of the first and last blocks, and a spread over the rest.
-            let last = (info.slots as u64 - 1) * size;
+            // Every offset of the first and last blocks and of the block after the last one, a
+            // spread over the rest, offsets that wrapped below the slot area, and the top of the
+            // offset range.
+            let last = (info.slots as usize - 1) * size;
             let offsets = (0..2 * size)
-                .chain(last.saturating_sub(size)..last + size)
-                .chain((0..info.span as u64).step_by(997));
+                .chain(last.saturating_sub(size)..last + 2 * size)
+                .chain((0..CHUNK_SIZE).step_by(997))
+                .chain(
+                    (1..=SLOT_OFFSET)
+                        .step_by(61)
+                        .map(|d| 0usize.wrapping_sub(d)),
+                )
+                .chain((0..4 * size).map(|d| usize::MAX - d));
             for n in offsets {
-                assert_eq!(
-                    divide(info, n),
-                    (n / size, n % size == 0),
-                    "class {c} offset {n}"
-                );
+                assert_eq!(info.slot(n), expect(n), "class {c} offset {n:#x}");
             }
         }
     }

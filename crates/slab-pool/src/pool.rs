@@ -503,13 +503,19 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             };
             let (word, bit) = (slot / 64, 1u64 << (slot % 64));
             if own {
-                // Straight into the local bitmap, with plain stores and no grouping (which
-                // only saves atomics).
-                // SAFETY: the caller owns the chunk; `word` is one of its class's (`slot_of`).
-                if let Err(bad) = unsafe { chunk.free_local(word, bit) } {
-                    report_bad_bit(class, mine, word, bad);
+                // Into the local bitmap, with plain stores and no grouping (which only saves
+                // atomics), a run of blocks of one word at a time.
+                if word != local.word {
+                    // SAFETY: the caller owns the chunk, and the run's word is one of its
+                    // class's (`slot_of`).
+                    unsafe { local.commit(chunk, class) };
+                    local.word = word;
                 }
-                local.add_block(word);
+                if local.mask & bit != 0 {
+                    bad_free("free", addr, "double free (block returned twice)");
+                }
+                local.mask |= bit;
+                local.blocks += 1;
                 continue;
             }
             if !groups.add(h as usize | word, bit) {
@@ -520,6 +526,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             }
         }
         self.release_groups(class, &mut groups, mine, now);
+        if mine != 0 {
+            // SAFETY: as in the loop; the run is empty unless the owner's chunk had blocks.
+            unsafe { local.commit(&*(mine as *const ChunkHeader), class) };
+        }
         if let Some(c) = cursor {
             if c.local == 0 {
                 (c.lo, c.hi) = (local.lo, local.hi);
@@ -1123,6 +1133,9 @@ struct LocalSpan {
     blocks: u32,
     lo: u32,
     hi: u32,
+    /// The run of blocks not yet in the local bitmap: bits `mask` of local word `word`.
+    word: usize,
+    mask: u64,
 }
 
 impl LocalSpan {
@@ -1130,15 +1143,29 @@ impl LocalSpan {
         blocks: 0,
         lo: u32::MAX,
         hi: 0,
+        word: 0,
+        mask: 0,
     };
 
-    /// Counts one block freed into local word `word`. Once per block of a flush, so inline and
-    /// without a population count (which the baseline x86-64 target computes in software).
+    /// Frees the run into the local bitmap of `chunk` and empties it: one check and one store
+    /// for the blocks of one word that came one after another (a bucket's blocks often do).
+    /// Reports a block of it that was not out or is local already (a double free).
+    ///
+    /// # Safety
+    /// The caller owns `chunk`, and when the run is not empty its word is one of the chunk's
+    /// class's.
     #[inline(always)]
-    fn add_block(&mut self, word: usize) {
-        self.blocks += 1;
-        self.lo = self.lo.min(word as u32);
-        self.hi = self.hi.max(word as u32 + 1);
+    unsafe fn commit(&mut self, chunk: &ChunkHeader, class: usize) {
+        if self.mask == 0 {
+            return;
+        }
+        // SAFETY: per the contract.
+        if let Err(bad) = unsafe { chunk.free_local(self.word, self.mask) } {
+            report_bad_bit(class, chunk as *const ChunkHeader as usize, self.word, bad);
+        }
+        self.lo = self.lo.min(self.word as u32);
+        self.hi = self.hi.max(self.word as u32 + 1);
+        self.mask = 0;
     }
 }
 

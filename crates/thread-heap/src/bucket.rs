@@ -67,8 +67,18 @@ pub struct Bucket {
 
 const _: () = assert!(size_of::<Bucket>() == 16);
 const _: () = assert!(align_of::<Bucket>() == 16);
+const _: () = assert!(size_of::<Bucket>() == Bucket::WORDS * size_of::<u32>());
+const _: () = assert!(core::mem::offset_of!(Bucket, top) == Bucket::TOP * size_of::<u32>());
+const _: () = assert!(core::mem::offset_of!(Bucket, limit) == Bucket::LIMIT * size_of::<u32>());
+const _: () = assert!(core::mem::offset_of!(Bucket, base) == Bucket::BASE * size_of::<u32>());
 
 impl Bucket {
+    /// The bucket as `u32` words, for the heap's fast paths: how many, and where its fields lie.
+    pub(crate) const WORDS: usize = 4;
+    pub(crate) const TOP: usize = 0;
+    pub(crate) const LIMIT: usize = 1;
+    pub(crate) const BASE: usize = 2;
+
     /// Number of free blocks held.
     #[inline]
     pub const fn len(&self) -> usize {
