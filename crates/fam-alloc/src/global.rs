@@ -12,7 +12,7 @@ use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{with_heap, with_local, GlobalStore};
-use crate::registry::{resize_large, GlobalRegistry, Kind, Registry};
+use crate::registry::{resize_large, ClassIndex, GlobalRegistry, Kind, Registry};
 use crate::{counters, report};
 use slab_pool::{ChunkCounts, SlabPool};
 
@@ -28,11 +28,17 @@ pub(crate) type OsSource = chunk_source::MmapSource;
 pub(crate) type GlobalPool = SlabPool<OsSource, GlobalRegistry>;
 
 static REGISTRY: Registry = Registry::new();
+static CLASS_INDEX: ClassIndex = ClassIndex::new();
 static POOL: GlobalPool = SlabPool::new(OsSource::new(), GlobalRegistry);
 static LARGE: LargeAlloc<OsSource> = LargeAlloc::new(OsSource::new());
 
 pub(crate) fn registry() -> &'static Registry {
     &REGISTRY
+}
+
+#[inline(always)]
+pub(crate) fn class_index() -> &'static ClassIndex {
+    &CLASS_INDEX
 }
 
 #[inline(always)]

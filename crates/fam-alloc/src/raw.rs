@@ -2,9 +2,11 @@
 //! and realloc from the pointer alone.
 //!
 //! Rust's `GlobalAlloc` is told the layout on every free; C's `free` is not. Here the pointer is
-//! first looked up in the chunk registry (which reads only the allocator's own tables, so a
-//! foreign or wild pointer is safe to ask about): a slab chunk's entry carries its class, a large
-//! run's entry its base. Every free is checked before it is obeyed, and a bad one is reported
+//! first looked up in the allocator's own tables, which never read the address itself, so a
+//! foreign or wild pointer is safe to ask about: the class index (one byte per chunk, see
+//! [`ClassIndex`](crate::registry::ClassIndex)) names the class of an active slab chunk, and
+//! anything else goes to the chunk registry, whose entry of a large run carries its base. Every
+//! free is checked before it is obeyed, and a bad one is reported
 //! (`fam-alloc: OP(0xADDR): WHAT` on stderr) and aborts:
 //!
 //! - a pointer the allocator does not own (not in a registered chunk);
@@ -41,7 +43,7 @@ use large_alloc::LargeAlloc;
 use size_class::Fine;
 
 use crate::class::{CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
-use crate::global::{large_alloc, large_free, large_realloc, registry, OsSource};
+use crate::global::{class_index, large_alloc, large_free, large_realloc, registry, OsSource};
 use crate::local::{with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
@@ -261,7 +263,8 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 
 /// Frees `ptr` (null is ignored), checking it first; `op` names the caller in messages.
 ///
-/// The fast path: one registry load gives the chunk and its class, the chunk's bitmap says the
+/// The fast path: one load of the class index says the pointer is in an active slab chunk and
+/// gives its class (the chunk is the pointer's 4 MiB-aligned base), the chunk's bitmap says the
 /// block is out, the block's first word says it is not in a bucket, and the block goes to the
 /// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
@@ -279,15 +282,15 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
         return;
     }
     let addr = ptr as usize;
-    let word = registry().word(addr);
-    if !word.is_slab() {
+    let Some(class) = class_index().class_of(addr) else {
         // SAFETY: forwarded under this function's contract.
         return unsafe { free_other(op, ptr) };
-    }
-    // The registry stores classes below NUM_CLASSES; the mask drops the tables' bounds checks.
-    let class = word.class() % NUM_CLASSES;
-    // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
-    let chunk = unsafe { &*(word.base() as *const ChunkHeader) };
+    };
+    // The index stores classes below NUM_CLASSES; the mask drops the tables' bounds checks.
+    let class = class % NUM_CLASSES;
+    // SAFETY: the index names only active slab chunks of the global pool, and slab chunks are
+    // never unmapped.
+    let chunk = unsafe { &*ChunkHeader::of(addr) };
     if chunk.check_block(class, addr).is_err() {
         return refuse_free(op, addr, chunk, class);
     }

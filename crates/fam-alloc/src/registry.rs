@@ -20,7 +20,7 @@
 //! not use.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use chunk_source::CHUNK_SHIFT;
 
@@ -37,9 +37,9 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 
 /// What a registered chunk is. Stored in the low bits of an entry, beside a 4 MiB aligned base.
 ///
-/// An entry is one word: the base in the bits above [`CHUNK_SHIFT`], the kind in bits 0-1, and for
-/// a slab chunk its current class in bits 2-9 ([`Registry::set_class`] keeps it in step with the
-/// chunk's tag), so that a C `free` learns what the block is from this one load.
+/// An entry is one word: the base in the bits above [`CHUNK_SHIFT`] and the kind in bits 0-1. A
+/// slab chunk's entry stays the same for the chunk's life; the class it serves at the moment is
+/// kept apart, in the global pool's [`ClassIndex`], which a C `free` reads first.
 ///
 /// A large run's entries (every chunk of the run has the same one) carry where the run's one
 /// live payload starts, in bits 2-17: its offset from the base in 64-byte units, less one (the
@@ -48,11 +48,6 @@ type Leaf = [AtomicUsize; LEAF_LEN];
 /// the memory of a run holds whatever earlier blocks left there (a cached run is reused without
 /// being cleared), headers included, so a header found at a pointer proves nothing by itself.
 ///
-/// A slab chunk that holds no class (fresh, or retired to the empty pool) has kind bits 0 and
-/// [`EMPTY_SLAB`] set instead: [`Word::is_slab`] is false for it, so the C `free`'s fast path,
-/// which trusts the word's class, sends a pointer into it to the slow path, and that reports it
-/// from the chunk's tag. The fast path's checks could not: an empty chunk's bitmap says every
-/// block is out, and its blocks' free marks are gone once its pages were given back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A slab chunk; the entry's base is the chunk itself (its header).
@@ -62,36 +57,22 @@ pub(crate) enum Kind {
 }
 
 const KIND_MASK: usize = 0b11;
-const CLASS_SHIFT: u32 = 2;
-const CLASS_MASK: usize = 0xff;
 const BASE_MASK: usize = !((1 << CHUNK_SHIFT) - 1);
-/// The flag of a registered slab chunk that holds no class (see [`Kind`]).
-const EMPTY_SLAB: usize = 1 << 10;
 /// Where a large run's entry keeps its payload's offset (see [`Kind`]).
 const PAYLOAD_SHIFT: u32 = 2;
 const PAYLOAD_MASK: usize = 0xffff;
 /// The payload offset's unit: large payloads are 64-aligned, as are their runs' bases.
 const PAYLOAD_UNIT: u32 = large_alloc::HEADER_SIZE.trailing_zeros();
 
-static_assertions::const_assert!(slab_pool::class::NUM_CLASSES <= CLASS_MASK + 1);
 static_assertions::const_assert_eq!(Kind::Large as usize & Kind::Slab as usize, 0);
-static_assertions::const_assert!((CLASS_MASK << CLASS_SHIFT) & BASE_MASK == 0);
-static_assertions::const_assert!(
-    EMPTY_SLAB & (BASE_MASK | KIND_MASK | (CLASS_MASK << CLASS_SHIFT)) == 0
-);
 static_assertions::const_assert!((PAYLOAD_MASK << PAYLOAD_SHIFT) & (BASE_MASK | KIND_MASK) == 0);
 // Every payload offset, 64 to CHUNK_SIZE in steps of 64, has a code.
 static_assertions::const_assert_eq!(1 << PAYLOAD_UNIT, large_alloc::HEADER_SIZE);
 static_assertions::const_assert_eq!((PAYLOAD_MASK + 1) << PAYLOAD_UNIT, chunk_source::CHUNK_SIZE);
 
-/// The raw entry of a slab chunk of class `class` at `base`.
-const fn slab_word(base: usize, class: usize) -> usize {
-    base | (class << CLASS_SHIFT) | Kind::Slab as usize
-}
-
-/// The raw entry of a slab chunk at `base` that holds no class.
-const fn empty_slab_word(base: usize) -> usize {
-    base | EMPTY_SLAB
+/// The raw entry of a slab chunk at `base`.
+const fn slab_word(base: usize) -> usize {
+    base | Kind::Slab as usize
 }
 
 /// The raw entry of every chunk of a large run at `base` whose live payload is at `payload`;
@@ -105,31 +86,6 @@ const fn large_word(base: usize, payload: usize) -> Option<usize> {
         return None;
     }
     Some(base | (((offset >> PAYLOAD_UNIT) - 1) << PAYLOAD_SHIFT) | Kind::Large as usize)
-}
-
-/// An entry word, as [`Registry::word`] returns it: zero when the chunk is not registered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Word(pub(crate) usize);
-
-impl Word {
-    /// Whether the word names a slab chunk that holds a class (not an empty one).
-    #[inline(always)]
-    pub(crate) fn is_slab(self) -> bool {
-        // The slab kind is the only one with bit 0 set.
-        self.0 & Kind::Slab as usize != 0
-    }
-
-    /// The class of a slab chunk's word (meaningless for other words).
-    #[inline(always)]
-    pub(crate) fn class(self) -> usize {
-        (self.0 >> CLASS_SHIFT) & CLASS_MASK
-    }
-
-    /// The base the word names.
-    #[inline(always)]
-    pub(crate) fn base(self) -> usize {
-        self.0 & BASE_MASK
-    }
 }
 
 /// A registered chunk: its kind, the base address its entry names, and for a large run the
@@ -276,26 +232,26 @@ impl Registry {
         (root < ROOT_LEN).then_some((root, chunk & (LEAF_LEN - 1)))
     }
 
-    /// The raw entry for the chunk that contains `addr`: `Word(0)` when it is not registered.
-    #[inline(always)]
-    pub(crate) fn word(&self, addr: usize) -> Word {
+    /// The raw entry for the chunk that contains `addr`: 0 when it is not registered.
+    #[inline]
+    fn word(&self, addr: usize) -> usize {
         let Some((r, l)) = Self::split(addr) else {
-            return Word(0);
+            return 0;
         };
         // Acquire: pairs with the Release CAS that installed the leaf (its zeroed contents).
         let leaf = self.root[r].load(Ordering::Acquire);
         if leaf.is_null() {
-            return Word(0);
+            return 0;
         }
         // SAFETY: installed leaves are never unmapped and hold LEAF_LEN entries; `l < LEAF_LEN`.
         // Acquire: pairs with the Release store of the entry (the chunk header written first).
-        Word(unsafe { (*leaf)[l].load(Ordering::Acquire) })
+        unsafe { (*leaf)[l].load(Ordering::Acquire) }
     }
 
     /// The entry for the chunk that contains `addr`, if that chunk is registered.
     #[inline]
     pub(crate) fn lookup(&self, addr: usize) -> Option<Entry> {
-        Self::decode(self.word(addr).0)
+        Self::decode(self.word(addr))
     }
 
     fn decode(raw: usize) -> Option<Entry> {
@@ -306,7 +262,6 @@ impl Registry {
                 let units = ((raw >> PAYLOAD_SHIFT) & PAYLOAD_MASK) + 1;
                 (Kind::Large, base + (units << PAYLOAD_UNIT))
             }
-            0 if raw & EMPTY_SLAB != 0 => (Kind::Slab, 0),
             _ => return None,
         };
         Some(Entry {
@@ -499,22 +454,70 @@ fn unmap_leaf(leaf: *mut Leaf) {
     unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
 }
 
+/// The class each chunk of the global pool serves, by chunk number: what a C `free` reads first.
+///
+/// One byte per chunk number of the 47-bit address space (32 MiB of `.bss`, whose pages cost
+/// nothing until a chunk in their 512 GiB range serves a class): [`SERVING`] and the class for a
+/// slab chunk of the global pool that is active, 0 for every other address. So one load, with no
+/// pointer to follow and no null leaf to test, says that an address is in a chunk that serves a
+/// class and which one, and a foreign or wild pointer reads 0 (or lies above the table) and goes
+/// to the slow path, which asks the registry. The pool calls [`set`](Self::set) when it has
+/// activated a chunk (its header and bitmaps written) and [`clear`](Self::clear) when it retires
+/// one. A block's chunk serves its class as long as the block is out, so the byte a `free` of a
+/// live block reads is its class.
+///
+/// Memory the pool retired keeps its registry entry (it stays the pool's) and loses its byte:
+/// the fast path's checks could not refuse a pointer into it (an empty chunk's bitmap says every
+/// block is out, and its blocks' free marks are gone once its pages were given back), the slow
+/// path reports it from the chunk's tag.
+pub(crate) struct ClassIndex {
+    bytes: [AtomicU8; 1 << CHUNK_BITS],
+}
+
+/// The flag of a byte of [`ClassIndex`] that names a class (in the bits below it).
+const SERVING: u8 = 0x80;
+
+static_assertions::const_assert!(slab_pool::class::NUM_CLASSES <= SERVING as usize);
+
+impl ClassIndex {
+    pub(crate) const fn new() -> Self {
+        // SAFETY: zero bytes are a valid array of `AtomicU8` (each is 0).
+        unsafe { core::mem::zeroed() }
+    }
+
+    /// The class of the chunk that contains `addr`, if it is an active slab chunk of the global
+    /// pool.
+    #[inline(always)]
+    pub(crate) fn class_of(&self, addr: usize) -> Option<usize> {
+        // Acquire: pairs with the Release store in `set` (the chunk's header and bitmaps
+        // written before it).
+        let byte = self.bytes.get(addr >> CHUNK_SHIFT)?.load(Ordering::Acquire);
+        (byte & SERVING != 0).then_some((byte & !SERVING) as usize)
+    }
+
+    /// Records that the chunk at `base` serves `class` from now on.
+    pub(crate) fn set(&self, base: usize, class: usize) {
+        debug_assert!(class < slab_pool::class::NUM_CLASSES);
+        // Release: see `class_of`.
+        self.bytes[base >> CHUNK_SHIFT].store(SERVING | class as u8, Ordering::Release);
+    }
+
+    /// Records that the chunk at `base` serves no class any more.
+    ///
+    /// No block of the chunk is live by then, so only a bad free can still read the old class: a
+    /// double free racing with the retirement. The fast path may take that one (the retired
+    /// chunk's bitmap reads all out), unless the block's free mark is still there, which it is
+    /// until the chunk's pages are given back, a purge delay later.
+    pub(crate) fn clear(&self, base: usize) {
+        // Relaxed: the store publishes nothing; readers only need to see it eventually (above).
+        self.bytes[base >> CHUNK_SHIFT].store(0, Ordering::Relaxed);
+    }
+}
+
 impl Registry {
     /// Registers the slab chunk at `base` (the slab pools' [`slab_pool::ChunkRegistry`]).
     fn register_slab(&self, base: usize) -> bool {
-        self.insert_word(base, 1, empty_slab_word(base))
-    }
-
-    /// Records that the registered slab chunk at `base` now serves `class`.
-    fn set_class(&self, base: usize, class: usize) {
-        debug_assert!(self.is_slab_at(base, base));
-        self.store(base, slab_word(base, class));
-    }
-
-    /// Records that the registered slab chunk at `base` holds no class any more.
-    fn set_empty(&self, base: usize) {
-        debug_assert!(self.is_slab_at(base, base));
-        self.store(base, empty_slab_word(base));
+        self.insert_word(base, 1, slab_word(base))
     }
 
     /// Whether `addr` lies in the registered slab chunk at `base`.
@@ -543,11 +546,12 @@ impl slab_pool::ChunkRegistry for GlobalRegistry {
     }
 
     fn activated(&self, base: usize, class: usize) {
-        crate::global::registry().set_class(base, class);
+        debug_assert!(crate::global::registry().is_slab_at(base, base));
+        crate::global::class_index().set(base, class);
     }
 
     fn retired(&self, base: usize) {
-        crate::global::registry().set_empty(base);
+        crate::global::class_index().clear(base);
     }
 
     #[inline]
@@ -572,19 +576,11 @@ impl slab_pool::ChunkRegistry for RegistryPtr {
         unsafe { self.0.as_ref() }.is_none_or(|r| r.register_slab(base))
     }
 
-    fn activated(&self, base: usize, class: usize) {
-        // SAFETY: as above.
-        if let Some(r) = unsafe { self.0.as_ref() } {
-            r.set_class(base, class);
-        }
-    }
+    /// Nothing to record: an arena's blocks are freed with their layouts, so nobody asks for
+    /// their chunks' classes.
+    fn activated(&self, _base: usize, _class: usize) {}
 
-    fn retired(&self, base: usize) {
-        // SAFETY: as above.
-        if let Some(r) = unsafe { self.0.as_ref() } {
-            r.set_empty(base);
-        }
-    }
+    fn retired(&self, _base: usize) {}
 
     #[inline]
     fn is_slab(&self, addr: usize, base: usize) -> bool {
@@ -599,6 +595,7 @@ mod tests {
     use chunk_source::CHUNK_SIZE;
     use core::ptr::NonNull;
     use large_alloc::LargeBlock;
+    use slab_pool::class::NUM_CLASSES;
 
     /// A large block of `n` chunks at `base` whose payload is `offset` bytes in (never touched).
     fn block(base: usize, n: usize, offset: usize) -> LargeBlock {
@@ -620,27 +617,42 @@ mod tests {
     }
 
     #[test]
-    fn only_a_slab_chunk_holding_a_class_takes_the_fast_path() {
+    fn a_slab_chunk_is_registered_for_its_life() {
         let r = Registry::new();
         let base = 0x7f10_0000_0000usize & !(CHUNK_SIZE - 1);
+        assert!(r.register_slab(base));
         let slab = Some(Entry {
             kind: Kind::Slab,
             base,
             payload: 0,
         });
-        assert!(r.register_slab(base));
-        // Fresh: registered, ours, but no class for the fast path to trust.
-        assert_eq!(r.lookup(base + 100), slab);
-        assert!(!r.word(base + 100).is_slab());
-        r.set_class(base, 7);
-        let w = r.word(base + 100);
-        assert!(w.is_slab());
-        assert_eq!((w.class(), w.base()), (7, base));
-        assert_eq!(r.lookup(base + 100), slab);
-        r.set_empty(base);
-        assert!(!r.word(base + 100).is_slab());
-        assert_eq!(r.lookup(base + 100), slab);
+        assert_eq!(r.lookup(base), slab);
+        assert_eq!(r.lookup(base + CHUNK_SIZE - 1), slab);
         assert!(r.is_slab_at(base + 100, base));
+        assert!(!r.is_slab_at(base + 100, base + CHUNK_SIZE));
+        assert_eq!(r.lookup(base + CHUNK_SIZE), None);
+    }
+
+    /// Only a chunk that serves a class is in the index, under that class; the rest of the
+    /// address space, above 2^47 included, is not. Uses the process's index at addresses no
+    /// chunk of this test process has (the unit tests run on the system allocator).
+    #[test]
+    fn the_class_index_names_serving_chunks_only() {
+        let index = crate::global::class_index();
+        let base = 0x7ff0_0000_0000usize & !(CHUNK_SIZE - 1);
+        assert_eq!(index.class_of(base), None);
+        for class in [0, 7, NUM_CLASSES - 1] {
+            index.set(base, class);
+            assert_eq!(index.class_of(base), Some(class));
+            assert_eq!(index.class_of(base + CHUNK_SIZE - 1), Some(class));
+            assert_eq!(index.class_of(base + CHUNK_SIZE), None);
+            assert_eq!(index.class_of(base - 1), None);
+        }
+        index.clear(base);
+        assert_eq!(index.class_of(base + 8), None);
+        for addr in [1 << 47, usize::MAX, (1 << 47) + base] {
+            assert_eq!(index.class_of(addr), None, "{addr:#x}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //!   there is one, and return null without one.
 //! - **Delete.** Every form frees as `free` does, with the same checks (a pointer not ours, an
 //!   interior pointer, a double free are reported and abort). The sized forms do not use the
-//!   size: the registry load that proves the pointer ours gives its class in the same load, so a
-//!   size would save no lookup, and a wrong one (a program bug) is not trusted.
+//!   size: the class index load that proves the pointer ours gives its class in the same load,
+//!   so a size would save no lookup, and a wrong one (a program bug) is not trusted.
 
 use core::ffi::{c_char, c_void};
 use core::mem::size_of;
