@@ -367,7 +367,8 @@ impl<S: ChunkSource> LargeAlloc<S> {
 
     /// A cached run of `n` to `3n` chunks and its length, if the cache holds one at least `n`
     /// long (sweeping out stale runs on the way): a run longer than `3n` is split, and the
-    /// chunks past its first `n` go back to the source (see the cache's module docs).
+    /// chunks past its first `n` go back to the cache, or to the source when the cache will not
+    /// take them (see the cache's module docs).
     fn take_cached(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
         if !Self::caches(self.source.props()) || !RunCache::fits(n) {
             return None;
@@ -380,7 +381,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
             // SAFETY: `n < len`, so the tail starts inside the run, which is ours now.
             let tail = unsafe { base.add(n * CHUNK_SIZE) };
             // SAFETY: whole chunks of a run the source handed out, which nobody uses.
-            let _ = unsafe { self.give_back(tail, len - n) };
+            let _ = unsafe { self.put_run(tail, len - n) };
             (base, n)
         });
         self.evict_stale(now);

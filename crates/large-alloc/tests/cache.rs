@@ -54,7 +54,8 @@ fn a_freed_run_is_reused() {
 }
 
 #[test]
-fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past_it() {
+fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past_it_keeping_the_tail(
+) {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
     let big = large.alloc(6 * CHUNK_SIZE - 4096, 64).unwrap();
     assert_eq!(big.nchunks, 6);
@@ -70,15 +71,28 @@ fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past
         large.dealloc(a.ptr).unwrap();
     }
     assert_eq!(large.cached_chunks(), 6);
-    // A 1-chunk block would waste five: it takes the head, the tail goes back to the source.
+    // A 1-chunk block would waste five: it takes the head, and the tail stays cached.
     let b = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
     assert_eq!((b.base, b.nchunks), (big.base, 1));
+    assert_eq!(large.cached_chunks(), 5);
+    assert_eq!(
+        large.source().live_chunks(),
+        6,
+        "nothing went back to the source"
+    );
+    // The tail serves the next block that needs five chunks, with its pages and content.
+    let c = large.alloc(5 * CHUNK_SIZE - 4096, 64).unwrap();
+    // SAFETY: the second chunk of the 6-chunk run, the tail's first.
+    let tail = unsafe { big.base.add(CHUNK_SIZE) };
+    assert_eq!((c.base, c.nchunks), (tail, 5));
     assert_eq!(large.cached_chunks(), 0);
-    assert_eq!(large.source().live_chunks(), 1);
-    assert_eq!(large.source().allocs(), 1, "one mapping served all three");
+    assert_eq!(large.source().allocs(), 1, "one mapping served all four");
     // SAFETY: as above.
-    unsafe { large.dealloc(b.ptr) }.unwrap();
-    assert_eq!(large.trim(), 1);
+    unsafe {
+        large.dealloc(b.ptr).unwrap();
+        large.dealloc(c.ptr).unwrap();
+    }
+    assert_eq!(large.trim(), 6);
     assert_eq!(large.source().live_chunks(), 0);
 }
 
