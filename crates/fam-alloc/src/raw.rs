@@ -232,6 +232,18 @@ enum Owned {
 #[inline]
 fn classify(op: &str, ptr: *mut u8) -> Owned {
     let addr = ptr as usize;
+    // The class index first, as `free` does: most pointers asked about are live slab blocks.
+    if let Some(class) = class_index().class_of(addr) {
+        let class = class % NUM_CLASSES;
+        // SAFETY: as in `free`: an active slab chunk of the global pool, never unmapped.
+        let chunk = unsafe { &*ChunkHeader::of(addr) };
+        return match chunk.check_block(class, addr) {
+            // SAFETY: a claimed block is at least one word long.
+            Ok(()) if unsafe { is_marked(ptr) } => double_free(op, addr),
+            Ok(()) => Owned::Small { class },
+            Err(bad) => report::bad_free(op, addr, bad.message()),
+        };
+    }
     let Some(entry) = registry().lookup(addr) else {
         report::bad_free(op, addr, "pointer not allocated by fam-alloc");
     };
@@ -401,9 +413,11 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 }
 
 /// Resizes the block at `ptr` to `new_size` bytes, keeping its content up to the smaller size
-/// and the alignment `align` it was allocated with. Stays in place when the block's class does
-/// not change. Returns null (leaving the block as it was) when memory is exhausted. `ptr` null
-/// acts as `alloc`.
+/// and the alignment `align` it was allocated with. A slab block stays in place when it holds
+/// `new_size` bytes, aligned so, and `new_size` is at least half its size; one that must grow
+/// moves to a block of at least a quarter more than its size, while that is a slab block. A
+/// large block grows and shrinks as [`large_alloc::LargeAlloc::realloc`] does. Returns null
+/// (leaving the block as it was) when memory is exhausted. `ptr` null acts as `alloc`.
 ///
 /// # Safety
 /// `ptr` is null or a live block this module handed out allocated with alignment `align`, not used
@@ -412,12 +426,29 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if ptr.is_null() {
         return alloc(new_size, align);
     }
-    let old_size = match classify("realloc", ptr) {
+    let (old_size, request) = match classify("realloc", ptr) {
         Owned::Small { class } => {
-            if small_class(new_size, align) == Some(class) {
+            let size = CLASSES[class].size as usize;
+            // In place when the block holds `new_size` with the alignment asked for and
+            // `new_size` is at least half of it (or the block is of the smallest class): a
+            // shrink to half or more keeps its block, as in mimalloc and tcmalloc.
+            if new_size <= size
+                && (2 * new_size >= size || class == 0)
+                && (ptr as usize) & (align - 1) == 0
+            {
                 return ptr;
             }
-            CLASSES[class].size as usize
+            // A growth asks for a quarter more than the old block at least (tcmalloc's rule),
+            // while that is still a slab request: a buffer grown in small steps then moves once
+            // per one or two classes instead of once per class (the `realloc` workload copied
+            // about half as much).
+            let grown = new_size.max(size + size / 4);
+            let request = if new_size > size && small_class(grown, align).is_some() {
+                grown
+            } else {
+                new_size
+            };
+            (size, request)
         }
         Owned::Large => {
             if small_class(new_size, align).is_none() && align <= chunk_source::CHUNK_SIZE {
@@ -428,10 +459,10 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
                 return unsafe { large_realloc(ptr, new_size) };
             }
             // SAFETY: as in `usable_size`.
-            unsafe { usable_size(ptr) }
+            (unsafe { usable_size(ptr) }, new_size)
         }
     };
-    let p = alloc(new_size, align);
+    let p = alloc(request, align);
     if !p.is_null() {
         // SAFETY: both blocks hold at least the smaller size and are distinct.
         unsafe { ptr::copy_nonoverlapping(ptr, p, old_size.min(new_size)) };

@@ -287,6 +287,39 @@ fn realloc_in_place_when_the_block_fits() {
     unsafe { fm::free(q) };
 }
 
+/// A slab block shrunk to half its size or more stays where it is, and one shrunk below half
+/// moves to a smaller block; a growth past the block moves to one at least a quarter larger
+/// than the old block, so that small steps do not move it at every class.
+#[test]
+fn realloc_keeps_a_block_down_to_half_and_grows_by_a_quarter_at_least() {
+    for size in [64, 100, 1000, 5000, 100_000] {
+        let p = fm::malloc(size);
+        assert!(!failed(p));
+        // SAFETY: live block.
+        let usable = unsafe { fm::malloc_usable_size(p) };
+        // SAFETY: `p` is live and given up to each call that may move it.
+        unsafe {
+            fill(p, usable, 3);
+            let q = fm::realloc(p, usable.div_ceil(2));
+            assert_eq!(q, p, "{size}: a shrink to half stays");
+            let r = fm::realloc(q, usable / 2 - 8);
+            assert_ne!(r, q, "{size}: a shrink below half moves");
+            let smaller = fm::malloc_usable_size(r);
+            assert!(smaller < usable, "{size}: {smaller} < {usable}");
+            assert!(holds(r, usable / 2 - 8, 3), "{size}: content kept");
+            let g = fm::realloc(r, smaller + 1);
+            assert_ne!(g, r, "{size}: a growth past the block moves");
+            let grown = fm::malloc_usable_size(g);
+            assert!(
+                grown >= smaller + smaller / 4,
+                "{size}: {grown} vs {smaller}"
+            );
+            assert!(holds(g, usable / 2 - 8, 3), "{size}: content kept");
+            fm::free(g);
+        }
+    }
+}
+
 #[test]
 fn failed_realloc_leaves_the_block() {
     for start in [10, 1000, 2 << 20] {
