@@ -481,6 +481,7 @@ impl ChunkHeader {
     ///
     /// # Safety
     /// The caller owns the chunk, and `word` is below its class's word count.
+    #[inline(always)]
     pub(crate) unsafe fn free_local(&self, word: usize, mask: u64) -> Result<(), u64> {
         // Relaxed: our own claims set these bits; other threads only clear bits we do not hold.
         let out = self.shared_words()[word].load(Ordering::Relaxed);
