@@ -4,7 +4,7 @@
 //! Rust's `GlobalAlloc` is told the layout on every free; C's `free` is not. Here the pointer is
 //! first looked up in the allocator's own tables, which never read the address itself, so a
 //! foreign or wild pointer is safe to ask about: the class index (one byte per chunk, see
-//! [`ClassIndex`](crate::registry::ClassIndex)) names the class of an active slab chunk, and
+//! `registry::ClassIndex`) names the class of an active slab chunk, and
 //! anything else goes to the chunk registry, whose entry of a large run carries its base. Every
 //! free is checked before it is obeyed, and a bad one is reported
 //! (`fam-alloc: OP(0xADDR): WHAT` on stderr) and aborts:
