@@ -233,33 +233,34 @@ enum Owned {
 fn classify(op: &str, ptr: *mut u8) -> Owned {
     let addr = ptr as usize;
     // The class index first, as `free` does: most pointers asked about are live slab blocks.
-    if let Some(class) = class_index().class_of(addr) {
-        let class = class % NUM_CLASSES;
-        // SAFETY: as in `free`: an active slab chunk of the global pool, never unmapped.
-        let chunk = unsafe { &*ChunkHeader::of(addr) };
-        return match chunk.check_block(class, addr) {
-            // SAFETY: a claimed block is at least one word long.
-            Ok(()) if unsafe { is_marked(ptr) } => double_free(op, addr),
-            Ok(()) => Owned::Small { class },
-            Err(bad) => report::bad_free(op, addr, bad.message()),
-        };
-    }
-    let Some(entry) = registry().lookup(addr) else {
-        report::bad_free(op, addr, "pointer not allocated by fam-alloc");
-    };
-    match entry.kind {
-        // The registry knows the one live payload of the run: nothing at `ptr` is read first.
-        Kind::Large if addr == entry.payload => Owned::Large,
-        Kind::Large => report::bad_free(op, addr, "not the start of a large block"),
-        Kind::Slab => {
-            // SAFETY: the registry lists the chunk as a slab, and slab chunks are never unmapped.
-            match unsafe { &*ChunkHeader::of(addr) }.block_class(addr) {
-                // SAFETY: a claimed block is at least one word long.
-                Ok(_) if unsafe { is_marked(ptr) } => double_free(op, addr),
-                Ok(class) => Owned::Small { class },
-                Err(bad) => report::bad_free(op, addr, bad.message()),
+    let checked = match class_index().class_of(addr) {
+        Some(class) => {
+            let class = class % NUM_CLASSES;
+            // SAFETY: as in `free`: an active slab chunk of the global pool, never unmapped.
+            unsafe { &*ChunkHeader::of(addr) }
+                .check_block(class, addr)
+                .map(|()| class)
+        }
+        None => {
+            let Some(entry) = registry().lookup(addr) else {
+                report::bad_free(op, addr, "pointer not allocated by fam-alloc");
+            };
+            match entry.kind {
+                // The registry knows the one live payload of the run: nothing at `ptr` is read
+                // first.
+                Kind::Large if addr == entry.payload => return Owned::Large,
+                Kind::Large => report::bad_free(op, addr, "not the start of a large block"),
+                // SAFETY: the registry lists the chunk as a slab, and slab chunks are never
+                // unmapped.
+                Kind::Slab => unsafe { &*ChunkHeader::of(addr) }.block_class(addr),
             }
         }
+    };
+    match checked {
+        // SAFETY: a claimed block is at least one word long.
+        Ok(_) if unsafe { is_marked(ptr) } => double_free(op, addr),
+        Ok(class) => Owned::Small { class },
+        Err(bad) => report::bad_free(op, addr, bad.message()),
     }
 }
 
