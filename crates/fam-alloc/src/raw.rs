@@ -12,8 +12,8 @@
 //! - a pointer the allocator does not own (not in a registered chunk);
 //! - an interior pointer (not the start of a block of the chunk's class, or of a large block);
 //! - a double free: the block's slot is already free in its chunk's bitmap, or the block sits in
-//!   a thread's bucket. Every block in a bucket carries a mark in its first word (`FREE_MARK`
-//!   XORed with the block's address): a free through this module writes it, a refill of this
+//!   a thread's bucket. Every block in a bucket carries a mark in its first word (the block's
+//!   address plus the odd constant `FREE_MARK`): a free through this module writes it, a refill of this
 //!   module's slow paths writes it on the blocks it puts in a bucket, and the allocation path
 //!   clears it. `realloc` and
 //!   `malloc_usable_size` refuse a marked block too. The bucket holds block addresses and never
@@ -34,7 +34,7 @@
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
 //! out-of-line call, and every exit from them is a tail jump (see [`free`]). Through the C
-//! library `malloc` is about 20 instructions and `free` about 50, about 32 of them the checks
+//! library `malloc` is about 20 instructions and `free` about 44, about 32 of them the checks
 //! above (the README gives the count of a loop and its command).
 
 use core::ptr::{self, NonNull};
@@ -42,13 +42,15 @@ use core::ptr::{self, NonNull};
 use large_alloc::LargeAlloc;
 use size_class::Fine;
 
-use crate::class::{CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
+use crate::class::{CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{class_index, large_alloc, large_free, large_realloc, registry, OsSource};
 use crate::local::{with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
 /// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
 pub use slab_pool::class::small_class;
+/// The number of slab classes: every class [`small_class`] gives is below it.
+pub use slab_pool::class::NUM_CLASSES;
 use slab_pool::ChunkHeader;
 use thread_heap::CentralStore;
 
@@ -73,15 +75,21 @@ pub fn fail(op: &str, value: usize, what: &str) -> ! {
     report::bad_free(op, value, what)
 }
 
-/// What a free through this module writes into a block's first word, XORed with the block's
-/// address: a value no program stores there by accident (the address makes it differ per block,
-/// and address-space layout randomisation per run). It guards against mistakes, not attackers.
-const FREE_MARK: usize = 0x9e37_79b9_7f4a_7c15;
+/// What a free through this module writes into a block's first word, added to the block's
+/// address: a value no program stores there by accident. It is odd, so the mark is never an
+/// aligned pointer (a self-pointer, as in an empty circular list, or a pointer to a neighbour),
+/// and it differs per block and, through address-space layout randomisation, per run. It fits in
+/// 32 bits, so the mark is one `lea` from the address (a 64-bit constant would need a load of
+/// the constant and an operation more on every `free`). It guards against mistakes, not
+/// attackers.
+const FREE_MARK: usize = 0x5bd1_e995;
+
+static_assertions::const_assert!(FREE_MARK % 2 == 1 && FREE_MARK <= i32::MAX as usize);
 
 /// The mark of a free block at `addr`.
 #[inline(always)]
 fn free_mark(addr: usize) -> usize {
-    FREE_MARK ^ addr
+    addr.wrapping_add(FREE_MARK)
 }
 
 /// The global heap's store as this module's slow paths use it: [`GlobalStore`], plus the free
@@ -235,7 +243,6 @@ fn classify(op: &str, ptr: *mut u8) -> Owned {
     // The class index first, as `free` does: most pointers asked about are live slab blocks.
     let checked = match class_index().class_of(addr) {
         Some(class) => {
-            let class = class % NUM_CLASSES;
             // SAFETY: as in `free`: an active slab chunk of the global pool, never unmapped.
             unsafe { &*ChunkHeader::of(addr) }
                 .check_block(class, addr)
@@ -281,7 +288,10 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 /// block is out, the block's first word says it is not in a bucket, and the block goes to the
 /// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
 ///
-/// Every call out of the fast path is a tail call, so the function needs no stack frame: the
+/// Every call out of the fast path is a tail call, so the function needs no stack frame, and
+/// each out-of-line function takes the pointer as its first argument, where `free` received it,
+/// so the fast path keeps it in place and copies nothing (with `op` first, each exit had to move
+/// it, and the compiler copied it up front: three moves more). The
 /// out-of-line functions are `extern "C"` (an `extern "C"` function cannot unwind, so a caller
 /// needs no landing pad around the call, and `free` itself is an `extern "C"` function in the
 /// C library, where a call that might unwind could not be a tail call), and the one that
@@ -291,26 +301,23 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 /// If `ptr` is a live block this module handed out, nobody uses it after the call.
 #[inline(always)]
 pub unsafe fn free(op: &str, ptr: *mut u8) {
-    if ptr.is_null() {
-        return;
-    }
     let addr = ptr as usize;
+    // Null has no class in the index (see `ClassIndex`) and leaves for `free_other` with the
+    // foreign pointers: the common case pays no test of its own for it.
     let Some(class) = class_index().class_of(addr) else {
         // SAFETY: forwarded under this function's contract.
-        return unsafe { free_other(op, ptr) };
+        return unsafe { free_other(ptr, op) };
     };
-    // The index stores classes below NUM_CLASSES; the mask drops the tables' bounds checks.
-    let class = class % NUM_CLASSES;
     // SAFETY: the index names only active slab chunks of the global pool, and slab chunks are
     // never unmapped.
     let chunk = unsafe { &*ChunkHeader::of(addr) };
     if chunk.check_block(class, addr).is_err() {
-        return refuse_free(op, addr, chunk, class);
+        return refuse_free(addr, chunk, class, op);
     }
     // SAFETY: the block is a claimed slab block; a live block does not hold the mark (see the
     // module docs).
     if unsafe { is_marked(ptr) } {
-        return refuse_free(op, addr, chunk, class);
+        return refuse_free(addr, chunk, class, op);
     }
     // SAFETY: as above, and the caller gives the block up.
     unsafe { ptr.cast::<usize>().write(free_mark(addr)) };
@@ -324,7 +331,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
     });
     if !pushed {
         // SAFETY: as above.
-        unsafe { free_small_slow(class, ptr) };
+        unsafe { free_small_slow(ptr, class) };
     }
 }
 
@@ -334,7 +341,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
 /// `ptr` is the start of a claimed block of `class` that the caller gives up.
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn free_small_slow(class: usize, ptr: *mut u8) {
+unsafe extern "C" fn free_small_slow(ptr: *mut u8, class: usize) {
     with_local(|h, c| {
         // SAFETY: per the contract.
         unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &MarkingStore) };
@@ -353,7 +360,7 @@ unsafe extern "C" fn free_small_slow(class: usize, ptr: *mut u8) {
 #[cold]
 #[inline(never)]
 #[allow(improper_ctypes_definitions)] // called from Rust only (see `free`)
-extern "C" fn refuse_free(op: &str, addr: usize, chunk: &ChunkHeader, class: usize) {
+extern "C" fn refuse_free(addr: usize, chunk: &ChunkHeader, class: usize, op: &str) {
     let what = match chunk.check_block(class, addr) {
         Err(bad) => bad.message(),
         // SAFETY: the block passed `check_block`: a claimed block of `class`.
@@ -372,14 +379,18 @@ fn double_free(op: &str, addr: usize) -> ! {
     report::bad_free(op, addr, slab_pool::BadBlock::AlreadyFree.message())
 }
 
-/// The rest of [`free`]: a large block, or a pointer that is not ours (reported).
+/// The rest of [`free`]: null (ignored), a large block, or a pointer that is not ours
+/// (reported).
 ///
 /// # Safety
 /// As for [`free`].
 #[cold]
 #[inline(never)]
 #[allow(improper_ctypes_definitions)] // called from Rust only (see `free`)
-unsafe extern "C" fn free_other(op: &str, ptr: *mut u8) {
+unsafe extern "C" fn free_other(ptr: *mut u8, op: &str) {
+    if ptr.is_null() {
+        return;
+    }
     match classify(op, ptr) {
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },

@@ -63,7 +63,9 @@ static MALLOC_CLASS: [u8; TABLE_MAX / 8 + 1] = {
     while k < t.len() {
         let size = k * 8;
         t[k] = match raw::small_class(size, malloc_align(size)) {
-            Some(c) => c as u8,
+            // `malloc` relies on this (see there).
+            Some(c) if c < raw::NUM_CLASSES => c as u8,
+            Some(_) => panic!("a class out of range"),
             None => panic!("every size up to TABLE_MAX is a slab size"),
         };
         k += 1;
@@ -85,7 +87,11 @@ fn table_class(size: usize) -> usize {
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if size <= TABLE_MAX {
-        let p = raw::pop_small(MALLOC_CLASS[size.div_ceil(8)] as usize);
+        let class = usize::from(MALLOC_CLASS[size.div_ceil(8)]);
+        // SAFETY: every entry of the table is below NUM_CLASSES (checked when it is built, at
+        // compile time). Told so, the compiler indexes the bucket with no mask.
+        unsafe { core::hint::assert_unchecked(class < raw::NUM_CLASSES) };
+        let p = raw::pop_small(class);
         if !p.is_null() {
             return p.cast();
         }

@@ -143,6 +143,32 @@ fn free_null_is_a_no_op() {
     assert_eq!(unsafe { fm::malloc_usable_size(ptr::null_mut()) }, 0);
 }
 
+/// The free mark lives in a free block's first word, so a live block whose first word holds
+/// what programs put there (a pointer to itself, as an empty circular list head does, a pointer
+/// to its neighbour, the next block's address plus one) must still be freed like any other, in
+/// every class from C.
+#[test]
+fn first_words_programs_write_are_not_taken_for_the_free_mark() {
+    for size in [8usize, 16, 24, 48, 64, 256, 1024, 4096, 65536] {
+        let blocks: Vec<*mut usize> = (0..8).map(|_| fm::malloc(size).cast()).collect();
+        for (i, &p) in blocks.iter().enumerate() {
+            assert!(!p.is_null());
+            let word = match i % 4 {
+                0 => p as usize,
+                1 => p as usize + size,
+                2 => p as usize + 1,
+                _ => blocks[(i + 1) % blocks.len()] as usize,
+            };
+            // SAFETY: a live block of at least 8 bytes, aligned for a word.
+            unsafe { p.write(word) };
+        }
+        for p in blocks {
+            // SAFETY: live blocks, freed once; a refusal would abort the test.
+            unsafe { fm::free(p.cast()) };
+        }
+    }
+}
+
 const HUGE: [usize; 6] = [
     usize::MAX,
     usize::MAX - 4096,
