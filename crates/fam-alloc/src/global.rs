@@ -71,6 +71,35 @@ impl FamAlloc {
     }
 }
 
+/// [`FamAlloc`]'s allocation when the bucket is empty: a refill (or the end of a diversion).
+/// Out of line, and it finds the thread's heap itself, so that the inlined fast path keeps no
+/// heap address live for it in its caller (the caller's own loops keep their registers).
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let p = with_local(|h, c| {
+        let p = h.alloc(class, &GlobalStore);
+        c.count_alloc(class);
+        p
+    });
+    p.map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+/// [`FamAlloc`]'s free when the bucket is full: a flush, then the push. Out of line for the
+/// reason `alloc_slow` is.
+///
+/// # Safety
+/// `ptr` is a block of `class` this allocator handed out, given up by the caller.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow(class: usize, ptr: *mut u8) {
+    with_local(|h, c| {
+        // SAFETY: per the contract.
+        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
+        c.count_free(class);
+    });
+}
+
 // SAFETY: small blocks come from slab chunks of a class at least as large and as aligned as the
 // layout asks (see `small_class`), handed out to one thread heap at a time; large blocks come from
 // `LargeAlloc`, which honours size and any power-of-two alignment. Frees take the same path as
@@ -78,18 +107,25 @@ impl FamAlloc {
 unsafe impl GlobalAlloc for FamAlloc {
     // `alloc` and `dealloc` are forced inline: they are a class computation and a bucket pop or
     // push, and a caller generic over its allocator (a collection, a benchmark) that got a call
-    // instead would pay more for the call than for the work.
+    // instead would pay more for the call than for the work. Their slow paths are calls that
+    // take the class (and block) alone and find the heap themselves: when the heap's address
+    // was their argument, the compiler computed it on the fast path and kept it on the stack
+    // across the caller's loops (criterion `hashmap_churn_10k`'s key-copy loop lost registers
+    // to it and ran about 2 % slower).
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match small_class(layout.size(), layout.align()) {
-            Some(class) => match with_local(|h, c| {
-                let p = h.alloc(class, &GlobalStore);
-                c.count_alloc(class);
-                p
-            }) {
-                Some(p) => p.as_ptr(),
-                None => ptr::null_mut(),
-            },
+            Some(class) => {
+                let popped = with_local(|h, c| {
+                    let p = h.pop(class)?;
+                    c.count_alloc(class);
+                    Some(p)
+                });
+                match popped {
+                    Some(p) => p.as_ptr(),
+                    None => alloc_slow(class),
+                }
+            }
             None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
         }
     }
@@ -98,12 +134,19 @@ unsafe impl GlobalAlloc for FamAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match small_class(layout.size(), layout.align()) {
             Some(class) => {
-                with_local(|h, c| {
+                let pushed = with_local(|h, c| {
                     // SAFETY: the caller passes a block this allocator returned for `layout`, so
                     // it is a non-null block of `class`.
-                    unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
-                    c.count_free(class);
+                    let pushed = unsafe { h.push(class, NonNull::new_unchecked(ptr)) };
+                    if pushed {
+                        c.count_free(class);
+                    }
+                    pushed
                 });
+                if !pushed {
+                    // SAFETY: as above.
+                    unsafe { dealloc_slow(class, ptr) };
+                }
             }
             // SAFETY: a layout above the small limit was allocated as a large block.
             None => unsafe { large_free(ptr) },
