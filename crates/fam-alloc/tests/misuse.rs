@@ -316,3 +316,53 @@ fn wild_free_below_the_first_chunk_of_an_unowned_class_aborts() {
     let out = run_child(TEST, TEST);
     assert_aborted(&out, "free", "pointer not allocated by fam-alloc");
 }
+
+#[test]
+fn a_block_freed_twice_into_one_flush_of_its_owners_chunk_aborts() {
+    const TEST: &str = "a_block_freed_twice_into_one_flush_of_its_owners_chunk_aborts";
+    if misuse().as_deref() == Some(TEST) {
+        // Both frees land in this thread's bucket (`GlobalAlloc` trusts its layouts and checks
+        // nothing there); the flush that follows gives the block back to the chunk this thread
+        // refills from, where the second copy is caught within the same run of blocks.
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: a non-zero layout.
+        let blocks: Vec<*mut u8> = (0..4).map(|_| unsafe { A.alloc(layout) }).collect();
+        let p = blocks[1];
+        assert!(blocks.iter().all(|b| !b.is_null()));
+        prepare_child(p);
+        for &b in &blocks {
+            // SAFETY: live blocks of `layout`, each freed once here.
+            unsafe { A.dealloc(b, layout) };
+        }
+        // SAFETY: deliberately not: the second free is the misuse under test.
+        unsafe { A.dealloc(p, layout) };
+        fam_alloc::flush_thread_cache();
+        return;
+    }
+    let out = run_child(TEST, TEST);
+    assert_aborted(&out, "free", "double free (block returned twice)");
+}
+
+#[test]
+fn an_interior_pointer_flushed_into_its_owners_chunk_aborts() {
+    const TEST: &str = "an_interior_pointer_flushed_into_its_owners_chunk_aborts";
+    if misuse().as_deref() == Some(TEST) {
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        // SAFETY: a non-zero layout.
+        let blocks: Vec<*mut u8> = (0..4).map(|_| unsafe { A.alloc(layout) }).collect();
+        assert!(blocks.iter().all(|b| !b.is_null()));
+        // SAFETY: inside the block: 8 of its 48 bytes.
+        let inner = unsafe { blocks[2].add(8) };
+        prepare_child(inner);
+        for &b in &blocks[..2] {
+            // SAFETY: live blocks of `layout`, freed once.
+            unsafe { A.dealloc(b, layout) };
+        }
+        // SAFETY: deliberately not: a pointer into the middle of a block.
+        unsafe { A.dealloc(inner, layout) };
+        fam_alloc::flush_thread_cache();
+        return;
+    }
+    let out = run_child(TEST, TEST);
+    assert_aborted(&out, "free", "not the start of a block");
+}
