@@ -11,7 +11,9 @@ use core::ptr::{self, NonNull};
 use large_alloc::LargeAlloc;
 
 use crate::class::{small_class, CLASSES};
-use crate::local::{with_heap, with_local, GlobalStore};
+use crate::local::{
+    alloc_counted, dealloc_counted, pop_counted, push_counted, with_heap, GlobalStore,
+};
 use crate::registry::{resize_large, ClassIndex, GlobalRegistry, Kind, Registry};
 use crate::{counters, report};
 use slab_pool::{ChunkCounts, SlabPool};
@@ -77,12 +79,7 @@ impl FamAlloc {
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize) -> *mut u8 {
-    let p = with_local(|h, c| {
-        let p = h.alloc(class, &GlobalStore);
-        c.count_alloc(class);
-        p
-    });
-    p.map_or(ptr::null_mut(), NonNull::as_ptr)
+    alloc_counted(class, &GlobalStore).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
 /// [`FamAlloc`]'s free when the bucket is full: a flush, then the push. Out of line for the
@@ -93,11 +90,8 @@ fn alloc_slow(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 unsafe fn dealloc_slow(class: usize, ptr: *mut u8) {
-    with_local(|h, c| {
-        // SAFETY: per the contract.
-        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &GlobalStore) };
-        c.count_free(class);
-    });
+    // SAFETY: per the contract.
+    unsafe { dealloc_counted(class, NonNull::new_unchecked(ptr), &GlobalStore) };
 }
 
 // SAFETY: small blocks come from slab chunks of a class at least as large and as aligned as the
@@ -115,17 +109,10 @@ unsafe impl GlobalAlloc for FamAlloc {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match small_class(layout.size(), layout.align()) {
-            Some(class) => {
-                let popped = with_local(|h, c| {
-                    let p = h.pop(class)?;
-                    c.count_alloc(class);
-                    Some(p)
-                });
-                match popped {
-                    Some(p) => p.as_ptr(),
-                    None => alloc_slow(class),
-                }
-            }
+            Some(class) => match pop_counted(class) {
+                Some(p) => p.as_ptr(),
+                None => alloc_slow(class),
+            },
             None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
         }
     }
@@ -134,16 +121,9 @@ unsafe impl GlobalAlloc for FamAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match small_class(layout.size(), layout.align()) {
             Some(class) => {
-                let pushed = with_local(|h, c| {
-                    // SAFETY: the caller passes a block this allocator returned for `layout`, so
-                    // it is a non-null block of `class`.
-                    let pushed = unsafe { h.push(class, NonNull::new_unchecked(ptr)) };
-                    if pushed {
-                        c.count_free(class);
-                    }
-                    pushed
-                });
-                if !pushed {
+                // SAFETY: the caller passes a block this allocator returned for `layout`, so it
+                // is a non-null block of `class`, and gives it up.
+                if !unsafe { push_counted(class, NonNull::new_unchecked(ptr)) } {
                     // SAFETY: as above.
                     unsafe { dealloc_slow(class, ptr) };
                 }

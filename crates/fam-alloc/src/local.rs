@@ -234,6 +234,61 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> 
     unsafe { with_local_at(this(), f) }
 }
 
+/// The allocation fast path of the calling thread, counted: the newest block of `class` in its
+/// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). `FamAlloc`'s and the C
+/// library's fast paths both.
+#[inline(always)]
+pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
+    with_local(|h, c| {
+        let p = h.pop(class)?;
+        c.count_alloc(class);
+        Some(p)
+    })
+}
+
+/// The free fast path of the calling thread, counted: caches `ptr` in the bucket of `class` and
+/// returns true, or changes nothing and returns false when the bucket is full (then
+/// [`dealloc_counted`]).
+///
+/// # Safety
+/// `ptr` is a block of `class` that the global heap handed out, and the caller gives it up.
+#[inline(always)]
+pub(crate) unsafe fn push_counted(class: usize, ptr: NonNull<u8>) -> bool {
+    with_local(|h, c| {
+        // SAFETY: per the contract.
+        let pushed = unsafe { h.push(class, ptr) };
+        if pushed {
+            c.count_free(class);
+        }
+        pushed
+    })
+}
+
+/// The allocation slow path of the calling thread, counted: a block of `class` through `store`
+/// (a refill when the bucket is empty), or `None` when memory is exhausted.
+#[inline(always)]
+pub(crate) fn alloc_counted<S: CentralStore>(class: usize, store: &S) -> Option<NonNull<u8>> {
+    with_local(|h, c| {
+        let p = h.alloc(class, store);
+        c.count_alloc(class);
+        p
+    })
+}
+
+/// The free slow path of the calling thread, counted: `ptr` into the bucket of `class`, which
+/// flushes to `store` when full.
+///
+/// # Safety
+/// As for [`push_counted`], and `store` is the global heap's (plain or marking).
+#[inline(always)]
+pub(crate) unsafe fn dealloc_counted<S: CentralStore>(class: usize, ptr: NonNull<u8>, store: &S) {
+    with_local(|h, c| {
+        // SAFETY: per the contract.
+        unsafe { h.dealloc(class, ptr, store) };
+        c.count_free(class);
+    });
+}
+
 /// `f` on the heap and counters of `l`.
 ///
 /// # Safety

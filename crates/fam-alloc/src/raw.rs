@@ -44,7 +44,7 @@ use size_class::Fine;
 
 use crate::class::{CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{class_index, large_alloc, large_free, large_realloc, registry, OsSource};
-use crate::local::{with_local, GlobalStore};
+use crate::local::{alloc_counted, dealloc_counted, push_counted, with_local, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
 /// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
@@ -167,6 +167,9 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 #[inline(always)]
 pub fn pop_small(class: usize) -> *mut u8 {
     let class = class % NUM_CLASSES;
+    // `local::pop_counted`'s body, written out: through the call, the compiler kept the mask
+    // above even where the caller had proved the class in range (`malloc`'s table), one
+    // instruction more on every `malloc`.
     let popped = with_local(|h, c| {
         let p = h.pop(class)?;
         c.count_alloc(class);
@@ -183,11 +186,7 @@ pub fn pop_small(class: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 extern "C" fn alloc_small_slow(class: usize) -> *mut u8 {
-    let p = with_local(|h, c| {
-        let p = h.alloc(class, &MarkingStore);
-        c.count_alloc(class);
-        p
-    });
+    let p = alloc_counted(class, &MarkingStore);
     // Outside the thread's heap, where starting the background thread may allocate.
     crate::background::ensure();
     match p {
@@ -321,15 +320,9 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
     }
     // SAFETY: as above, and the caller gives the block up.
     unsafe { ptr.cast::<usize>().write(free_mark(addr)) };
-    let pushed = with_local(|h, c| {
-        // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`.
-        let pushed = unsafe { h.push(class, NonNull::new_unchecked(ptr)) };
-        if pushed {
-            c.count_free(class);
-        }
-        pushed
-    });
-    if !pushed {
+    // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`, which the
+    // caller gives up.
+    if !unsafe { push_counted(class, NonNull::new_unchecked(ptr)) } {
         // SAFETY: as above.
         unsafe { free_small_slow(ptr, class) };
     }
@@ -342,11 +335,8 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_small_slow(ptr: *mut u8, class: usize) {
-    with_local(|h, c| {
-        // SAFETY: per the contract.
-        unsafe { h.dealloc(class, NonNull::new_unchecked(ptr), &MarkingStore) };
-        c.count_free(class);
-    });
+    // SAFETY: per the contract.
+    unsafe { dealloc_counted(class, NonNull::new_unchecked(ptr), &MarkingStore) };
     // As in `alloc_small_slow`.
     crate::background::ensure();
 }
