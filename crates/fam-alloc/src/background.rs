@@ -8,7 +8,8 @@
 //! purge delay (at least 10 ms apart; once a second while purging is off) and runs the global
 //! pool's pass ([`slab_pool::SlabPool::maintain`]: free pages of quiet listed chunks, empty
 //! chunks past the delay), and gives back the cached large runs once no large block was
-//! allocated or freed for a whole delay. Its cost: a wake-up per half delay (20 a second at the
+//! allocated or freed for a whole delay (`global::large_idle_check`, which every refill and
+//! flush of a thread heap calls too). Its cost: a wake-up per half delay (20 a second at the
 //! default 100 ms), each a scan of the partial and empty sets, a few microseconds when nothing
 //! is due, and a 64 KiB stack. It blocks every signal, so no handler of the program runs on it.
 //! Chunks the program's own threads own are theirs: only their passes purge them.
@@ -156,8 +157,6 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: a NUL-terminated name of at most 15 bytes for the calling thread.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"fam-purge".as_ptr()) };
     let generation = fork::generation();
-    let mut large_clock = crate::global::large_clock();
-    let mut large_idle_since = now_ms();
     loop {
         if !enabled() {
             // Leave, unless the purge was turned on again before RUNNING said we left (then
@@ -182,14 +181,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             continue;
         }
         crate::global::pool().maintain();
-        let now = now_ms();
-        let clock = crate::global::large_clock();
-        if clock != large_clock {
-            (large_clock, large_idle_since) = (clock, now);
-        } else if now.saturating_sub(large_idle_since) >= delay as u64 {
-            crate::global::large_trim();
-            large_idle_since = now;
-        }
+        crate::global::large_idle_check(now_ms());
     }
 }
 

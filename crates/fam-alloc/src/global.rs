@@ -7,6 +7,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use large_alloc::LargeAlloc;
 
@@ -280,14 +281,42 @@ pub(crate) fn large_cached_chunks() -> usize {
     LARGE.cached_chunks()
 }
 
-/// The large cache's clock (see `LargeAlloc::clock`), for the background purge.
-pub(crate) fn large_clock() -> usize {
-    LARGE.clock()
-}
+/// The large cache's clock (see `LargeAlloc::clock`) when [`large_idle_check`] last looked.
+static LARGE_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// When [`large_idle_check`] last saw that clock move (or last trimmed), in `now_ms` time.
+static LARGE_STILL_SINCE: AtomicU64 = AtomicU64::new(0);
 
-/// Gives back every cached large run; returns how many chunks.
-pub(crate) fn large_trim() -> usize {
-    LARGE.trim()
+/// Gives the cached large runs back once no large block was allocated or freed for a purge
+/// delay (never with a negative delay). Every refill and flush of a thread heap calls it, and
+/// the background purge every half delay, so a program that goes on with small blocks only
+/// gives back the large runs it stopped using, as one that stops altogether does with the
+/// background purge on. Without it the runs stayed cached until the next large operation aged
+/// them out (up to 256 MiB, `large_alloc`'s cache budget).
+///
+/// Concurrent callers race benignly: each field is read and written on its own (Relaxed: they
+/// only steer when a trim happens, and `LargeAlloc::trim` is safe at any time), the compare-
+/// exchange on the stamp lets one caller of a period trim, and the worst a stale read does is
+/// move a trim by one check.
+pub(crate) fn large_idle_check(now: u64) {
+    let delay = slab_pool::POLICY.purge_delay_ms();
+    if delay < 0 {
+        return;
+    }
+    let clock = LARGE.clock();
+    if LARGE_SEEN.load(Ordering::Relaxed) != clock {
+        LARGE_SEEN.store(clock, Ordering::Relaxed);
+        LARGE_STILL_SINCE.store(now, Ordering::Relaxed);
+        return;
+    }
+    let since = LARGE_STILL_SINCE.load(Ordering::Relaxed);
+    if now.saturating_sub(since) >= delay as u64
+        && LARGE_STILL_SINCE
+            .compare_exchange(since, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        && LARGE.cached_chunks() != 0
+    {
+        LARGE.trim();
+    }
 }
 
 /// Where the global heap's chunks are.

@@ -358,6 +358,7 @@ unsafe impl CentralStore for GlobalStore {
             None => (pool().refill_once(class, out), true),
         });
         crate::background::ensure_in_heap();
+        crate::global::large_idle_check(slab_pool::now_ms());
         if n == 0 {
             return 0;
         }
@@ -381,6 +382,7 @@ unsafe impl CentralStore for GlobalStore {
             exited
         });
         crate::background::ensure_in_heap();
+        crate::global::large_idle_check(slab_pool::now_ms());
         if exited {
             // After exit every free flushes its own block (capacity 0): count it as above.
             counters::exited_op(class, false, n);
