@@ -235,8 +235,8 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> 
 }
 
 /// The allocation fast path of the calling thread, counted: the newest block of `class` in its
-/// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). `FamAlloc`'s and the C
-/// library's fast paths both.
+/// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). `FamAlloc`'s fast path;
+/// the C library's (`raw::pop_small`) writes the same lines out, for the reason given there.
 #[inline(always)]
 pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
     with_local(|h, c| {
@@ -265,13 +265,14 @@ pub(crate) unsafe fn push_counted(class: usize, ptr: NonNull<u8>) -> bool {
 }
 
 /// The allocation slow path of the calling thread, counted: a block of `class` through `store`
-/// (a refill when the bucket is empty), or `None` when memory is exhausted.
+/// (a refill when the bucket is empty), or `None` when memory is exhausted (not counted: no
+/// block went out).
 #[inline(always)]
 pub(crate) fn alloc_counted<S: CentralStore>(class: usize, store: &S) -> Option<NonNull<u8>> {
     with_local(|h, c| {
-        let p = h.alloc(class, store);
+        let p = h.alloc(class, store)?;
         c.count_alloc(class);
-        p
+        Some(p)
     })
 }
 

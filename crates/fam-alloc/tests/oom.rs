@@ -194,6 +194,17 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         // SAFETY: `old_large` holds 3 MiB.
         unsafe { old_large.write_bytes(0x3c, 3 << 20) };
 
+        // Blocks of 64 bytes in use, as the statistics count them: a failed allocation must not
+        // count as one.
+        let in_use_64 = || {
+            fam_alloc::stats()
+                .classes
+                .iter()
+                .find(|c| c.block_size == 64)
+                .map(|c| c.in_use())
+        };
+        let in_use_before = in_use_64();
+
         set_limit(vm_size() + (256 << 20));
         let mut large = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
         let n = large.fill(global, 1 << 20);
@@ -292,6 +303,10 @@ fn every_entry_point_fails_cleanly_under_an_address_space_limit_and_recovers() {
         tiny.free_all();
         zeroed.free_all();
         set_limit(libc::RLIM_INFINITY);
+        check(
+            in_use_64() == in_use_before,
+            "failed small allocations were counted as blocks in use",
+        )?;
         let mut again = Chain::new(Layout::from_size_align(3 << 20, 8).unwrap());
         check(again.fill(global, 8) == 8, "large allocs after")?;
         let mut again_small = Chain::new(small);
