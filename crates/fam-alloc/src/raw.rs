@@ -34,8 +34,8 @@
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
 //! out-of-line call, and every exit from them is a tail jump (see [`free`]). Through the C
-//! library `malloc` is about 20 instructions and `free` about 44, about 32 of them the checks
-//! above (the README gives the count of a loop and its command).
+//! library `malloc` is about 17 instructions and `free` about 36, about 27 of them the class
+//! lookup and the checks above (the README gives the count of a loop and its command).
 
 use core::ptr::{self, NonNull};
 
@@ -51,6 +51,7 @@ use crate::report;
 pub use slab_pool::class::small_class;
 /// The number of slab classes: every class [`small_class`] gives is below it.
 pub use slab_pool::class::NUM_CLASSES;
+use slab_pool::class::SLOT_TEST;
 use slab_pool::ChunkHeader;
 use thread_heap::CentralStore;
 
@@ -282,10 +283,15 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 
 /// Frees `ptr` (null is ignored), checking it first; `op` names the caller in messages.
 ///
-/// The fast path: one load of the class index says the pointer is in an active slab chunk and
-/// gives its class (the chunk is the pointer's 4 MiB-aligned base), the chunk's bitmap says the
+/// The fast path: one load of the class index gives the code of the class the pointer's chunk
+/// serves (0 for any other address: null, large blocks, foreign pointers, retired chunks), the
+/// block-start test of that code says that the pointer starts a slot (a code of no class has no
+/// slots, so its test fails and needs no test of its own first), the chunk's bitmap says the
 /// block is out, the block's first word says it is not in a bucket, and the block goes to the
-/// calling thread's bucket. Large blocks and foreign pointers leave for `free_other`.
+/// calling thread's bucket. Whatever fails a check leaves for `free_other`, which finds out
+/// from the registry what the pointer is and frees or reports it. Nothing is read at the
+/// pointer, nor in its chunk, before the test has passed: an address in no chunk of ours reads
+/// only the index and the test's tables.
 ///
 /// Every call out of the fast path is a tail call, so the function needs no stack frame, and
 /// each out-of-line function takes the pointer as its first argument, where `free` received it,
@@ -301,26 +307,32 @@ unsafe fn is_marked(ptr: *mut u8) -> bool {
 #[inline(always)]
 pub unsafe fn free(op: &str, ptr: *mut u8) {
     let addr = ptr as usize;
-    // Null has no class in the index (see `ClassIndex`) and leaves for `free_other` with the
-    // foreign pointers: the common case pays no test of its own for it.
-    let Some(class) = class_index().class_of(addr) else {
+    let Some(code) = class_index().code_of(addr) else {
         // SAFETY: forwarded under this function's contract.
         return unsafe { free_other(ptr, op) };
     };
+    let Some(slot) = SLOT_TEST.slot(code, ChunkHeader::slot_offset(addr)) else {
+        // SAFETY: forwarded under this function's contract.
+        return unsafe { free_other(ptr, op) };
+    };
+    let class = usize::from(code).wrapping_sub(1);
+    // SAFETY: only the codes of classes have slots in `SLOT_TEST` (its test
+    // `codes_of_no_class_have_no_slot`), so `code` is one, `class_code(class)`, and the
+    // per-class tables below need no bounds check.
+    unsafe { core::hint::assert_unchecked(class < NUM_CLASSES) };
     // SAFETY: the index names only active slab chunks of the global pool, and slab chunks are
     // never unmapped.
     let chunk = unsafe { &*ChunkHeader::of(addr) };
-    if chunk.check_block(class, addr).is_err() {
-        return refuse_free(addr, chunk, class, op);
-    }
-    // SAFETY: the block is a claimed slab block; a live block does not hold the mark (see the
-    // module docs).
-    if unsafe { is_marked(ptr) } {
-        return refuse_free(addr, chunk, class, op);
+    // SAFETY: `slot` passed the block-start test of the chunk's class: it is below the class's
+    // slot count. If the block is out, it is a claimed slab block; a live block does not hold the
+    // mark (see the module docs).
+    if !unsafe { chunk.slot_is_out(slot) } || unsafe { is_marked(ptr) } {
+        // SAFETY: forwarded under this function's contract.
+        return unsafe { free_other(ptr, op) };
     }
     // SAFETY: as above, and the caller gives the block up.
     unsafe { ptr.cast::<usize>().write(free_mark(addr)) };
-    // SAFETY: `check_block` proved `ptr` is the start of a claimed block of `class`, which the
+    // SAFETY: the checks proved `ptr` is the start of a claimed block of `class`, which the
     // caller gives up.
     if !unsafe { push_counted(class, NonNull::new_unchecked(ptr)) } {
         // SAFETY: as above.
@@ -341,27 +353,6 @@ unsafe extern "C" fn free_small_slow(ptr: *mut u8, class: usize) {
     crate::background::ensure();
 }
 
-/// Reports a slab block that [`free`]'s fast path refused, saying why: it failed
-/// [`ChunkHeader::check_block`], or it carries the free mark. Out of line, so the fast path
-/// computes no message.
-///
-/// It never returns, but is not declared `-> !`, so the fast path's call to it is a tail call
-/// (see [`free`]).
-#[cold]
-#[inline(never)]
-#[allow(improper_ctypes_definitions)] // called from Rust only (see `free`)
-extern "C" fn refuse_free(addr: usize, chunk: &ChunkHeader, class: usize, op: &str) {
-    let what = match chunk.check_block(class, addr) {
-        Err(bad) => bad.message(),
-        // SAFETY: the block passed `check_block`: a claimed block of `class`.
-        Ok(()) if unsafe { is_marked(addr as *mut u8) } => {
-            slab_pool::BadBlock::AlreadyFree.message()
-        }
-        Ok(()) => "block changed state during free",
-    };
-    report::bad_free(op, addr, what)
-}
-
 /// Reports a block found in a bucket already.
 #[cold]
 #[inline(never)]
@@ -369,8 +360,9 @@ fn double_free(op: &str, addr: usize) -> ! {
     report::bad_free(op, addr, slab_pool::BadBlock::AlreadyFree.message())
 }
 
-/// The rest of [`free`]: null (ignored), a large block, or a pointer that is not ours
-/// (reported).
+/// The rest of [`free`]: null (ignored), a large block, a pointer that is not ours or a slab
+/// block that failed a check of the fast path (reported), or a block of a chunk that the index
+/// did not name yet when the fast path read it (freed).
 ///
 /// # Safety
 /// As for [`free`].

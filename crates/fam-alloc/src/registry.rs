@@ -457,19 +457,19 @@ fn unmap_leaf(leaf: *mut Leaf) {
 /// The class each chunk of the global pool serves, by chunk number: what a C `free` reads first.
 ///
 /// One byte per chunk number of the 47-bit address space (32 MiB of `.bss`, whose pages cost
-/// nothing until a chunk in their 512 GiB range serves a class): the class plus one for a slab
-/// chunk of the global pool that is active, 0 for every other address. So one load, with no
-/// pointer to follow and no null leaf to test, says that an address is in a chunk that serves a
-/// class and which one, and a foreign or wild pointer reads 0 (or lies above the table) and goes
-/// to the slow path, which asks the registry. Null reads the byte of chunk number 0, which is
-/// always 0: a chunk there would hold page 0, which no mapping gets (`vm.mmap_min_addr`), so a
-/// `free` needs no null test of its own ahead of the lookup. The byte is the class plus one, not
-/// a flag and the class: one subtraction and one comparison then say both that the chunk serves
-/// a class (0 wraps to a huge value) and that the class is in range for the caller's per-class
-/// tables, with no flag to mask off (two instructions fewer per `free`). The pool calls [`set`](Self::set) when it has
-/// activated a chunk (its header and bitmaps written) and [`clear`](Self::clear) when it retires
-/// one. A block's chunk serves its class as long as the block is out, so the byte a `free` of a
-/// live block reads is its class.
+/// nothing until a chunk in their 512 GiB range serves a class): the class's code (the class
+/// plus one, [`class_code`](slab_pool::class::class_code)) for a slab chunk of the global pool
+/// that is active, 0 for every other address. So one load, with no pointer to follow and no null
+/// leaf to test, says that an address is in a chunk that serves a class and which one, and a
+/// foreign or wild pointer reads 0 (or lies above the table) and goes to the slow path, which
+/// asks the registry. Null reads the byte of chunk number 0, which is always 0: a chunk there
+/// would hold page 0, which no mapping gets (`vm.mmap_min_addr`), so a `free` needs no null test
+/// of its own ahead of the lookup. Nor does it test the byte: `free` hands it as it is to the
+/// block-start test ([`SLOT_TEST`](slab_pool::class::SLOT_TEST)), which has an entry for every
+/// byte and refuses every offset for a byte that is no class's code. The pool calls
+/// [`set`](Self::set) when it has activated a chunk (its header and bitmaps written) and
+/// [`clear`](Self::clear) when it retires one. A block's chunk serves its class as long as the
+/// block is out, so the byte a `free` of a live block reads is its class's code.
 ///
 /// Memory the pool retired keeps its registry entry (it stays the pool's) and loses its byte:
 /// the fast path's checks could not refuse a pointer into it (an empty chunk's bitmap says every
@@ -479,7 +479,7 @@ pub(crate) struct ClassIndex {
     bytes: [AtomicU8; 1 << CHUNK_BITS],
 }
 
-// Every class plus one fits in a byte.
+// Every class's code fits in a byte, and 0 is none.
 static_assertions::const_assert!(slab_pool::class::NUM_CLASSES < u8::MAX as usize);
 
 impl ClassIndex {
@@ -488,16 +488,23 @@ impl ClassIndex {
         unsafe { core::mem::zeroed() }
     }
 
+    /// The byte of the chunk that contains `addr`: the class code
+    /// ([`class_code`](slab_pool::class::class_code)) of an active slab chunk of the global pool,
+    /// 0 for any other chunk, and `None` above the table.
+    #[inline(always)]
+    pub(crate) fn code_of(&self, addr: usize) -> Option<u8> {
+        // Acquire: pairs with the Release store in `set` (the chunk's header and bitmaps
+        // written before it).
+        Some(self.bytes.get(addr >> CHUNK_SHIFT)?.load(Ordering::Acquire))
+    }
+
     /// The class of the chunk that contains `addr`, if it is an active slab chunk of the global
     /// pool.
     #[inline(always)]
     pub(crate) fn class_of(&self, addr: usize) -> Option<usize> {
-        // Acquire: pairs with the Release store in `set` (the chunk's header and bitmaps
-        // written before it).
-        let byte = self.bytes.get(addr >> CHUNK_SHIFT)?.load(Ordering::Acquire);
         // One comparison says "serves a class" (0 wraps to a huge value) and bounds the class
         // for the callers' per-class tables, which then need no check or mask of their own.
-        let class = usize::from(byte).wrapping_sub(1);
+        let class = usize::from(self.code_of(addr)?).wrapping_sub(1);
         (class < slab_pool::class::NUM_CLASSES).then_some(class)
     }
 
@@ -505,7 +512,8 @@ impl ClassIndex {
     pub(crate) fn set(&self, base: usize, class: usize) {
         debug_assert!(class < slab_pool::class::NUM_CLASSES);
         // Release: see `class_of`.
-        self.bytes[base >> CHUNK_SHIFT].store(class as u8 + 1, Ordering::Release);
+        self.bytes[base >> CHUNK_SHIFT]
+            .store(slab_pool::class::class_code(class), Ordering::Release);
     }
 
     /// Records that the chunk at `base` serves no class any more.

@@ -51,6 +51,10 @@ fn fixed_cases_abort() {
         (Base::Live(aligned_large), -(1 << 20)),
         (Base::Live(huge), 5 << 20),
         (Base::Chunk(small), 0),
+        // The last bitmap word before a slab chunk's first block: the block-start test sees it
+        // wrapped to the end of the chunk, past the last block.
+        (Base::Chunk(small), (128 << 10) - 8),
+        (Base::Chunk(tiny), (128 << 10) - 8),
         (Base::Chunk(large), 0),
         (Base::Chunk(large), 32),
         (Base::Chunk(huge), 4 << 20),

@@ -32,7 +32,8 @@ use slab_bitmap::{ReleaseError, SlotSet};
 use thread_heap::Block;
 
 use crate::class::{
-    ClassInfo, CLASSES, HEADER_SIZE, LOCAL_BITS, MAX_WORDS, SHARED_BITS, SLOT_OFFSET,
+    class_code, ClassInfo, CLASSES, HEADER_SIZE, LOCAL_BITS, MAX_WORDS, SHARED_BITS, SLOT_OFFSET,
+    SLOT_TEST,
 };
 use crate::membership::Membership;
 
@@ -426,12 +427,23 @@ impl ChunkHeader {
         n
     }
 
+    /// Where `addr` lies in the slot area of its chunk, as
+    /// [`SlotTest::slot`](crate::class::SlotTest::slot) takes it: the offset from the chunk's
+    /// first block, modulo the chunk size. An address in the header or the bitmaps wraps to the
+    /// last `SLOT_OFFSET` bytes of the range, above every class's last block (`slots * size <=
+    /// CHUNK_SIZE - SLOT_OFFSET`), so the test refuses it as it refuses one past the blocks. Two
+    /// instructions (an `lea` and an `and`).
+    #[inline(always)]
+    pub const fn slot_offset(addr: usize) -> usize {
+        addr.wrapping_sub(SLOT_OFFSET) & (CHUNK_SIZE - 1)
+    }
+
     /// The slot index of `addr`, an address inside this chunk, in a chunk of `class`, or `None`
-    /// if it is not a block start ([`ClassInfo::slot`](crate::class::ClassInfo::slot): one
+    /// if it is not a block start ([`SlotTest::slot`](crate::class::SlotTest::slot): one
     /// multiplication, which also checks the bounds).
     #[inline(always)]
     pub fn slot_of(&self, class: usize, addr: usize) -> Option<usize> {
-        CLASSES[class].slot((addr & (CHUNK_SIZE - 1)).wrapping_sub(SLOT_OFFSET))
+        SLOT_TEST.slot(class_code(class), Self::slot_offset(addr))
     }
 
     /// The class of the live block at `addr` in this chunk, checked: the chunk is active, `addr`
@@ -456,15 +468,27 @@ impl ChunkHeader {
     #[inline(always)]
     pub fn check_block(&self, class: usize, addr: usize) -> Result<(), BadBlock> {
         let idx = self.slot_of(class, addr).ok_or(BadBlock::Interior)?;
-        debug_assert!(idx / 64 < MAX_WORDS);
-        // SAFETY: `idx` is below the class's slot count, and every class's bitmap fits in the
-        // MAX_WORDS words reserved for it (layout assertions in `class`).
-        let word = unsafe { &*((self.base() + SHARED_BITS) as *const AtomicU64).add(idx / 64) };
-        // Relaxed: a snapshot for a sanity check; the caller owns the block if it is live.
-        if word.load(Ordering::Relaxed) & (1u64 << (idx % 64)) == 0 {
+        // SAFETY: `slot_of` gives only slots below the class's slot count.
+        if !unsafe { self.slot_is_out(idx) } {
             return Err(BadBlock::AlreadyFree);
         }
         Ok(())
+    }
+
+    /// Whether slot `idx` is out of the chunk (its bit in the shared bitmap is set): the second
+    /// half of [`Self::check_block`], for a caller that has the slot from
+    /// [`SlotTest::slot`](crate::class::SlotTest::slot).
+    ///
+    /// # Safety
+    /// `idx` is below the slot count of some class.
+    #[inline(always)]
+    pub unsafe fn slot_is_out(&self, idx: usize) -> bool {
+        debug_assert!(idx / 64 < MAX_WORDS);
+        // SAFETY: `idx` is below a class's slot count (contract), and every class's bitmap fits
+        // in the MAX_WORDS words reserved for it (layout assertions in `class`).
+        let word = unsafe { &*((self.base() + SHARED_BITS) as *const AtomicU64).add(idx / 64) };
+        // Relaxed: a snapshot for a sanity check; the caller owns the block if it is live.
+        word.load(Ordering::Relaxed) & (1u64 << (idx % 64)) != 0
     }
 
     /// Releases the blocks `mask` of shared bitmap word `word`; the error names bits that were not

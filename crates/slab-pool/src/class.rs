@@ -46,7 +46,7 @@ pub struct ClassInfo {
     pub words: u32,
     /// `size`'s trailing zero bits: `size = odd << shift`.
     pub shift: u32,
-    /// The inverse of `size`'s odd part modulo 2^64 (see [`ClassInfo::slot`]).
+    /// The inverse of `size`'s odd part modulo 2^64 (see [`SlotTest::slot`]).
     pub inverse: u64,
     /// How many blocks a thread's bucket of this class may cache.
     pub cap: u32,
@@ -95,10 +95,53 @@ const fn odd_inverse(m: u64) -> u64 {
     x
 }
 
-impl ClassInfo {
-    /// The slot that starts at offset `off` of the slot area, or `None` when no block of this
-    /// class starts there, for every `off` (one that wrapped below the slot area included): a
-    /// multiplication, a rotation and one comparison that is also the bounds check.
+/// A class's code: the class plus one. A byte holds every code, and 0 is left for "no class",
+/// so one byte per chunk can say both whether the chunk serves a class and which one (the C
+/// library's class index), and [`SLOT_TEST`] can take that byte as it is.
+#[inline(always)]
+pub const fn class_code(class: usize) -> u8 {
+    assert!(class < NUM_CLASSES);
+    class as u8 + 1
+}
+
+/// The block-start test of every class, by class code ([`class_code`]): one array per field,
+/// each with an entry for every byte, so that a byte read from memory indexes all three as it
+/// is, with no bounds check, no shift and no test for 0 first. The entries of code 0 and of the
+/// codes above the last class have no slots, so their test fails for every offset.
+pub struct SlotTest {
+    /// The inverse modulo 2^64 of the odd part of the class's size.
+    inverse: [u64; 256],
+    /// Blocks in one chunk of the class (0: no class), 64-bit, so that the test compares with
+    /// the table's entry in memory (a 32-bit entry would be loaded into a register first).
+    slots: [u64; 256],
+    /// The size's trailing zero bits: `size = odd << shift`.
+    shift: [u8; 256],
+}
+
+/// The block-start test of every class (see [`SlotTest::slot`]).
+pub static SLOT_TEST: SlotTest = {
+    let mut t = SlotTest {
+        inverse: [0; 256],
+        slots: [0; 256],
+        shift: [0; 256],
+    };
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        let info = class_info(c);
+        let code = class_code(c) as usize;
+        t.inverse[code] = info.inverse;
+        t.slots[code] = info.slots as u64;
+        t.shift[code] = info.shift as u8;
+        c += 1;
+    }
+    t
+};
+
+impl SlotTest {
+    /// The slot that starts at offset `off` of the slot area in a chunk of the class with code
+    /// `code`, or `None` when no block of that class starts there (and always for a code of no
+    /// class), for every `off`: a multiplication, a rotation and one comparison that is also the
+    /// bounds check.
     ///
     /// Write `size = m << shift` with `m` odd and `inverse * m = 1 mod 2^64`, and let
     /// `f(x) = (x * inverse) rotated right by shift`. `f` is a bijection of `u64` (a product with
@@ -106,17 +149,14 @@ impl ClassInfo {
     /// and `q * size * inverse = q << shift`, so `f(q * size) = q`: the multiples of `size` take
     /// every value up to `u64::MAX / size`, and every other `x` lands above it. Since `slots` is
     /// at most that bound, `f(off) < slots` exactly when `off` is the start of a slot, and then
-    /// `f(off)` is its index.
+    /// `f(off)` is its index. A code of no class has `slots = 0`, which no value is below.
     #[inline(always)]
-    pub const fn slot(&self, off: usize) -> Option<usize> {
+    pub fn slot(&self, code: u8, off: usize) -> Option<usize> {
+        let i = usize::from(code);
         let q = (off as u64)
-            .wrapping_mul(self.inverse)
-            .rotate_right(self.shift);
-        if q < self.slots as u64 {
-            Some(q as usize)
-        } else {
-            None
-        }
+            .wrapping_mul(self.inverse[i])
+            .rotate_right(u32::from(self.shift[i]));
+        (q < self.slots[i]).then_some(q as usize)
     }
 }
 
@@ -213,8 +253,13 @@ mod tests {
             let expect = |n: usize| {
                 (n.is_multiple_of(size) && n / size < info.slots as usize).then(|| n / size)
             };
+            let code = class_code(c);
             for i in 0..info.slots as usize {
-                assert_eq!(info.slot(i * size), Some(i), "class {c} slot {i}");
+                assert_eq!(
+                    SLOT_TEST.slot(code, i * size),
+                    Some(i),
+                    "class {c} slot {i}"
+                );
             }
             // Every offset of the first and last blocks and of the block after the last one, a
             // spread over the rest, offsets that wrapped below the slot area, and the top of the
@@ -230,9 +275,29 @@ mod tests {
                 )
                 .chain((0..4 * size).map(|d| usize::MAX - d));
             for n in offsets {
-                assert_eq!(info.slot(n), expect(n), "class {c} offset {n:#x}");
+                assert_eq!(
+                    SLOT_TEST.slot(code, n),
+                    expect(n),
+                    "class {c} offset {n:#x}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn codes_of_no_class_have_no_slot() {
+        let codes = (0..=u8::MAX).filter(|&b| !(1..=NUM_CLASSES).contains(&usize::from(b)));
+        for code in codes {
+            for off in (0..CHUNK_SIZE).step_by(8).chain([usize::MAX, 1 << 40]) {
+                assert_eq!(
+                    SLOT_TEST.slot(code, off),
+                    None,
+                    "code {code} offset {off:#x}"
+                );
+            }
+        }
+        assert_eq!(class_code(0), 1);
+        assert_eq!(usize::from(class_code(NUM_CLASSES - 1)), NUM_CLASSES);
     }
 
     #[test]

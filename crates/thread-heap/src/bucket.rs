@@ -1,9 +1,11 @@
 //! One size class's cache: a bounded LIFO stack of free blocks, kept as an array of their
 //! addresses.
 //!
-//! A [`Bucket`] is the 16-byte record the fast paths read: where the class's stack lies in the
-//! heap's slot array and how far it may grow. The stack itself is `cap` slots of the
-//! [`ThreadHeap`](crate::ThreadHeap)'s array, bottom (oldest) first.
+//! A [`Bucket`] says where the class's stack lies in the heap's slot array and how far it may
+//! grow. The heap keeps each of its four fields in an array of its own, indexed by class (see
+//! [`ThreadHeap`](crate::ThreadHeap)), and [`ThreadHeap::bucket`](crate::ThreadHeap::bucket)
+//! gives a class's four as one value. The stack itself is `cap` slots of the heap's array,
+//! bottom (oldest) first.
 //!
 //! - **Pop** (allocation fast path): if `top` is at `base` the bucket is empty; otherwise
 //!   decrement `top` and take the address in that slot. The block itself is not read.
@@ -48,11 +50,7 @@
 /// - slots `base..top` hold the addresses of `top - base` distinct free blocks of this class,
 ///   oldest first, each handed out by the store the heap works with and owned by the bucket
 ///   alone (no user holds it, no other bucket lists it).
-///
-/// Layout: the four fields share 16 bytes aligned to 16, so the fields the fast paths touch
-/// always lie in one cache line, four buckets to a 64-byte line.
-#[repr(C, align(16))]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
     /// One past the newest block's slot (`base` when empty).
     pub(crate) top: u32,
@@ -65,20 +63,7 @@ pub struct Bucket {
     pub(crate) end: u32,
 }
 
-const _: () = assert!(size_of::<Bucket>() == 16);
-const _: () = assert!(align_of::<Bucket>() == 16);
-const _: () = assert!(size_of::<Bucket>() == Bucket::WORDS * size_of::<u32>());
-const _: () = assert!(core::mem::offset_of!(Bucket, top) == Bucket::TOP * size_of::<u32>());
-const _: () = assert!(core::mem::offset_of!(Bucket, limit) == Bucket::LIMIT * size_of::<u32>());
-const _: () = assert!(core::mem::offset_of!(Bucket, base) == Bucket::BASE * size_of::<u32>());
-
 impl Bucket {
-    /// The bucket as `u32` words, for the heap's fast paths: how many, and where its fields lie.
-    pub(crate) const WORDS: usize = 4;
-    pub(crate) const TOP: usize = 0;
-    pub(crate) const LIMIT: usize = 1;
-    pub(crate) const BASE: usize = 2;
-
     /// Number of free blocks held.
     #[inline]
     pub const fn len(&self) -> usize {

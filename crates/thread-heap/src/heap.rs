@@ -44,15 +44,27 @@ use crate::{Block, Bucket, CentralStore};
 /// first. The heap owns its blocks and nothing tied to a thread, so it is `Send`: a retired heap
 /// can be flushed by another thread.
 #[derive(Debug)]
+#[repr(C)]
 pub struct ThreadHeap<const N: usize, const S: usize> {
-    /// The bucket of class `c` is `buckets[c]`. First, so that the fast paths find a bucket at
-    /// `heap + 16 * class`.
-    buckets: [Bucket; N],
-    /// The stacks: class `c`'s blocks are in `slots[buckets[c].base..buckets[c].top]` (while
-    /// diverted, from the class's first slot up to `top`).
+    /// The [`Bucket`] of class `c` is `top[c]`, `limit[c]`, `base[c]` and `end[c]`: one array
+    /// per field, so that a fast path addresses a field as `heap + offset + 4 * class`, with the
+    /// class as the index register. With one 16-byte record per class, each fast path first
+    /// shifted the class into a second register (two instructions more on each). The two
+    /// fields a fast path reads (`top`, and `limit` or `base`) lie in two cache lines, each
+    /// shared by 16 classes, where the records gave each class part of one line shared by four
+    /// classes. First, so that the fast paths find `top` at the heap's start.
+    top: [u32; N],
+    /// Each bucket's `limit`.
+    limit: [u32; N],
+    /// Each bucket's `base`.
+    base: [u32; N],
+    /// Each bucket's `end`.
+    end: [u32; N],
+    /// The stacks: class `c`'s blocks are in `slots[base[c]..top[c]]` (while diverted, from the
+    /// class's first slot up to `top`).
     slots: [*mut Block; S],
     /// While diverted, each bucket's `limit`; its `base` and `limit` are then both `top`.
-    limits: [u32; N],
+    hidden_limit: [u32; N],
     /// Whether the store asked that every operation take the slow path (see
     /// [`CentralStore::divert`]).
     diverted: bool,
@@ -66,8 +78,9 @@ pub struct ThreadHeap<const N: usize, const S: usize> {
 unsafe impl<const N: usize, const S: usize> Send for ThreadHeap<N, S> {}
 
 const _: () = assert!(!core::mem::needs_drop::<ThreadHeap<64, 64>>());
-const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, buckets) == 0);
-const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, slots) == 64 * size_of::<Bucket>());
+const _: () = assert!(core::mem::offset_of!(ThreadHeap<64, 64>, top) == 0);
+const _: () =
+    assert!(core::mem::offset_of!(ThreadHeap<64, 64>, slots) == 4 * 64 * size_of::<u32>());
 
 impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// An empty heap whose bucket for class `c` holds at most `caps[c]` blocks (0: no caching
@@ -94,33 +107,21 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
 
     const fn build(room: [u32; N], caching: bool) -> Self {
         assert!(S <= u32::MAX as usize, "slot indices are 32-bit");
-        let mut buckets = [Bucket {
-            top: 0,
-            limit: 0,
-            base: 0,
-            end: 0,
-        }; N];
+        let mut heap = Self::unlaid();
         let mut base = 0usize;
         let mut class = 0;
         while class < N {
             let end = base + room[class] as usize;
             assert!(end <= S, "the capacities need more slots than the heap has");
-            buckets[class] = Bucket {
-                top: base as u32,
-                limit: if caching { end } else { base } as u32,
-                base: base as u32,
-                end: end as u32,
-            };
+            heap.top[class] = base as u32;
+            heap.limit[class] = if caching { end } else { base } as u32;
+            heap.base[class] = base as u32;
+            heap.end[class] = end as u32;
             base = end;
             class += 1;
         }
-        Self {
-            buckets,
-            slots: [ptr::null_mut(); S],
-            limits: [0; N],
-            diverted: false,
-            laid: true,
-        }
+        heap.laid = true;
+        heap
     }
 
     /// An empty heap, all zeros, whose slot ranges are laid out at its first slow path from
@@ -130,14 +131,12 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// every thread's TLS at its creation (`.tdata`, the heap's whole size).
     pub const fn unlaid() -> Self {
         Self {
-            buckets: [Bucket {
-                top: 0,
-                limit: 0,
-                base: 0,
-                end: 0,
-            }; N],
+            top: [0; N],
+            limit: [0; N],
+            base: [0; N],
+            end: [0; N],
             slots: [ptr::null_mut(); S],
-            limits: [0; N],
+            hidden_limit: [0; N],
             diverted: false,
             laid: false,
         }
@@ -174,15 +173,12 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// When `class >= N`.
     #[inline(always)]
     pub fn pop(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let top = self.field(class, Bucket::TOP);
-        // SAFETY: `field` points into the bucket array, at fields of type `u32`.
-        let at = unsafe {
-            if *top == *self.field(class, Bucket::BASE) {
-                return None;
-            }
-            *top -= 1;
-            *top as usize
-        };
+        let top = &mut self.top[class];
+        if *top == self.base[class] {
+            return None;
+        }
+        *top -= 1;
+        let at = *top as usize;
         debug_assert!(at < S);
         // SAFETY: `base <= top < end <= S` (type invariant), and a slot below the old top holds a
         // cached block's address, never null.
@@ -202,44 +198,17 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// When `class >= N`.
     #[inline(always)]
     pub unsafe fn push(&mut self, class: usize, ptr: NonNull<u8>) -> bool {
-        let top = self.field(class, Bucket::TOP);
-        // SAFETY: as in `pop`.
-        let at = unsafe {
-            if *top >= *self.field(class, Bucket::LIMIT) {
-                return false;
-            }
-            *top as usize
-        };
-        debug_assert!(at < S);
-        // SAFETY: `top < limit <= end <= S` (type invariant). The caller hands the block over;
-        // `top` still points at the bucket's field (the slots are another field of `self`).
-        unsafe {
-            *self.slots.get_unchecked_mut(at) = ptr.as_ptr().cast();
-            *top += 1;
+        let at = self.top[class];
+        if at >= self.limit[class] {
+            return false;
         }
+        debug_assert!((at as usize) < S);
+        // SAFETY: `top < limit <= end <= S` (type invariant). The caller hands the block over.
+        unsafe { *self.slots.get_unchecked_mut(at as usize) = ptr.as_ptr().cast() };
+        // An increment of the field, not a store of `at + 1`: one instruction (`inc` of memory)
+        // where the store is two.
+        self.top[class] += 1;
         true
-    }
-
-    /// The address of word `word` (a [`Bucket`] field's index) of the bucket of `class`, for the
-    /// fast paths. Computed as an index of `u32`s into the bucket array, not as a field of a
-    /// `&mut Bucket`: the compiler then addresses every access as `heap + 4 * index`, folded into
-    /// the instruction, where through a reference it computes the bucket's address into a
-    /// register for the store (two instructions more on each path, in the C library).
-    ///
-    /// # Panics
-    ///
-    /// When `class >= N` (a check that callers who mask the class lose).
-    #[inline(always)]
-    fn field(&mut self, class: usize, word: usize) -> *mut u32 {
-        assert!(class < N, "class out of range");
-        // SAFETY: `class < N` and `word` is one of a bucket's four words (`Bucket`'s layout
-        // assertions), so the address is inside the array.
-        unsafe {
-            self.buckets
-                .as_mut_ptr()
-                .cast::<u32>()
-                .add(class * Bucket::WORDS + word)
-        }
     }
 
     /// Frees a block of `class` into this heap's bucket for the class. When the bucket is full,
@@ -342,12 +311,10 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         let mut base = 0;
         for class in 0..N {
             let room = store.room(class).min(S as u32 - base);
-            self.buckets[class] = Bucket {
-                top: base,
-                limit: base,
-                base,
-                end: base + room,
-            };
+            self.top[class] = base;
+            self.limit[class] = base;
+            self.base[class] = base;
+            self.end[class] = base + room;
             base += room;
         }
         self.laid = true;
@@ -357,7 +324,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     #[inline]
     fn first(&self, class: usize) -> u32 {
         match class.checked_sub(1) {
-            Some(before) => self.buckets[before].end,
+            Some(before) => self.end[before],
             None => 0,
         }
     }
@@ -386,19 +353,16 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// One bucket of a diverted heap as the fast paths see it: `base` and `limit` at `top`.
     #[inline]
     fn hide(&mut self, class: usize) {
-        let b = &mut self.buckets[class];
-        self.limits[class] = b.limit;
-        b.base = b.top;
-        b.limit = b.top;
+        self.hidden_limit[class] = self.limit[class];
+        self.base[class] = self.top[class];
+        self.limit[class] = self.top[class];
     }
 
     /// One bucket of a diverted heap as it really is, for one operation on it.
     #[inline]
     fn reveal(&mut self, class: usize) {
-        let first = self.first(class);
-        let b = &mut self.buckets[class];
-        b.base = first;
-        b.limit = self.limits[class];
+        self.base[class] = self.first(class);
+        self.limit[class] = self.hidden_limit[class];
     }
 
     /// Asks the store for the capacity of `class` (its bucket's capacity is 0), kept within the
@@ -409,8 +373,8 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
             self.lay_out(store);
         }
         let answer = store.cap(class);
-        let b = &mut self.buckets[class];
-        b.limit = b.base + answer.min(b.end - b.base);
+        let base = self.base[class];
+        self.limit[class] = base + answer.min(self.end[class] - base);
     }
 
     /// [`alloc_slow`](Self::alloc_slow) of an empty bucket. The store writes a batch of
@@ -424,13 +388,13 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         store: &S2,
     ) -> Option<NonNull<Block>> {
         debug_assert!(
-            self.buckets[class].is_empty(),
+            self.bucket(class).is_empty(),
             "refill of a non-empty bucket"
         );
-        if self.buckets[class].cap() == 0 {
+        if self.bucket(class).cap() == 0 {
             self.learn_cap(class, store);
         }
-        let b = self.buckets[class];
+        let b = self.bucket(class);
         let max = b.refill_size();
         let mut one = [ptr::null_mut(); 1];
         // A capacity of at least 2 has room for `cap / 2` slots; below that the one block asked
@@ -454,7 +418,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         let first = out[n - 1];
         if b.cap() >= 2 {
             // The other `n - 1 < cap` stay: `top` stays within `limit`.
-            self.buckets[class].top = b.base + (n - 1) as u32;
+            self.top[class] = b.base + (n - 1) as u32;
         }
         self.debug_check(class);
         NonNull::new(first)
@@ -474,14 +438,14 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         block: NonNull<Block>,
         store: &S2,
     ) {
-        if self.buckets[class].cap() == 0 {
+        if self.bucket(class).cap() == 0 {
             self.learn_cap(class, store);
             // SAFETY: the caller hands the block over.
             if unsafe { self.push(class, block.cast()) } {
                 return;
             }
         }
-        let b = self.buckets[class];
+        let b = self.bucket(class);
         if b.cap() == 0 {
             // SAFETY: the caller hands over a free block of `class` that came from `store`.
             unsafe { store.flush(class, &[block]) };
@@ -493,7 +457,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         // The newest `keep` to the bottom, the oldest `len - keep` above them, in their order.
         stack.rotate_left(len - keep);
         // `keep < len`, so `top` stays within the stack.
-        self.buckets[class].top = b.base + keep as u32;
+        self.top[class] = b.base + keep as u32;
         self.debug_check(class);
         let gone = &self.slots[b.base as usize + keep..][..len - keep];
         // SAFETY: the slots above `keep` hold the addresses of the blocks the bucket just gave
@@ -511,11 +475,11 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     pub fn flush_all<S2: CentralStore + ?Sized>(&mut self, store: &S2) {
         self.undivert();
         for class in 0..N {
-            let b = self.buckets[class];
+            let b = self.bucket(class);
             if b.is_empty() {
                 continue;
             }
-            self.buckets[class].top = b.base;
+            self.top[class] = b.base;
             // SAFETY: the slots held the bucket's blocks, non-null (type invariant).
             let blocks = unsafe { nonnull(&self.slots[b.base as usize..b.top as usize]) };
             // SAFETY: those are free blocks of `class` from the store this heap works with (type
@@ -530,9 +494,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// instead of being cached in a heap nobody will flush.
     pub fn reset_caps(&mut self) {
         self.undivert();
-        for b in &mut self.buckets {
-            b.limit = b.base;
-        }
+        self.limit = self.base;
     }
 
     /// Empties every bucket without giving the blocks to anyone; the store is not touched.
@@ -542,9 +504,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// them out nor return them.
     pub fn forget_all(&mut self) {
         self.undivert();
-        for b in &mut self.buckets {
-            b.top = b.base;
-        }
+        self.top = self.base;
     }
 
     /// Number of blocks of `class` cached.
@@ -554,7 +514,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// When `class >= N`.
     #[inline]
     pub fn cached(&self, class: usize) -> usize {
-        (self.buckets[class].top - self.first(class)) as usize
+        (self.top[class] - self.first(class)) as usize
     }
 
     /// Capacity of the bucket of `class`: the most blocks it caches.
@@ -565,9 +525,9 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     #[inline]
     pub fn cap(&self, class: usize) -> usize {
         let limit = if self.diverted {
-            self.limits[class]
+            self.hidden_limit[class]
         } else {
-            self.buckets[class].limit
+            self.limit[class]
         };
         (limit - self.first(class)) as usize
     }
@@ -586,8 +546,13 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     ///
     /// When `class >= N`.
     #[inline]
-    pub fn bucket(&self, class: usize) -> &Bucket {
-        &self.buckets[class]
+    pub fn bucket(&self, class: usize) -> Bucket {
+        Bucket {
+            top: self.top[class],
+            limit: self.limit[class],
+            base: self.base[class],
+            end: self.end[class],
+        }
     }
 
     /// Bytes cached in all buckets, given the block size of each class. `size_of` is called
@@ -605,7 +570,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         let mut end = 0;
         for class in 0..N {
             self.assert_bucket(class, self.diverted);
-            let b = &self.buckets[class];
+            let b = self.bucket(class);
             assert_eq!(
                 self.first(class),
                 end,
@@ -622,14 +587,14 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// Checks one bucket, as the fast paths see it while `hidden` (diverted), as it really is
     /// otherwise.
     fn assert_bucket(&self, class: usize, hidden: bool) {
-        let b = &self.buckets[class];
+        let b = self.bucket(class);
         let first = self.first(class);
         let limit = if hidden {
             assert!(
                 b.base == b.top && b.limit == b.top,
                 "class {class}: a diverted bucket lets a fast path through"
             );
-            self.limits[class]
+            self.hidden_limit[class]
         } else {
             b.limit
         };
