@@ -4,7 +4,7 @@
 //! | option | environment | default | meaning |
 //! |---|---|---|---|
 //! | purge delay | `FAM_PURGE_DELAY` | 100 | milliseconds free memory keeps its pages; 0 at once, -1 never |
-//! | empty chunks kept | `FAM_RETAIN_EMPTY` | 16 | empty 4 MiB chunks kept committed |
+//! | empty chunks kept | `FAM_RETAIN_EMPTY` | 64 | empty 4 MiB chunks kept committed |
 //! | background purge | `FAM_BACKGROUND_PURGE` | 0 | 1: a thread gives memory back while the program makes no allocator call |
 //! | statistics at exit | `FAM_STATS`, `FAM_STATS_FILE` | off | see [`crate::print_stats`] |
 //!

@@ -73,7 +73,7 @@ size_t fam_trim(void);
  * The allocator's options, by name (the environment sets them at start-up; these change them
  * at any time, taking effect at the next pool operation):
  *   "purge_delay"       FAM_PURGE_DELAY       100  ms freed memory keeps its pages; 0 at once, -1 never
- *   "retain_empty"      FAM_RETAIN_EMPTY      16   empty 4 MiB chunks kept committed
+ *   "retain_empty"      FAM_RETAIN_EMPTY      64   empty 4 MiB chunks kept committed
  *   "background_purge"  FAM_BACKGROUND_PURGE  0    1: a thread gives memory back while the program is idle
  * Both return 0, or -1 with errno EINVAL for an unknown name, a value out of range or a null
  * pointer (nothing changes then).

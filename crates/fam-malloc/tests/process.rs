@@ -314,7 +314,7 @@ fn options_come_from_the_environment() {
         got,
         [
             "purge_delay=100",
-            "retain_empty=16",
+            "retain_empty=64",
             "background_purge=0",
             "running=false"
         ],

@@ -8,8 +8,9 @@
 //! takes blocks from the owner's local bitmap first (blocks that came back to their owner, plain
 //! loads and stores), then claims a word's free bits from the chunk's shared bitmap (one
 //! uncontended RMW). When both are exhausted the owner gives the chunk up and takes another: the
-//! lowest-numbered chunk of its class's partial set, else an empty chunk (committed first), else
-//! a fresh one from the chunk source. Threads thus never claim from the same chunk, and a
+//! lowest-numbered chunk of its class's partial set, else an empty chunk (a committed one that
+//! served the class last, then a decommitted one, then any committed one), else a fresh one
+//! from the chunk source. Threads thus never claim from the same chunk, and a
 //! refill's only shared writes are the membership changes of a chunk changing hands.
 //!
 //! # Flush
@@ -52,7 +53,11 @@
 //!   Blocks cached in thread buckets are out of their chunks, so each pins its own page, never
 //!   its whole chunk.
 //! - **Empty chunks** keep their pages in the empty pool for the delay, then are decommitted
-//!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is decommitted at once.
+//!   whole; beyond [`Policy::retain_empty`](crate::Policy::retain_empty) of them the oldest is
+//!   decommitted at once. The committed ones are kept by the class they served last
+//!   ([`ClassSets`](crate::set::ClassSets)), and a chunk goes back to that class first: its
+//!   blocks then lie where the old ones did, so the pages it touches are the ones still
+//!   resident, where a chunk taken for another class would touch new pages and keep the old.
 //!
 //! - **Past the pressure bound, at the next allocation after the delay.** The delay guards
 //!   memory about to be reused; a pass only runs when a pool operation comes, and a program
@@ -94,7 +99,7 @@ use crate::groups::WordGroups;
 use crate::membership::{Listing, LISTED, OWNED};
 use crate::policy::{POLICY, PRESSURE_FREE, PRESSURE_STEP};
 use crate::report::bad_free;
-use crate::set::{ChunkSet, Directory};
+use crate::set::{ChunkSet, ClassSets, Directory};
 
 /// Where a pool records its chunks, so that frees can be checked before they touch memory.
 pub trait ChunkRegistry {
@@ -208,8 +213,9 @@ pub struct SlabPool<S: ChunkSource, R: ChunkRegistry = NoRegistry> {
     dir: Directory,
     /// Per class, the chunks that are LISTED (not owned, with free blocks).
     partial: [ChunkSet; NUM_CLASSES],
-    /// Empty chunks whose pages are committed, and those whose block pages were given back.
-    committed: ChunkSet,
+    /// Empty chunks whose pages are committed, by the class they served last (see
+    /// [`ClassSets`]), and those whose block pages were given back.
+    committed: ClassSets,
     decommitted: ChunkSet,
     /// Chunks obtained from the source, and those holding a class now.
     mapped: AtomicUsize,
@@ -263,7 +269,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             registry,
             dir: Directory::new(),
             partial: [const { ChunkSet::new() }; NUM_CLASSES],
-            committed: ChunkSet::new(),
+            committed: ClassSets::new(),
             decommitted: ChunkSet::new(),
             mapped: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
@@ -376,7 +382,7 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 self.retire(class, chunk);
             }
         }
-        let Some(h) = self.take_empty() else {
+        let Some(h) = self.take_empty(class) else {
             return 0;
         };
         // SAFETY: `take_empty` hands out an EMPTY chunk that the caller holds exclusively.
@@ -633,16 +639,20 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
         self.active.fetch_sub(1, Ordering::Relaxed);
         let now = now_ms();
         chunk.set_emptied_at(now);
-        self.committed.insert(chunk.number());
+        self.committed.insert(class, chunk.number());
         // A negative delay: never old, only the excess goes.
         let delay = u64::try_from(POLICY.purge_delay_ms()).unwrap_or(u64::MAX);
         self.purge_empty(now, Some(delay), POLICY.retain_empty());
     }
 
-    /// An EMPTY chunk held exclusively: from the empty pool, or fresh from the source.
-    fn take_empty(&self) -> Option<*mut ChunkHeader> {
+    /// An EMPTY chunk held exclusively, for `class`: from the empty pool, or fresh from the
+    /// source. A committed chunk that served `class` last comes first, then a decommitted one,
+    /// and only then a committed chunk of another class: its new blocks lie across the old
+    /// ones' pages, so the new incarnation touches pages the old one did not while the old
+    /// one's stay resident (see [`ClassSets`]).
+    fn take_empty(&self, class: usize) -> Option<*mut ChunkHeader> {
         let len = self.dir.len();
-        if let Some(i) = self.committed.pop(len) {
+        if let Some(i) = self.committed.pop(class, len) {
             return Some(self.dir.get(i));
         }
         if let Some(i) = self.decommitted.pop(len) {
@@ -651,6 +661,9 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             // back as the new incarnation touches them.
             unsafe { &*h }.set_committed(true);
             return Some(h);
+        }
+        if let Some(i) = self.committed.pop_other(class, len) {
+            return Some(self.dir.get(i));
         }
         self.fresh_chunk()
     }
@@ -686,34 +699,60 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     fn purge_empty(&self, now: u64, delay: Option<u64>, keep: usize) -> usize {
         let len = self.dir.len();
         let mut done = 0;
-        let mut excess = self.committed.len().saturating_sub(keep);
-        self.committed.for_each(len, |i| {
-            let h = self.dir.get(i);
+        self.committed.for_each(len, |class, i| {
             // SAFETY: set members are formatted chunks, valid for the pool's life.
-            let chunk = unsafe { &*h };
+            let chunk = unsafe { &*self.dir.get(i) };
             let old = delay.is_none_or(|d| now.saturating_sub(chunk.emptied_at()) >= d);
-            if !(old || excess > 0) || !self.committed.remove(i) {
-                return;
-            }
-            excess = excess.saturating_sub(1);
-            // SAFETY: the chunk is EMPTY and we hold it (we removed its bit), so no block in it is
-            // in use; the range is page aligned and inside the chunk.
-            let r = unsafe {
-                self.source.decommit(
-                    NonNull::new_unchecked((h as usize + SLOT_OFFSET) as *mut u8),
-                    CHUNK_SIZE - SLOT_OFFSET,
-                )
-            };
-            if r.is_ok() {
-                chunk.set_committed(false);
-                self.decommitted.insert(i);
-                done += 1;
-            } else {
-                // The source refuses; keep it committed and try again later.
-                self.committed.insert(i);
+            if old && self.committed.remove(class, i) {
+                done += usize::from(self.decommit_empty(class, i));
             }
         });
+        while self.committed.len() > keep {
+            let mut oldest: Option<(u64, usize, usize)> = None;
+            self.committed.for_each(len, |class, i| {
+                // SAFETY: as above.
+                let at = unsafe { &*self.dir.get(i) }.emptied_at();
+                if oldest.is_none_or(|(t, _, _)| at < t) {
+                    oldest = Some((at, class, i));
+                }
+            });
+            let Some((_, class, i)) = oldest else {
+                break;
+            };
+            // A lost race (someone took the chunk) leaves one fewer: look again.
+            if self.committed.remove(class, i) {
+                if !self.decommit_empty(class, i) {
+                    break;
+                }
+                done += 1;
+            }
+        }
         done
+    }
+
+    /// Decommits empty chunk `i`, which served `class` last and which the caller took off the
+    /// committed sets, and puts it on the decommitted set; or, if the source refuses, back on
+    /// its committed set (it is tried again later). True if it was decommitted.
+    fn decommit_empty(&self, class: usize, i: usize) -> bool {
+        let h = self.dir.get(i);
+        // SAFETY: set members are formatted chunks, valid for the pool's life.
+        let chunk = unsafe { &*h };
+        // SAFETY: the chunk is EMPTY and we hold it (we removed its bit), so no block in it is
+        // in use; the range is page aligned and inside the chunk.
+        let r = unsafe {
+            self.source.decommit(
+                NonNull::new_unchecked((h as usize + SLOT_OFFSET) as *mut u8),
+                CHUNK_SIZE - SLOT_OFFSET,
+            )
+        };
+        if r.is_ok() {
+            chunk.set_committed(false);
+            self.decommitted.insert(i);
+            true
+        } else {
+            self.committed.insert(class, i);
+            false
+        }
     }
 
     /// Runs a purge pass if one is due: at most one per half purge delay (and 1 ms), none with
@@ -973,7 +1012,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             // SAFETY: a fresh chunk, formatted and unpublished: ours until the insert.
             let chunk = unsafe { &*h };
             chunk.set_emptied_at(now);
-            self.committed.insert(chunk.number());
+            self.committed
+                .insert(tag_class(chunk.tag()), chunk.number());
         }
         n
     }
@@ -1007,7 +1047,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 (*h).set_emptied_at(now);
             }
             self.registry.retired(h as usize);
-            self.committed.insert(i);
+            // SAFETY: as above.
+            self.committed.insert(tag_class(unsafe { &*h }.tag()), i);
         }
         self.active.store(0, Ordering::Relaxed);
         self.purged_pages.store(0, Ordering::Relaxed);
@@ -1064,6 +1105,12 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
                 assert!(!(self.committed.contains(i) && self.decommitted.contains(i)));
                 assert_eq!(state, crate::membership::EMPTY);
                 assert_eq!(chunk.committed(), self.committed.contains(i));
+                if chunk.committed() {
+                    assert!(
+                        self.committed.contains_in(tag_class(tag), i),
+                        "empty chunk {i} is not in the committed set of its last class"
+                    );
+                }
                 assert!((0..NUM_CLASSES).all(|c| !self.partial[c].contains(i)));
                 continue;
             }

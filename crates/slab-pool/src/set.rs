@@ -17,6 +17,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::chunk::ChunkHeader;
+use crate::class::NUM_CLASSES;
 
 /// Chunks one pool can hold: 128 GiB of slab memory.
 pub const MAX_CHUNKS: usize = 1 << 15;
@@ -102,6 +103,70 @@ impl ChunkSet {
     /// Members, approximately (exact when no operation is in flight).
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// One [`ChunkSet`] per class: a chunk is in the set of the class it served last. The empty
+/// pool's committed chunks are kept so, because a chunk that serves the same class again has
+/// its blocks where they were, so the pages its last incarnation touched are the ones the new
+/// one touches first; a chunk taken for another class touches pages the last one did not, and a
+/// pool that keeps reusing its empty chunks across classes ends with every page of all of them
+/// resident. Each member is in one set only, so the sets' operations are [`ChunkSet`]'s.
+pub(crate) struct ClassSets {
+    sets: [ChunkSet; NUM_CLASSES],
+}
+
+impl ClassSets {
+    pub(crate) const fn new() -> Self {
+        Self {
+            sets: [const { ChunkSet::new() }; NUM_CLASSES],
+        }
+    }
+
+    /// Adds chunk `i`, which served `class` last, which the caller holds exclusively and which
+    /// is in no set here.
+    pub(crate) fn insert(&self, class: usize, i: usize) {
+        self.sets[class].insert(i);
+    }
+
+    /// Removes chunk `i` from the set of `class`; true if this call removed it.
+    pub(crate) fn remove(&self, class: usize, i: usize) -> bool {
+        self.sets[class].remove(i)
+    }
+
+    /// Removes and returns the lowest-numbered member below `len` that served `class` last.
+    pub(crate) fn pop(&self, class: usize, len: usize) -> Option<usize> {
+        self.sets[class].pop(len)
+    }
+
+    /// Removes and returns a member below `len` that served a class other than `class` last:
+    /// the lowest-numbered one of the first class after it (in class order, wrapping) that has
+    /// any.
+    pub(crate) fn pop_other(&self, class: usize, len: usize) -> Option<usize> {
+        (1..NUM_CLASSES).find_map(|d| self.sets[(class + d) % NUM_CLASSES].pop(len))
+    }
+
+    /// Whether chunk `i` is in the set of `class` now (for checks).
+    pub(crate) fn contains_in(&self, class: usize, i: usize) -> bool {
+        self.sets[class].contains(i)
+    }
+
+    /// Whether chunk `i` is in any of the sets now (for checks).
+    pub(crate) fn contains(&self, i: usize) -> bool {
+        self.sets.iter().any(|set| set.contains(i))
+    }
+
+    /// Calls `f` with the class and number of every member below `len` (a snapshot per word;
+    /// members may come and go).
+    pub(crate) fn for_each(&self, len: usize, mut f: impl FnMut(usize, usize)) {
+        for (class, set) in self.sets.iter().enumerate() {
+            set.for_each(len, |i| f(class, i));
+        }
+    }
+
+    /// Members, approximately (exact when no operation is in flight).
+    pub(crate) fn len(&self) -> usize {
+        self.sets.iter().map(ChunkSet::len).sum()
     }
 }
 

@@ -266,6 +266,101 @@ fn empty_chunks_beyond_the_limit_are_decommitted() {
     pool.validate(&[]);
 }
 
+/// Claims every block of one fresh chunk of `class` for `owner`, gives the chunk up and returns
+/// the blocks (all in that chunk).
+fn whole_chunk(pool: &Pool, owner: &mut Owner, class: usize) -> Vec<usize> {
+    let mut b = Vec::new();
+    while b.len() < CLASSES[class].slots as usize {
+        b.extend(refill(pool, owner, class, 64).unwrap());
+    }
+    let chunk = ChunkHeader::of(b[0]);
+    assert!(b.iter().all(|&a| ChunkHeader::of(a) == chunk));
+    pool.release_owner(owner);
+    b
+}
+
+#[test]
+fn an_empty_chunk_serves_the_class_it_served_last_first() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let a = whole_chunk(&pool, &mut owner, 63);
+    let b = whole_chunk(&pool, &mut owner, 62);
+    // SAFETY: blocks of these classes from this pool, unused.
+    unsafe {
+        pool.flush(None, 63, &blocks_of(&a));
+        pool.flush(None, 62, &blocks_of(&b));
+    }
+    assert_eq!(pool.chunk_counts().empty_committed, 2);
+    pool.validate(&[]);
+    // Class 62 gets its own old chunk, not the lower-numbered one of class 63.
+    let mut next = Owner::new();
+    let got = refill(&pool, &mut next, 62, 1).unwrap();
+    assert_eq!(ChunkHeader::of(got[0]), ChunkHeader::of(b[0]));
+    // A class neither served takes what is left.
+    let mut other = Owner::new();
+    let got = refill(&pool, &mut other, 0, 1).unwrap();
+    assert_eq!(ChunkHeader::of(got[0]), ChunkHeader::of(a[0]));
+    pool.validate(&[&next, &other]);
+}
+
+#[test]
+fn a_decommitted_chunk_comes_before_another_class_committed_one() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let a = whole_chunk(&pool, &mut owner, 63);
+    let b = whole_chunk(&pool, &mut owner, 62);
+    // SAFETY: blocks of class 63 from this pool, unused.
+    unsafe { pool.flush(None, 63, &blocks_of(&a)) };
+    assert_eq!(pool.trim(None), 1);
+    // SAFETY: blocks of class 62 from this pool, unused.
+    unsafe { pool.flush(None, 62, &blocks_of(&b)) };
+    let c = pool.chunk_counts();
+    assert_eq!((c.empty_committed, c.empty_decommitted), (1, 1));
+    // A third class: the decommitted chunk, whose pages all fault in anew, rather than the
+    // committed one, whose pages of class 62 would stay resident beside the new blocks.
+    let mut next = Owner::new();
+    let got = refill(&pool, &mut next, 0, 1).unwrap();
+    assert_eq!(ChunkHeader::of(got[0]), ChunkHeader::of(a[0]));
+    assert_eq!(pool.chunk_counts().empty_committed, 1);
+    pool.validate(&[&next]);
+}
+
+#[test]
+fn the_oldest_empty_chunk_beyond_the_limit_is_decommitted() {
+    let pool = boxed(MmapSource::new());
+    let mut owner = Owner::new();
+    let held: Vec<Vec<usize>> = (0..=DEFAULT_RETAIN_EMPTY)
+        .map(|_| whole_chunk(&pool, &mut owner, 63))
+        .collect();
+    // Emptied highest-numbered first, a millisecond apart (the pool's clock is coarser, so
+    // neighbours may share a stamp): the lowest-numbered chunks are the newest.
+    for b in held.iter().rev() {
+        // SAFETY: blocks of class 63 from this pool, unused.
+        unsafe { pool.flush(None, 63, &blocks_of(b)) };
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let chunks: Vec<&ChunkHeader> = held
+        .iter()
+        // SAFETY: the blocks' chunks are formatted chunks of the live pool.
+        .map(|b| unsafe { &*ChunkHeader::of(b[0]) })
+        .collect();
+    let (gone, kept): (Vec<&&ChunkHeader>, Vec<&&ChunkHeader>) =
+        chunks.iter().partition(|c| !c.committed());
+    assert!(!gone.is_empty(), "one chunk past the limit was decommitted");
+    let newest_gone = gone.iter().map(|c| c.emptied_at()).max().unwrap();
+    let oldest_kept = kept.iter().map(|c| c.emptied_at()).min().unwrap();
+    assert!(
+        newest_gone <= oldest_kept,
+        "a chunk emptied at {newest_gone} went before one emptied at {oldest_kept}"
+    );
+    assert!(
+        chunks[0].committed(),
+        "the newest empty chunk stays committed"
+    );
+    assert!(pool.chunk_counts().empty_committed <= DEFAULT_RETAIN_EMPTY);
+    pool.validate(&[]);
+}
+
 #[test]
 fn random_operations_against_a_model() {
     let pool = boxed(MmapSource::new());

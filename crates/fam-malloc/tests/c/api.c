@@ -135,10 +135,10 @@ int main(void) {
     CHECK(fam_option_get("purge_delay", &v) == 0 && v == 250);
     CHECK(fam_option_set("purge_delay", -1) == 0);
     CHECK(fam_option_get("purge_delay", &v) == 0 && v == -1);
-    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 16);
+    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 64);
     errno = 0;
     CHECK(fam_option_set("retain_empty", -3) == -1 && errno == EINVAL);
-    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 16);
+    CHECK(fam_option_get("retain_empty", &v) == 0 && v == 64);
     errno = 0;
     CHECK(fam_option_set("background_purge", 2) == -1 && errno == EINVAL);
     errno = 0;
