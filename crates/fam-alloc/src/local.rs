@@ -33,9 +33,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use slab_pool::Owner;
-use thread_heap::{Block, CentralStore};
+use thread_heap::{Block, CentralStore, Entry};
 
-use crate::class::{Heap, CAPS, CLASSES};
+use crate::class::{Heap, CAPS, CLASSES, NUM_CLASSES};
 use crate::counters::{self, ThreadCounters};
 use crate::global::pool;
 
@@ -234,13 +234,30 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> 
     unsafe { with_local_at(this(), f) }
 }
 
+/// The bucket entry of `class` for the fast paths: opaque ([`Entry::opaque`]) where the thread's
+/// `Local` is an ordinary thread-local, which an executable reaches at a constant offset from
+/// the thread pointer (no base register), as it is where the `Local` is the initial-exec slot
+/// of [`this`], whose address is in a register already.
+#[inline(always)]
+fn entry(class: usize) -> Entry<NUM_CLASSES> {
+    let entry = Entry::of(class);
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
+    let entry = entry.opaque();
+    entry
+}
+
 /// The allocation fast path of the calling thread, counted: the newest block of `class` in its
 /// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). `FamAlloc`'s fast path;
 /// the C library's (`raw::pop_small`) writes the same lines out, for the reason given there.
 #[inline(always)]
 pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
+    let entry = entry(class);
     with_local(|h, c| {
-        let p = h.pop(class)?;
+        let p = h.pop_at(entry)?;
         c.count_alloc(class);
         Some(p)
     })
@@ -254,9 +271,10 @@ pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
 /// `ptr` is a block of `class` that the global heap handed out, and the caller gives it up.
 #[inline(always)]
 pub(crate) unsafe fn push_counted(class: usize, ptr: NonNull<u8>) -> bool {
+    let entry = entry(class);
     with_local(|h, c| {
         // SAFETY: per the contract.
-        let pushed = unsafe { h.push(class, ptr) };
+        let pushed = unsafe { h.push_at(entry, ptr) };
         if pushed {
             c.count_free(class);
         }

@@ -74,7 +74,7 @@ mod store;
 
 pub use block::Block;
 pub use bucket::Bucket;
-pub use heap::ThreadHeap;
+pub use heap::{Entry, ThreadHeap};
 pub use store::CentralStore;
 
 // Lets the test support shared with the integration tests name this crate by its name.
