@@ -650,3 +650,43 @@ fn flush_all_of_a_diverted_heap_gives_back_every_block() {
     assert!(!heap.is_diverted());
     store.assert_all_home();
 }
+
+#[test]
+fn an_entry_is_its_class_offset_and_opaque_keeps_it() {
+    use crate::Entry;
+    for class in 0..8 {
+        let e = Entry::<8>::of(class);
+        assert_eq!(e.opaque(), e);
+        assert_ne!(e, Entry::<8>::of((class + 1) % 8));
+    }
+    assert!(std::panic::catch_unwind(|| Entry::<8>::of(8)).is_err());
+}
+
+#[test]
+fn entries_reach_the_buckets_of_their_classes() {
+    use crate::Entry;
+    let mut heap: ThreadHeap<3, 8> = ThreadHeap::new([2, 2, 2]);
+    let mut blocks = [0usize; 6];
+    let addr = |i: usize, b: &mut [usize; 6]| NonNull::from(&mut b[i]).cast::<u8>();
+    for class in 0..3 {
+        let e = Entry::<3>::of(class).opaque();
+        // SAFETY: the words stand for blocks of `class`, handed to the heap once each.
+        unsafe {
+            assert!(heap.push_at(e, addr(2 * class, &mut blocks)));
+            assert!(heap.push_at(e, addr(2 * class + 1, &mut blocks)));
+            assert!(!heap.push_at(e, addr(2 * class, &mut blocks)), "capacity 2");
+        }
+    }
+    for class in 0..3 {
+        assert_eq!(heap.cached(class), 2);
+        let got = heap.pop_at(Entry::of(class)).unwrap();
+        assert_eq!(
+            got,
+            addr(2 * class + 1, &mut blocks),
+            "the newest of its own class"
+        );
+        assert_eq!(heap.pop(class), Some(addr(2 * class, &mut blocks)));
+        assert_eq!(heap.pop_at(Entry::of(class).opaque()), None);
+    }
+    heap.assert_valid();
+}
