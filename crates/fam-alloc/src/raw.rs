@@ -315,7 +315,7 @@ pub unsafe fn free(op: &str, ptr: *mut u8) {
         // SAFETY: forwarded under this function's contract.
         return unsafe { free_other(ptr, op) };
     };
-    let class = usize::from(code).wrapping_sub(1);
+    let class = slab_pool::class::code_class(code);
     // SAFETY: only the codes of classes have slots in `SLOT_TEST` (its test
     // `codes_of_no_class_have_no_slot`), so `code` is one, `class_code(class)`, and the
     // per-class tables below need no bounds check.

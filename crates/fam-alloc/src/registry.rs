@@ -504,7 +504,7 @@ impl ClassIndex {
     pub(crate) fn class_of(&self, addr: usize) -> Option<usize> {
         // One comparison says "serves a class" (0 wraps to a huge value) and bounds the class
         // for the callers' per-class tables, which then need no check or mask of their own.
-        let class = usize::from(self.code_of(addr)?).wrapping_sub(1);
+        let class = slab_pool::class::code_class(self.code_of(addr)?);
         (class < slab_pool::class::NUM_CLASSES).then_some(class)
     }
 

@@ -104,6 +104,13 @@ pub const fn class_code(class: usize) -> u8 {
     class as u8 + 1
 }
 
+/// The class whose code is `code`, or a value of `NUM_CLASSES` or more for a code of no class
+/// (0 wraps to `usize::MAX`): the inverse of [`class_code`], one subtraction.
+#[inline(always)]
+pub const fn code_class(code: u8) -> usize {
+    (code as usize).wrapping_sub(1)
+}
+
 /// The block-start test of every class, by class code ([`class_code`]): one array per field,
 /// each with an entry for every byte, so that a byte read from memory indexes all three as it
 /// is, with no bounds check, no shift and no test for 0 first. The entries of code 0 and of the
@@ -297,6 +304,8 @@ mod tests {
             }
         }
         assert_eq!(class_code(0), 1);
+        assert_eq!(code_class(class_code(5)), 5);
+        assert!(code_class(0) >= NUM_CLASSES);
         assert_eq!(usize::from(class_code(NUM_CLASSES - 1)), NUM_CLASSES);
     }
 

@@ -230,13 +230,8 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// [`pop`](Self::pop) of the class whose entry is `entry`.
     #[inline(always)]
     pub fn pop_at(&mut self, entry: Entry<N>) -> Option<NonNull<u8>> {
-        // SAFETY: an `Entry<N>` is the offset of an entry of every bucket array.
-        let (top, base) = unsafe {
-            (
-                Self::field(&mut self.top, entry),
-                *Self::field(&mut self.base, entry),
-            )
-        };
+        let base = *Self::field(&mut self.base, entry);
+        let top = Self::field(&mut self.top, entry);
         if *top == base {
             return None;
         }
@@ -272,13 +267,8 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// As for [`push`](Self::push), for the class of `entry`.
     #[inline(always)]
     pub unsafe fn push_at(&mut self, entry: Entry<N>, ptr: NonNull<u8>) -> bool {
-        // SAFETY: as in `pop_at`.
-        let (top, limit) = unsafe {
-            (
-                Self::field(&mut self.top, entry),
-                *Self::field(&mut self.limit, entry),
-            )
-        };
+        let limit = *Self::field(&mut self.limit, entry);
+        let top = Self::field(&mut self.top, entry);
         let at = *top;
         if at >= limit {
             return false;
@@ -293,13 +283,10 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     }
 
     /// The field of one bucket array at `entry`.
-    ///
-    /// # Safety
-    /// None beyond the types: an `Entry<N>` is `4 * class` with `class < N`, an aligned entry
-    /// of a `[u32; N]`.
     #[inline(always)]
-    unsafe fn field(array: &mut [u32; N], entry: Entry<N>) -> &mut u32 {
-        // SAFETY: see above.
+    fn field(array: &mut [u32; N], entry: Entry<N>) -> &mut u32 {
+        // SAFETY: an `Entry<N>` is `4 * class` with `class < N` (checked by `Entry::of`, kept by
+        // `opaque`): an aligned entry of a `[u32; N]`.
         unsafe { &mut *array.as_mut_ptr().byte_add(entry.0) }
     }
 
