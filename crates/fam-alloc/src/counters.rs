@@ -371,31 +371,31 @@ mod enabled {
     /// held it, is taken over (see [`chunk_source::fork`]); the list is rebuilt whatever state
     /// the holder left it in.
     fn after_fork_in_child() {
-        with_counters(|me| {
-            let me = me as *const ThreadCounters as *mut ThreadCounters;
-            let mut live = LIVE.lock();
-            let mut found = false;
-            // Nodes are thread blocks, copied into the child with the memory.
-            walk(&live, |c| {
-                if ptr::eq(c, me) {
-                    found = true;
-                } else {
-                    fold_exited(c);
-                }
-            });
-            if found {
-                // SAFETY: `me` is this thread's block; we hold the lock.
-                unsafe {
-                    (*me).next.store(ptr::null_mut(), Relaxed);
-                    (*me).prev.store(ptr::null_mut(), Relaxed);
-                }
-                live.head = me;
-                live.len = 1;
+        // Null when this thread has no counters of its own (it never took a slow path).
+        let me = with_counters(|me| me as *const ThreadCounters as *mut ThreadCounters)
+            .unwrap_or(ptr::null_mut());
+        let mut live = LIVE.lock();
+        let mut found = false;
+        // Nodes are thread blocks, copied into the child with the memory.
+        walk(&live, |c| {
+            if ptr::eq(c, me) {
+                found = true;
             } else {
-                live.head = ptr::null_mut();
-                live.len = 0;
+                fold_exited(c);
             }
         });
+        if found {
+            // SAFETY: `me` is this thread's block; we hold the lock.
+            unsafe {
+                (*me).next.store(ptr::null_mut(), Relaxed);
+                (*me).prev.store(ptr::null_mut(), Relaxed);
+            }
+            live.head = me;
+            live.len = 1;
+        } else {
+            live.head = ptr::null_mut();
+            live.len = 0;
+        }
     }
 
     static CHILD_HOOK: ChildHook = ChildHook::new(after_fork_in_child);

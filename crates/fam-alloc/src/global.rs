@@ -273,7 +273,7 @@ pub(crate) unsafe fn large_realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// after freeing a large data structure, before a long idle period).
 pub fn trim() -> usize {
     crate::local::flush_current();
-    crate::local::with_owner(|o| POOL.trim(Some(o))) + LARGE.trim()
+    crate::local::with_owner(|o| POOL.trim(o)) + LARGE.trim()
 }
 
 /// Chunks held in the large-block cache.
@@ -326,7 +326,7 @@ pub fn chunk_counts() -> ChunkCounts {
 
 /// Bytes the calling thread's buckets hold (blocks freed and kept for reuse).
 pub fn thread_cached_bytes() -> usize {
-    with_heap(|h| h.cached_total_bytes(|c| CLASSES[c].size as usize))
+    with_heap(|h| h.cached_total_bytes(|c| CLASSES[c].size as usize)).unwrap_or(0)
 }
 
 /// Gives the calling thread's cached blocks back: those of the global heap to its central pool,

@@ -40,6 +40,7 @@ mod counters;
 mod global;
 mod local;
 pub mod options;
+mod os;
 pub mod raw;
 mod registry;
 mod report;

@@ -82,32 +82,34 @@ const REGISTERING: u8 = 1;
 const REGISTERED: u8 = 2;
 const EXITED: u8 = 3;
 
-/// Everything the allocator keeps per thread, in one thread-local so that an operation reaches
-/// it with one TLS access.
+/// Everything the allocator keeps per thread, in one place so that an operation reaches it
+/// with one TLS access.
 ///
-/// Its initial value is all zero bytes ([`ZEROED`]): an unlaid heap, an
-/// owner of no chunks, state `NEW`, zero counters. So it lies in `.tbss`, a new thread's copy
-/// is not written at all, and storage that the loader zeroes is a valid `Local` as it is
-/// (which [`ie`] relies on).
+/// Its initial value is all zero bytes ([`ZEROED`]): an unlaid heap, an owner of no chunks,
+/// state `NEW`, zero counters. So a thread-local `Local` lies in `.tbss` and a new thread's copy
+/// is not written at all, and fresh anonymous pages are a valid `Local` as they are (which
+/// [`ie`] relies on).
 struct Local {
     heap: UnsafeCell<Heap>,
     /// The chunks this thread refills from; used only by the pool calls of its own heap.
     owner: UnsafeCell<Owner>,
     state: Cell<u8>,
     counters: ThreadCounters,
-}
-
-impl Local {
-    /// The initial value. The initial-exec build never constructs it: its storage starts as
-    /// [`ZEROED`], which is the same value.
+    /// In the initial-exec build, which slot of the pool of `Local`s ([`ie`]) holds this one,
+    /// plus one (0: none, it was mapped on its own). Unused elsewhere.
     #[cfg_attr(
-        all(
+        not(all(
             feature = "initial-exec-tls",
             target_arch = "x86_64",
             target_os = "linux"
-        ),
+        )),
         allow(dead_code)
     )]
+    slot: Cell<u32>,
+}
+
+impl Local {
+    /// The initial value: a thread-local's, and the initial-exec build's placeholders'.
     // Each use is a fresh value (a thread's initial `Local`), never a shared one.
     #[allow(clippy::declare_interior_mutable_const)]
     const NEW: Local = Local {
@@ -115,149 +117,390 @@ impl Local {
         owner: UnsafeCell::new(Owner::new()),
         state: Cell::new(NEW),
         counters: ThreadCounters::new(),
+        slot: Cell::new(0),
     };
 }
 
-/// A `Local` made of zero bytes, as the loader leaves a thread's `.tbss`. A constant, so that
-/// const evaluation proves zero bytes a valid `Local` (it checks every constant's value); the
-/// test `zeroed_local_is_new` shows that it is `Local::NEW`.
+/// A `Local` made of zero bytes, as the loader leaves a thread's `.tbss` and as a fresh mapping
+/// is. A constant, so that const evaluation proves zero bytes a valid `Local` (it checks every
+/// constant's value); the test `zeroed_local_is_new` shows that it is `Local::NEW`.
 // Read by the test only; each use is a fresh value, as for `NEW`.
 #[allow(dead_code, clippy::declare_interior_mutable_const)]
 // SAFETY: checked by const evaluation, as said above.
 const ZEROED: Local = unsafe { core::mem::zeroed() };
 
+/// How the calling thread reaches its `Local`: [`ie`] in the C library's initial-exec build,
+/// [`plain`] elsewhere. Each has the same four items:
+///
+/// - `this_fast()`: the `Local` the fast paths use, never null: the thread's own, or (`ie`,
+///   before the thread's first slow path and after its exit) a placeholder whose buckets are
+///   all empty and of capacity 0, which the fast paths only read;
+/// - `current()`: the thread's own `Local`, for the slow paths; `None` once its exit destructor
+///   ran (it gave its heap and chunks up then, and takes no new ones) and (`ie`) before its
+///   first slow path made it one;
+/// - `live()`: `current()`, but a thread that has no `Local` yet gets one now and is registered
+///   for exit; `None` once the thread exited, or when it cannot have one (no memory, no exit
+///   key), and then it runs without caching, which loses nothing;
+/// - `retire(l)`: ends the thread's use of `l` at its exit, after it gave its heap and chunks up;
+/// - `OPAQUE`: whether the fast paths take their bucket entry through [`Entry::opaque`] (see
+///   [`entry`]).
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+use ie as tls;
 #[cfg(not(all(
     feature = "initial-exec-tls",
     target_arch = "x86_64",
     target_os = "linux"
 )))]
-thread_local! {
-    static LOCAL: Local = const { Local::NEW };
+use plain as tls;
+
+/// The `Local` as an ordinary thread-local: in an executable a constant offset from the thread
+/// pointer, in a shared library a call to `__tls_get_addr`. Its heap is unlaid until the
+/// thread's first slow path, and an exited thread's `Local` stays, in state `EXITED`.
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
+mod plain {
+    use super::{Local, EXITED};
+
+    thread_local! {
+        static LOCAL: Local = const { Local::NEW };
+    }
+
+    /// The executable's thread-local is at a constant offset from the thread pointer, with no
+    /// base register: the case [`thread_heap::Entry::opaque`] is for.
+    pub(super) const OPAQUE: bool = true;
+
+    #[inline(always)]
+    pub(super) fn this_fast() -> *const Local {
+        LOCAL.with(|l| l as *const Local)
+    }
+
+    #[inline]
+    pub(super) fn current() -> Option<*const Local> {
+        let l = this_fast();
+        // SAFETY: `LOCAL` lives as long as the thread.
+        (unsafe { &*l }.state.get() != EXITED).then_some(l)
+    }
+
+    #[inline]
+    pub(super) fn live() -> Option<*const Local> {
+        current()
+    }
+
+    /// # Safety
+    /// `l` is the calling thread's `Local`.
+    pub(super) unsafe fn retire(l: *const Local) {
+        // SAFETY: per the contract.
+        unsafe { &*l }.state.set(EXITED);
+    }
 }
 
-/// The calling thread's [`Local`], never null.
-///
-/// By default this is `LOCAL.with`: in an executable a constant offset from the thread pointer,
-/// in a shared library a call to `__tls_get_addr`. With the `initial-exec-tls` feature (on
-/// x86-64 Linux) the `Local` is a block of `.tbss` declared in assembly ([`ie`]), which a shared
-/// library reaches with two instructions and no call.
-#[inline(always)]
-fn this() -> *const Local {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
-    return ie::get();
-    #[cfg(not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )))]
-    LOCAL.with(|l| l as *const Local)
+use tls::{current, live, this_fast};
+
+/// Runs `f` on the calling thread's own `Local` ([`current`]), if it has one.
+#[inline]
+fn with_current<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    // SAFETY: `current` gives this thread's `Local`, alive while the thread runs; only the
+    // thread's exit (`retire`) ends it, and that holds no reference to it.
+    current().map(|l| f(unsafe { &*l }))
 }
 
-/// Runs `f` on the calling thread's [`Local`].
-#[inline(always)]
-fn with_this<R>(f: impl FnOnce(&Local) -> R) -> R {
-    // SAFETY: `this` returns the address of this thread's `Local`, which lives as long as the
-    // thread and is never dropped (it has no destructor).
-    f(unsafe { &*this() })
-}
-
-/// The thread's [`Local`] as initial-exec TLS.
+/// The calling thread's `Local` reached through an initial-exec thread-local.
 ///
 /// A shared library's thread-locals use the general-dynamic model, where every access calls
-/// `__tls_get_addr`; stable Rust cannot ask for another model. The `Local` is therefore declared
-/// in assembly: `size_of::<Local>()` zeroed bytes of `.tbss` (a valid `Local::NEW`, see the
-/// assertion above; it has no destructor to register), reached through a `GOTTPOFF` relocation,
-/// which the dynamic linker resolves once to the block's offset from the thread pointer. Every
-/// access is the x86-64 initial-exec sequence: the thread pointer from `fs:0`, plus that offset.
+/// `__tls_get_addr`; stable Rust cannot ask for another model. So the thread-local is declared
+/// in assembly, reached through a `GOTTPOFF` relocation, which the dynamic linker resolves once
+/// to its offset from the thread pointer: every access is the x86-64 initial-exec sequence, the
+/// offset from the GOT and a load at that offset in the `fs` segment.
 ///
-/// A library with such a relocation has its whole TLS block in the static TLS area, so it must
-/// be preloaded or linked: `dlopen` refuses it (glibc keeps only a few hundred bytes of static
-/// TLS spare, and the block is tens of kilobytes). A `malloc` that replaces the C library's is
-/// loaded that way anyway. A forked child's thread has the same thread pointer, so it keeps its
-/// `Local`.
+/// The thread-local is a pointer, 8 bytes of `.tdata`, not the `Local` itself (tens of
+/// kilobytes, most of it the buckets' slots). A library with such a relocation has its whole
+/// TLS block in the static TLS area, which glibc carves out of every thread's stack: with the
+/// `Local` there, a thread created with a small stack (16 or 32 KiB) could not be created at
+/// all (`pthread_create` failed with `EINVAL`), and the background thread's 64 KiB stack was
+/// too small for a larger heap.
+///
+/// The pointer's initial value is [`UNSET`], a static `Local` of zeros: its buckets are empty
+/// and of capacity 0, so both fast paths fail on it with no test of their own, and they only
+/// read it ([`Heap::pop_in`], [`Heap::push_in`]). The slow path that follows ([`live`]) gives
+/// the thread a `Local` of its own from [`Pool`] and points the thread-local at it. At exit the
+/// thread gives it back and points at [`GONE`], another placeholder: what it allocates or frees
+/// after that goes straight to the pool, as before.
+///
+/// A forked child's thread keeps its thread pointer and its copy of the memory, so it keeps its
+/// `Local`. A library with initial-exec TLS must be preloaded or linked: `dlopen` refuses it when
+/// the static TLS area has no room left, and a `malloc` that replaces the C library's is loaded
+/// that way anyway.
 #[cfg(all(
     feature = "initial-exec-tls",
     target_arch = "x86_64",
     target_os = "linux"
 ))]
 mod ie {
-    use core::mem::{align_of, size_of};
+    use core::ptr::{self, NonNull};
+    use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-    use super::Local;
+    use slab_bitmap::SlotSet;
 
-    // Hidden, so that every object of the library resolves it to the same block without the
-    // symbol leaving the library.
+    use super::{register, Local};
+
+    /// The thread-local pointer's value is in a register when the fields are reached: the
+    /// indexed form is one instruction shorter and as fast (see [`thread_heap::Entry::opaque`]).
+    pub(super) const OPAQUE: bool = false;
+
+    /// A `Local` that no thread owns, which the fast paths of every thread without a `Local`
+    /// read at once.
+    #[repr(transparent)]
+    pub(super) struct Placeholder(Local);
+
+    // SAFETY: nothing writes a placeholder. The fast paths write a heap only after a pop or push
+    // succeeds, which a heap of empty buckets of capacity 0 never lets them, and count only
+    // then; every other path reaches a `Local` through `current` or `live`, which never give a
+    // placeholder.
+    unsafe impl Sync for Placeholder {}
+
+    /// The thread-local's initial value: a thread that has not taken a slow path yet.
+    static UNSET: Placeholder = Placeholder(Local::NEW);
+    /// The thread-local's value after the thread's exit destructor ran.
+    static GONE: Placeholder = Placeholder(Local::NEW);
+
+    // Hidden, so that every object of the library resolves it to the same thread-local without
+    // the symbol leaving the library. The initial value is an address, relocated when the
+    // library is loaded, before any thread's TLS is copied from it.
     core::arch::global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
-        ".p2align {align}",
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
         ".globl fam_alloc_local",
         ".hidden fam_alloc_local",
         ".type fam_alloc_local,@object",
-        ".size fam_alloc_local,{size}",
+        ".size fam_alloc_local,8",
         "fam_alloc_local:",
-        ".zero {size}",
+        ".quad {unset}",
         ".popsection",
-        align = const align_of::<Local>().trailing_zeros(),
-        size = const size_of::<Local>(),
+        unset = sym UNSET,
     );
 
-    /// The address of this thread's `Local`.
+    /// The thread-local's value: this thread's `Local`, or a placeholder.
     #[inline(always)]
-    pub(super) fn get() -> *const Local {
+    pub(super) fn this_fast() -> *const Local {
+        get()
+    }
+
+    #[inline(always)]
+    fn get() -> *const Local {
         let p: *const Local;
-        // SAFETY: reads the thread pointer (the TCB's self pointer at `fs:0`, as the x86-64 TLS
-        // ABI requires) and the GOT entry holding the block's offset from it; neither changes
-        // during the thread's life, so the result is `pure` and reads no memory Rust sees.
+        // SAFETY: reads the GOT entry holding the thread-local's offset from the thread pointer
+        // (fixed for the process's life) and the thread-local at that offset in the `fs`
+        // segment, as the x86-64 TLS ABI lays it out. `readonly`: only `set`, an `asm!` that the
+        // compiler must assume writes memory, changes the value.
         unsafe {
             core::arch::asm!(
-                "mov {p}, qword ptr fs:[0]",
-                "add {p}, qword ptr [rip + fam_alloc_local@GOTTPOFF]",
+                "mov {p}, qword ptr [rip + fam_alloc_local@GOTTPOFF]",
+                "mov {p}, qword ptr fs:[{p}]",
                 p = out(reg) p,
-                options(pure, nomem, nostack),
+                options(pure, readonly, nostack, preserves_flags),
             );
         }
         p
     }
+
+    /// Points the thread-local at `l`.
+    fn set(l: *const Local) {
+        // SAFETY: writes the thread-local found as in `get`; it belongs to this thread.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + fam_alloc_local@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {l}",
+                t = out(reg) _,
+                l = in(reg) l,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// The thread-local's value, unless it is a placeholder.
+    #[inline]
+    pub(super) fn current() -> Option<*const Local> {
+        let l = get();
+        (!ptr::eq(l, &UNSET.0) && !ptr::eq(l, &GONE.0)).then_some(l)
+    }
+
+    /// [`current`], after [`adopt`] for a thread that has not had a `Local` yet.
+    #[inline]
+    pub(super) fn live() -> Option<*const Local> {
+        if ptr::eq(get(), &UNSET.0) {
+            return adopt();
+        }
+        current()
+    }
+
+    /// Gives the calling thread, which has none, a `Local` of its own and registers it for
+    /// exit. `None` (and the thread is [`GONE`] from then on) when no `Local` can be mapped or
+    /// the thread cannot be registered.
+    #[cold]
+    #[inline(never)]
+    fn adopt() -> Option<*const Local> {
+        let Some(l) = Pool::take() else {
+            set(&GONE.0);
+            return None;
+        };
+        let l = l.as_ptr().cast_const();
+        // From here on the nested allocations of the registration (inside libc) see it.
+        set(l);
+        // SAFETY: `l` is this thread's `Local` now.
+        if register(unsafe { &*l }) {
+            return Some(l);
+        }
+        set(&GONE.0);
+        // SAFETY: `l` came from `Pool::take`, and the thread-local points elsewhere now.
+        unsafe { Pool::give(l) };
+        None
+    }
+
+    /// Ends the calling thread's use of its `Local` `l` (after its exit destructor gave its
+    /// heap and chunks up): the thread-local points at [`GONE`], and `l` goes back to [`Pool`].
+    ///
+    /// # Safety
+    /// `l` is the calling thread's `Local`, empty as its exit leaves it, and no reference to it
+    /// is live.
+    pub(super) unsafe fn retire(l: *const Local) {
+        set(&GONE.0);
+        // SAFETY: per the contract; nothing reaches `l` through the thread-local any more.
+        unsafe { Pool::give(l) };
+    }
+
+    /// The `Local`s of threads: each is mapped once, and used again by later threads once its
+    /// thread exits, so a process that creates threads one after another maps as many as ran
+    /// at once. A slot set says which are in use; claiming a slot gives its `Local` to one
+    /// thread alone. Past [`Pool::SLOTS`] threads at once, a `Local` is mapped for its thread
+    /// and unmapped at its exit.
+    struct Pool;
+
+    const WORDS: usize = 16;
+
+    /// Which slots are in use.
+    static TAKEN: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+    static HINT: AtomicUsize = AtomicUsize::new(0);
+    /// Slot `i`'s `Local`, null until its first claimer maps it.
+    static MAPPED: [AtomicPtr<Local>; Pool::SLOTS] =
+        [const { AtomicPtr::new(ptr::null_mut()) }; Pool::SLOTS];
+
+    impl Pool {
+        const SLOTS: usize = WORDS * 64;
+
+        fn set() -> SlotSet<'static> {
+            SlotSet::new(&TAKEN, &HINT, Self::SLOTS)
+        }
+
+        /// A `Local` in its initial state for the calling thread, or `None` when the OS has no
+        /// memory for one.
+        fn take() -> Option<NonNull<Local>> {
+            let Some(i) = Self::set().claim() else {
+                return map();
+            };
+            // Relaxed: slot `i`'s `MAPPED` is written only by a claimer of `i`, whose release
+            // of the slot (Release) happens before this claim (Acquire); that also makes the
+            // state in which its thread left the `Local` visible here.
+            if let Some(l) = NonNull::new(MAPPED[i].load(Relaxed)) {
+                return Some(l);
+            }
+            let Some(l) = map() else {
+                // Nothing was written: the slot goes back as it was.
+                let _ = Self::set().release(i);
+                return None;
+            };
+            // SAFETY: a fresh `Local`, ours alone.
+            unsafe { l.as_ref() }.slot.set(i as u32 + 1);
+            MAPPED[i].store(l.as_ptr(), Relaxed);
+            Some(l)
+        }
+
+        /// Takes back a `Local` that [`take`](Self::take) gave and whose thread is done with it.
+        /// Its state must be `Local::NEW`'s again but for `state`, which this resets; a thread's
+        /// exit leaves the heap empty with capacities 0, the owner with no chunks and the counters
+        /// at zero, off the live list.
+        ///
+        /// # Safety
+        /// `l` came from `take`, and nothing reaches it any more.
+        unsafe fn give(l: *const Local) {
+            // SAFETY: per the contract, `l` is alive until it goes back.
+            let local = unsafe { &*l };
+            local.state.set(super::NEW);
+            match local.slot.get() {
+                // SAFETY: a `Local` of no slot was mapped on its own by `take`, and nothing
+                // reaches it (contract).
+                0 => unsafe { crate::os::unmap(l.cast_mut().cast(), size_of::<Local>()) },
+                slot => {
+                    let released = Self::set().release(slot as usize - 1);
+                    debug_assert!(released.is_ok(), "a Local given back twice");
+                }
+            }
+        }
+    }
+
+    /// A fresh `Local` of zeroed pages (a valid `Local::NEW`, see [`super::ZEROED`]).
+    fn map() -> Option<NonNull<Local>> {
+        crate::os::map(size_of::<Local>()).map(NonNull::cast)
+    }
 }
 
-/// Runs `f` on the calling thread's heap and counters.
+/// Registers the calling thread, whose `Local` is `l` and in state `NEW`, for exit; false if
+/// that is impossible (then the thread stays `NEW`).
 ///
-/// `f` must not reach `with_local` again with the heap (the allocator never calls itself, so it
-/// cannot); the counters and state may be reached again, they are separate fields.
+/// Registering may allocate inside libc (pthread_atfork's table, for one); in a C build that is
+/// this allocator again. While `REGISTERING`, such nested calls get capacity 0: they are served
+/// straight from the pool and do not recurse here.
+fn register(l: &Local) -> bool {
+    l.state.set(REGISTERING);
+    let ok = register_thread();
+    if ok {
+        counters::thread_started();
+    }
+    l.state.set(if ok { REGISTERED } else { NEW });
+    ok
+}
+
+/// Runs `f` on the calling thread's heap and counters, on the fast paths, which may be given a
+/// placeholder (see [`this_fast`]): `f` reads the heap through [`Heap::pop_in`] or
+/// [`Heap::push_in`] and counts only when that succeeds.
 #[inline(always)]
-pub(crate) fn with_local<R>(f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
-    // SAFETY: `this` is this thread's `Local`, never null.
-    unsafe { with_local_at(this(), f) }
+fn with_fast<R>(f: impl FnOnce(*mut Heap, &ThreadCounters) -> R) -> R {
+    let l = this_fast();
+    // SAFETY: `this_fast` never gives null, and a placeholder or this thread's `Local` is alive
+    // for the thread's life. The heap pointer comes with no reference to the heap.
+    unsafe { f(UnsafeCell::raw_get(&raw const (*l).heap), &(*l).counters) }
 }
 
 /// The bucket entry of `class` for the fast paths: opaque ([`Entry::opaque`]) where the thread's
 /// `Local` is an ordinary thread-local, which an executable reaches at a constant offset from
-/// the thread pointer (no base register), as it is where the `Local` is the initial-exec slot
-/// of [`this`], whose address is in a register already.
+/// the thread pointer (no base register), as it is where the `Local` is reached through the
+/// initial-exec pointer of [`ie`], whose value is in a register already.
 #[inline(always)]
 fn entry(class: usize) -> Entry<NUM_CLASSES> {
     let entry = Entry::of(class);
-    #[cfg(not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )))]
-    let entry = entry.opaque();
-    entry
+    if tls::OPAQUE {
+        entry.opaque()
+    } else {
+        entry
+    }
 }
 
 /// The allocation fast path of the calling thread, counted: the newest block of `class` in its
-/// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). `FamAlloc`'s fast path;
-/// the C library's (`raw::pop_small`) writes the same lines out, for the reason given there.
+/// bucket, or `None` when the bucket is empty (then [`alloc_counted`]). The fast path of
+/// `FamAlloc` and of the C library's `malloc`.
 #[inline(always)]
 pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
     let entry = entry(class);
-    with_local(|h, c| {
-        let p = h.pop_at(entry)?;
+    with_fast(|h, c| {
+        // SAFETY: `h` is this thread's heap or a placeholder's, which `pop_in` only reads (see
+        // `with_fast`); no reference to the heap is live.
+        let p = unsafe { Heap::pop_in(h, entry) }?;
         c.count_alloc(class);
         Some(p)
     })
@@ -272,9 +515,9 @@ pub(crate) fn pop_counted(class: usize) -> Option<NonNull<u8>> {
 #[inline(always)]
 pub(crate) unsafe fn push_counted(class: usize, ptr: NonNull<u8>) -> bool {
     let entry = entry(class);
-    with_local(|h, c| {
-        // SAFETY: per the contract.
-        let pushed = unsafe { h.push_at(entry, ptr) };
+    with_fast(|h, c| {
+        // SAFETY: as in `pop_counted`, and the block is as `push_in` needs (contract).
+        let pushed = unsafe { Heap::push_in(h, entry, ptr) };
         if pushed {
             c.count_free(class);
         }
@@ -284,84 +527,90 @@ pub(crate) unsafe fn push_counted(class: usize, ptr: NonNull<u8>) -> bool {
 
 /// The allocation slow path of the calling thread, counted: a block of `class` through `store`
 /// (a refill when the bucket is empty), or `None` when memory is exhausted (not counted: no
-/// block went out).
+/// block went out). A thread with no heap (exited, or none could be made) takes one block
+/// straight from the pool.
 #[inline(always)]
 pub(crate) fn alloc_counted<S: CentralStore>(class: usize, store: &S) -> Option<NonNull<u8>> {
-    with_local(|h, c| {
-        let p = h.alloc(class, store)?;
-        c.count_alloc(class);
-        Some(p)
-    })
+    let Some(l) = live() else {
+        let mut one = [core::ptr::null_mut(); 1];
+        // The store counts it with the exited threads (it finds no owner).
+        return match store.refill(class, &mut one) {
+            0 => None,
+            _ => NonNull::new(one[0].cast()),
+        };
+    };
+    // SAFETY: `l` is this thread's `Local` (from `live`).
+    unsafe {
+        with_local_at(l, |h, c| {
+            let p = h.alloc(class, store)?;
+            c.count_alloc(class);
+            Some(p)
+        })
+    }
 }
 
 /// The free slow path of the calling thread, counted: `ptr` into the bucket of `class`, which
-/// flushes to `store` when full.
+/// flushes to `store` when full. A thread with no heap gives the block straight to the pool.
 ///
 /// # Safety
 /// As for [`push_counted`], and `store` is the global heap's (plain or marking).
 #[inline(always)]
 pub(crate) unsafe fn dealloc_counted<S: CentralStore>(class: usize, ptr: NonNull<u8>, store: &S) {
-    with_local(|h, c| {
-        // SAFETY: per the contract.
-        unsafe { h.dealloc(class, ptr, store) };
-        c.count_free(class);
-    });
+    let Some(l) = live() else {
+        // SAFETY: per the contract; the store counts it with the exited threads.
+        return unsafe { store.flush(class, &[ptr.cast()]) };
+    };
+    // SAFETY: `l` is this thread's `Local` (from `live`), and the block is as `dealloc` needs
+    // (contract).
+    unsafe {
+        with_local_at(l, |h, c| {
+            h.dealloc(class, ptr, store);
+            c.count_free(class);
+        })
+    }
 }
 
 /// `f` on the heap and counters of `l`.
 ///
 /// # Safety
-/// `l` is this thread's `Local` (from `this`).
+/// `l` is this thread's own `Local` (from `current` or `live`).
 #[inline(always)]
 unsafe fn with_local_at<R>(l: *const Local, f: impl FnOnce(&mut Heap, &ThreadCounters) -> R) -> R {
-    // SAFETY: `l` is this thread's `LOCAL` (contract), alive for the thread's life.
+    // SAFETY: `l` is this thread's `Local` (contract), alive while the thread runs.
     let l = unsafe { &*l };
     // SAFETY: the heap is this thread's alone, and the allocator does not re-enter itself, so no
     // other reference to it is live while `f` runs.
     f(unsafe { &mut *l.heap.get() }, &l.counters)
 }
 
-/// Runs `f` on the calling thread's heap.
-#[inline(always)]
-pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> R {
-    with_local(|h, _| f(h))
+/// Runs `f` on the calling thread's heap, if it has one (a thread that has none caches nothing).
+#[inline]
+pub(crate) fn with_heap<R>(f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
+    // SAFETY: `current` gives this thread's own `Local`.
+    current().map(|l| unsafe { with_local_at(l, |h, _| f(h)) })
 }
 
-/// Runs `f` on the calling thread's counters (slow paths).
+/// Runs `f` on the calling thread's counters, if it has a `Local` (slow paths).
 #[cfg(feature = "stats")]
-pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> R {
-    with_this(|l| f(&l.counters))
+pub(crate) fn with_counters<R>(f: impl FnOnce(&ThreadCounters) -> R) -> Option<R> {
+    with_current(|l| f(&l.counters))
 }
 
-/// Runs `f` on the calling thread's owned chunks.
+/// Runs `f` with the calling thread's owned chunks, or with `None` when it has no `Local` (its
+/// exit destructor ran: it gave its chunks up then and must not own any again).
 ///
 /// Only the pool calls of this thread's heap reach them, and those never nest.
 #[inline]
-pub(crate) fn with_owner<R>(f: impl FnOnce(&mut Owner) -> R) -> R {
-    with_this(|l| {
-        // SAFETY: the owner is this thread's alone; its users (refill, flush, exit, trim) are
-        // pool calls that do not call each other, so no other reference to it is live.
-        f(unsafe { &mut *l.owner.get() })
-    })
+pub(crate) fn with_owner<R>(f: impl FnOnce(Option<&mut Owner>) -> R) -> R {
+    // SAFETY: `current` gives this thread's own `Local`. The owner is this thread's alone; its
+    // users (refill, flush, exit, trim) are pool calls that do not call each other, so no other
+    // reference to it is live.
+    f(current().map(|l| unsafe { &mut *(*l).owner.get() }))
 }
 
-/// Runs `f` with the calling thread's owned chunks, or with `None` once its exit destructor ran
-/// (it gave them up then and must not own any again): state and owner in one TLS access.
-#[inline]
-fn with_live_owner<R>(f: impl FnOnce(Option<&mut Owner>) -> R) -> R {
-    with_this(|l| {
-        let live = l.state.get() != EXITED;
-        // SAFETY: as in `with_owner`.
-        f(live.then(|| unsafe { &mut *l.owner.get() }))
-    })
-}
-
+/// The calling thread's state: `EXITED` for a thread with no `Local` of its own.
 fn state() -> u8 {
-    with_this(|l| l.state.get())
-}
-
-fn set_state(s: u8) {
-    with_this(|l| l.state.set(s));
+    with_current(|l| l.state.get()).unwrap_or(EXITED)
 }
 
 /// The central store as seen from a thread heap: the global pool, plus thread registration.
@@ -371,7 +620,7 @@ pub(crate) struct GlobalStore;
 unsafe impl CentralStore for GlobalStore {
     #[inline]
     fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
-        let (n, exited) = with_live_owner(|o| match o {
+        let (n, exited) = with_owner(|o| match o {
             Some(o) => (pool().refill(o, class, out), false),
             // The thread gave its chunks up at exit and must not own any again.
             None => (pool().refill_once(class, out), true),
@@ -393,7 +642,7 @@ unsafe impl CentralStore for GlobalStore {
     #[inline]
     unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
         let n = blocks.len();
-        let exited = with_live_owner(|o| {
+        let exited = with_owner(|o| {
             let exited = o.is_none();
             // SAFETY: the thread heap only flushes blocks of `class` that came from the global
             // pool (or bad pointers, which the pool's registry checks catch).
@@ -417,7 +666,7 @@ unsafe impl CentralStore for GlobalStore {
     /// flush follows them.
     #[cold]
     fn divert(&self) -> bool {
-        with_live_owner(|o| {
+        with_owner(|o| {
             o.is_some_and(|o| {
                 pool().pressure_recheck(o);
                 o.recheck_wanted()
@@ -431,25 +680,15 @@ unsafe impl CentralStore for GlobalStore {
 
     #[cold]
     fn cap(&self, class: usize) -> u32 {
-        match state() {
-            REGISTERED => CLASSES[class].cap,
-            NEW => {
-                // Registering may allocate inside libc (pthread_atfork's table, for one); in a C
-                // build that is this allocator again. While REGISTERING, such nested calls get
-                // capacity 0: they are served straight from the pool and do not recurse here.
-                set_state(REGISTERING);
-                let ok = register_thread();
-                if ok {
-                    counters::thread_started();
-                }
-                set_state(if ok { REGISTERED } else { NEW });
-                if ok {
-                    CLASSES[class].cap
-                } else {
-                    0
-                }
-            }
-            _ => 0,
+        let registered = with_current(|l| match l.state.get() {
+            REGISTERED => true,
+            NEW => register(l),
+            _ => false,
+        });
+        if registered == Some(true) {
+            CLASSES[class].cap
+        } else {
+            0
         }
     }
 }
@@ -508,23 +747,31 @@ fn exit_key() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// The pthread key destructor: everything the thread caches goes back to the pool.
+/// The pthread key destructor: everything the thread caches goes back to the pool, and the
+/// thread's `Local` is retired (see `tls`).
 extern "C" fn thread_exit(_marker: *mut libc::c_void) {
-    with_heap(|heap| {
-        heap.flush_all(&GlobalStore);
-        heap.reset_caps();
-    });
-    with_owner(|o| pool().release_owner(o));
+    let Some(l) = current() else {
+        return;
+    };
+    // SAFETY: `l` is this thread's own `Local`.
+    unsafe {
+        with_local_at(l, |heap, _| {
+            heap.flush_all(&GlobalStore);
+            heap.reset_caps();
+        });
+        pool().release_owner(&mut *(*l).owner.get());
+    }
     counters::thread_exited();
-    // From now on every allocation and free of this thread takes the slow path (capacity 0),
-    // which counts it with the exited threads.
-    set_state(EXITED);
+    // From now on every allocation and free of this thread goes straight to the pool, and is
+    // counted with the exited threads.
+    // SAFETY: `l` is this thread's `Local`, emptied above; no reference to it is live.
+    unsafe { tls::retire(l) };
 }
 
 /// Registers the calling thread if it has not used the allocator yet, so that code which takes
 /// the statistics lock and then allocates does not register (and take that lock) inside it.
 pub(crate) fn ensure_registered() {
-    if state() == NEW {
+    if live().is_some() && state() == NEW {
         let _ = GlobalStore.cap(0);
     }
 }
@@ -540,7 +787,7 @@ fn bucket_cap(class: usize) -> u32 {
 
 /// Gives every block the calling thread caches back to the pool.
 pub(crate) fn flush_current() {
-    with_heap(|h| h.flush_all(&GlobalStore));
+    let _ = with_heap(|h| h.flush_all(&GlobalStore));
     counters::emptied_buckets();
 }
 

@@ -44,7 +44,7 @@ use size_class::Fine;
 
 use crate::class::{CLASSES, MAX_SMALL_ALIGN};
 use crate::global::{class_index, large_alloc, large_free, large_realloc, registry, OsSource};
-use crate::local::{alloc_counted, dealloc_counted, push_counted, with_local, GlobalStore};
+use crate::local::{alloc_counted, dealloc_counted, pop_counted, push_counted, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
 /// The slab class of a request, or `None` for the large path (a `const fn`, for tables).
@@ -167,16 +167,7 @@ pub fn alloc_small(class: usize) -> *mut u8 {
 /// leave through one tail call and keep the fast path free of a stack frame.
 #[inline(always)]
 pub fn pop_small(class: usize) -> *mut u8 {
-    let class = class % NUM_CLASSES;
-    // `local::pop_counted`'s body, written out: through the call, the compiler kept the mask
-    // above even where the caller had proved the class in range (`malloc`'s table), one
-    // instruction more on every `malloc`.
-    let popped = with_local(|h, c| {
-        let p = h.pop(class)?;
-        c.count_alloc(class);
-        Some(p)
-    });
-    match popped {
+    match pop_counted(class % NUM_CLASSES) {
         Some(p) => handed_out(p.as_ptr()),
         None => ptr::null_mut(),
     }

@@ -429,29 +429,14 @@ fn map_leaf() -> Option<*mut Leaf> {
     if REFUSE_LEAVES.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: an anonymous private mapping with no address hint has no preconditions; the result
-    // is checked against MAP_FAILED. Zero-filled pages are valid `AtomicUsize`s with value 0.
-    let p = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            core::mem::size_of::<Leaf>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        None
-    } else {
-        Some(p.cast())
-    }
+    // Zero-filled pages are valid `AtomicUsize`s with value 0.
+    crate::os::map(core::mem::size_of::<Leaf>()).map(|p| p.as_ptr().cast())
 }
 
 fn unmap_leaf(leaf: *mut Leaf) {
     // SAFETY: `leaf` came from `map_leaf` and nobody can reach it any more (it lost the install
     // race, or its registry is being dropped).
-    unsafe { libc::munmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
+    unsafe { crate::os::unmap(leaf.cast(), core::mem::size_of::<Leaf>()) };
 }
 
 /// The class each chunk of the global pool serves, by chunk number: what a C `free` reads first.

@@ -388,8 +388,33 @@ fn disassembly(so: &std::path::Path, name: &str) -> Vec<String> {
     lines
 }
 
+/// The library's static TLS (its `PT_TLS` segment, which glibc carves out of every thread's
+/// stack and out of the few hundred bytes it keeps for libraries with initial-exec TLS) stays
+/// small: the thread heap is reached through a pointer there, not kept there. With the heap in
+/// it (49 KiB), a thread with a 16 or 32 KiB stack could not be created.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn the_shared_library_keeps_little_static_tls() {
+    let so = shared_library_of(true);
+    let out = Command::new("readelf")
+        .args(["-lW"])
+        .arg(&so)
+        .output()
+        .expect("readelf (binutils) is needed to read the library's headers");
+    assert!(out.status.success(), "readelf failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let tls = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("TLS "))
+        .unwrap_or_else(|| panic!("no TLS segment in {}:\n{text}", so.display()));
+    // Type, offset, virtual address, physical address, file size, memory size, ...
+    let memsz = tls.split_whitespace().nth(5).unwrap();
+    let memsz = usize::from_str_radix(memsz.trim_start_matches("0x"), 16).unwrap();
+    assert!(memsz <= 512, "{memsz} bytes of static TLS: {tls}");
+}
+
 /// The fast paths of `malloc` and `free` in the optimised library reach the thread's heap
-/// as initial-exec TLS (from `fs:0`) and never call `__tls_get_addr`, the
+/// through initial-exec TLS (in the `fs` segment) and never call `__tls_get_addr`, the
 /// general-dynamic TLS call every access of a shared library's thread-local otherwise costs.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]

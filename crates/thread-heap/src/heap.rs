@@ -230,17 +230,45 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// [`pop`](Self::pop) of the class whose entry is `entry`.
     #[inline(always)]
     pub fn pop_at(&mut self, entry: Entry<N>) -> Option<NonNull<u8>> {
-        let base = *Self::field(&mut self.base, entry);
-        let top = Self::field(&mut self.top, entry);
-        if *top == base {
+        // SAFETY: `self` is a valid heap, reached through no other reference while this runs.
+        unsafe { Self::pop_in(self, entry) }
+    }
+
+    /// [`pop_at`](Self::pop_at) through a pointer, for a heap that may be shared: it reads the
+    /// bucket's `top` and `base`, and writes only when they differ (the bucket holds a block).
+    /// So a heap whose every bucket is empty (an [`unlaid`](Self::unlaid) one) may be read by
+    /// many threads at once through this, none of them holding it: it is never written.
+    ///
+    /// # Safety
+    ///
+    /// `heap` points to a valid heap. If its bucket of `entry` holds a block, the heap is the
+    /// caller's: no other thread reaches it and no reference to it is live.
+    #[inline(always)]
+    pub unsafe fn pop_in(heap: *mut Self, entry: Entry<N>) -> Option<NonNull<u8>> {
+        // SAFETY: `heap` is valid (contract); the fields are in bounds (`field_in`).
+        let (base, top) = unsafe {
+            (
+                *Self::field_in(&raw mut (*heap).base, entry),
+                Self::field_in(&raw mut (*heap).top, entry),
+            )
+        };
+        // SAFETY: as above.
+        let at = unsafe { *top };
+        if at == base {
             return None;
         }
-        *top -= 1;
-        let at = *top as usize;
-        debug_assert!(at < S);
-        // SAFETY: `base <= top < end <= S` (type invariant), and a slot below the old top holds a
+        let at = at - 1;
+        debug_assert!((at as usize) < S);
+        // SAFETY: the bucket holds a block, so the heap is the caller's to write (contract).
+        // `base <= top - 1 < end <= S` (type invariant), and a slot below the old top holds a
         // cached block's address, never null.
-        Some(unsafe { NonNull::new_unchecked(*self.slots.get_unchecked(at)).cast() })
+        unsafe {
+            *top = at;
+            let slot = (&raw mut (*heap).slots)
+                .cast::<*mut Block>()
+                .add(at as usize);
+            Some(NonNull::new_unchecked(*slot).cast())
+        }
     }
 
     /// Free fast path alone: caches `ptr` in the bucket of `class` when it has room and returns
@@ -267,27 +295,54 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     /// As for [`push`](Self::push), for the class of `entry`.
     #[inline(always)]
     pub unsafe fn push_at(&mut self, entry: Entry<N>, ptr: NonNull<u8>) -> bool {
-        let limit = *Self::field(&mut self.limit, entry);
-        let top = Self::field(&mut self.top, entry);
-        let at = *top;
+        // SAFETY: `self` is a valid heap, reached through no other reference; the rest is
+        // forwarded.
+        unsafe { Self::push_in(self, entry, ptr) }
+    }
+
+    /// [`push_at`](Self::push_at) through a pointer, for a heap that may be shared, as
+    /// [`pop_in`](Self::pop_in): it reads the bucket's `top` and `limit`, and writes only when
+    /// the bucket has room. A heap whose every bucket has capacity 0 is never written.
+    ///
+    /// # Safety
+    ///
+    /// `heap` points to a valid heap. If its bucket of `entry` has room, the heap is the
+    /// caller's, as for [`pop_in`](Self::pop_in), and `ptr` is as for [`push`](Self::push).
+    #[inline(always)]
+    pub unsafe fn push_in(heap: *mut Self, entry: Entry<N>, ptr: NonNull<u8>) -> bool {
+        // SAFETY: `heap` is valid (contract); the fields are in bounds (`field_in`).
+        let (limit, top) = unsafe {
+            (
+                *Self::field_in(&raw mut (*heap).limit, entry),
+                Self::field_in(&raw mut (*heap).top, entry),
+            )
+        };
+        // SAFETY: as above.
+        let at = unsafe { *top };
         if at >= limit {
             return false;
         }
         debug_assert!((at as usize) < S);
-        // SAFETY: `top < limit <= end <= S` (type invariant). The caller hands the block over.
-        unsafe { *self.slots.get_unchecked_mut(at as usize) = ptr.as_ptr().cast() };
-        // An increment of the field, not a store of `at + 1`: one instruction (`inc` of memory)
-        // where the store is two.
-        *top += 1;
+        // SAFETY: the bucket has room, so the heap is the caller's to write (contract);
+        // `top < limit <= end <= S` (type invariant). The caller hands the block over.
+        unsafe {
+            let slot = (&raw mut (*heap).slots)
+                .cast::<*mut Block>()
+                .add(at as usize);
+            *slot = ptr.as_ptr().cast();
+            // An increment of the field, not a store of `at + 1`: one instruction (`inc` of
+            // memory) where the store is two.
+            *top += 1;
+        }
         true
     }
 
-    /// The field of one bucket array at `entry`.
+    /// The field of one bucket array at `entry`, through a pointer to the array.
     #[inline(always)]
-    fn field(array: &mut [u32; N], entry: Entry<N>) -> &mut u32 {
-        // SAFETY: an `Entry<N>` is `4 * class` with `class < N` (checked by `Entry::of`, kept by
-        // `opaque`): an aligned entry of a `[u32; N]`.
-        unsafe { &mut *array.as_mut_ptr().byte_add(entry.0) }
+    fn field_in(array: *mut [u32; N], entry: Entry<N>) -> *mut u32 {
+        // An `Entry<N>` is `4 * class` with `class < N` (checked by `Entry::of`, kept by
+        // `opaque`): an aligned entry of a `[u32; N]`, so the offset stays inside the array.
+        array.cast::<u32>().wrapping_byte_add(entry.0)
     }
 
     /// Frees a block of `class` into this heap's bucket for the class. When the bucket is full,

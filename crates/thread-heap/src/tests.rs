@@ -690,3 +690,53 @@ fn entries_reach_the_buckets_of_their_classes() {
     }
     heap.assert_valid();
 }
+
+/// An unlaid heap shared by many threads through `pop_in` and `push_in` (as a placeholder heap
+/// for threads that have none yet): every pop and push fails and not a byte of it changes.
+#[test]
+fn pop_in_and_push_in_leave_an_unlaid_heap_untouched() {
+    use crate::Entry;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    type Shared = ThreadHeap<4, 16>;
+    struct Placeholder(std::cell::UnsafeCell<Shared>);
+    // SAFETY: the test only reaches the heap through `pop_in`/`push_in`, which write nothing to a
+    // heap of empty buckets of capacity 0 (what it checks).
+    unsafe impl Sync for Placeholder {}
+    static HEAP: Placeholder = Placeholder(std::cell::UnsafeCell::new(Shared::unlaid()));
+    static FAILED: AtomicUsize = AtomicUsize::new(0);
+    let bytes = || {
+        // SAFETY: a plain read of the heap's bytes; nothing writes it (checked here).
+        unsafe {
+            std::slice::from_raw_parts(HEAP.0.get().cast::<u8>(), size_of::<Shared>()).to_vec()
+        }
+    };
+    let before = bytes();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                let mut word = 0usize;
+                for i in 0..10_000 {
+                    let e = Entry::<4>::of((i + t) % 4);
+                    let block = NonNull::from(&mut word).cast::<u8>();
+                    // SAFETY: the heap is valid; its buckets are empty and of capacity 0, so
+                    // neither call writes it (their contract for a shared heap).
+                    let (popped, pushed) = unsafe {
+                        (
+                            Shared::pop_in(HEAP.0.get(), e),
+                            Shared::push_in(HEAP.0.get(), e, block),
+                        )
+                    };
+                    if popped.is_some() || pushed {
+                        FAILED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        FAILED.load(Ordering::Relaxed),
+        0,
+        "an unlaid heap served a pop or push"
+    );
+    assert!(bytes() == before, "the unlaid heap was written");
+}
