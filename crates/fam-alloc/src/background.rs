@@ -48,8 +48,9 @@ static RUNNING: AtomicU64 = AtomicU64::new(0);
 /// on), so that a `pthread_create` nested in a thread heap's pool call could re-enter the heap.
 const MAY_BE_MALLOC: bool = cfg!(feature = "initial-exec-tls");
 
-/// The thread's stack: the pass is shallow and allocates nothing.
-const STACK_BYTES: usize = 64 << 10;
+/// The thread's stack: the pass is shallow and allocates nothing. glibc carves the static TLS
+/// out of the size asked for, so that is added: in a Rust executable the thread heap is there.
+const STACK_BYTES: usize = (64 << 10) + crate::local::STATIC_TLS_BYTES;
 
 /// Turns the background purge on or off. On starts the thread now if it is not running (in this
 /// process: after a fork, the child's own); off lets it end at its next wake-up.

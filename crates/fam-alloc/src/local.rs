@@ -143,7 +143,9 @@ const ZEROED: Local = unsafe { core::mem::zeroed() };
 ///   key), and then it runs without caching, which loses nothing;
 /// - `retire(l)`: ends the thread's use of `l` at its exit, after it gave its heap and chunks up;
 /// - `OPAQUE`: whether the fast paths take their bucket entry through [`Entry::opaque`] (see
-///   [`entry`]).
+///   [`entry`]);
+/// - `STATIC_TLS_BYTES`: how much of every thread's static TLS (which glibc takes out of the
+///   stack size a thread is created with) this takes, about.
 #[cfg(all(
     feature = "initial-exec-tls",
     target_arch = "x86_64",
@@ -176,6 +178,10 @@ mod plain {
     /// base register: the case [`thread_heap::Entry::opaque`] is for.
     pub(super) const OPAQUE: bool = true;
 
+    /// The whole `Local`, in an executable (a shared library's general-dynamic TLS is
+    /// allocated apart, but counting it is harmless).
+    pub(crate) const STATIC_TLS_BYTES: usize = size_of::<Local>();
+
     #[inline(always)]
     pub(super) fn this_fast() -> *const Local {
         LOCAL.with(|l| l as *const Local)
@@ -201,6 +207,7 @@ mod plain {
     }
 }
 
+pub(crate) use tls::STATIC_TLS_BYTES;
 use tls::{current, live, this_fast};
 
 /// Runs `f` on the calling thread's own `Local` ([`current`]), if it has one.
@@ -253,6 +260,9 @@ mod ie {
     /// The thread-local pointer's value is in a register when the fields are reached: the
     /// indexed form is one instruction shorter and as fast (see [`thread_heap::Entry::opaque`]).
     pub(super) const OPAQUE: bool = false;
+
+    /// The pointer.
+    pub(crate) const STATIC_TLS_BYTES: usize = size_of::<*const Local>();
 
     /// A `Local` that no thread owns, which the fast paths of every thread without a `Local`
     /// read at once.
@@ -378,7 +388,8 @@ mod ie {
     /// The `Local`s of threads: each is mapped once, and used again by later threads once its
     /// thread exits, so a process that creates threads one after another maps as many as ran
     /// at once. A slot set says which are in use; claiming a slot gives its `Local` to one
-    /// thread alone. Past [`Pool::SLOTS`] threads at once, a `Local` is mapped for its thread
+    /// thread alone, with what its last thread wrote into it (the set's claim/release hand-off,
+    /// which slab-bitmap's loom models check with a data cell per slot). Past [`Pool::SLOTS`] threads at once, a `Local` is mapped for its thread
     /// and unmapped at its exit.
     struct Pool;
 
@@ -657,6 +668,13 @@ unsafe impl CentralStore for GlobalStore {
         } else {
             counters::flushed(class, n, bucket_cap(class));
         }
+    }
+
+    /// The pass of the pressure check is due: the heap gives its cached blocks back first
+    /// (see [`slab_pool::Owner::recheck_due`]).
+    #[cold]
+    fn shed(&self) -> bool {
+        with_owner(|o| o.is_some_and(|o| o.recheck_due(slab_pool::now_ms())))
     }
 
     /// The allocation side of the pool's pressure check (see `slab_pool::pool`): once a flush of

@@ -134,6 +134,11 @@ unsafe impl CentralStore for MarkingStore {
     fn divert(&self) -> bool {
         GlobalStore.divert()
     }
+
+    #[inline]
+    fn shed(&self) -> bool {
+        GlobalStore.shed()
+    }
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two), or returns null when memory is

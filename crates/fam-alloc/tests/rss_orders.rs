@@ -139,6 +139,7 @@ fn row(path: Path, blocks: usize, sizes: (usize, usize), order: Order, then: The
         }
     }
     let after = grown();
+    eprintln!("ROW {path:?} {order:?} {then:?} {:.1}", mib(after));
     assert!(
         after <= bound,
         "{path:?}: {blocks} x {sizes:?} B freed {order:?}, then {then:?}: {:.1} MiB resident \

@@ -75,7 +75,10 @@
 //!   heap's next allocations (thread-heap's `CentralStore::divert` sends them to the slow path,
 //!   with nothing tested on the fast paths) call [`SlabPool::pressure_recheck`], and the first
 //!   of them a delay after the check runs the pass (not rate-limited, and with the owner's
-//!   chunks: what stayed may be only the ones its refills took since). Purging sooner than the
+//!   chunks: what stayed may be only the ones its refills took since). Just before, the heap
+//!   gives back every block it caches (`CentralStore::shed`, [`Owner::recheck_due`]): after a
+//!   scrambled free each cached block keeps a page of its chunk resident, and with buckets of
+//!   up to 512 blocks that was more than the pass gave back. Purging sooner than the
 //!   delay was measured and dropped: a tenth of it made mimalloc's stress test about 1.15x slower
 //!   (freed pages faulted back in), none 1.3x.
 //!
@@ -185,6 +188,14 @@ impl Owner {
     #[inline(always)]
     pub fn recheck_wanted(&self) -> bool {
         self.recheck_at != 0
+    }
+
+    /// Whether [`SlabPool::pressure_recheck`] would run its pass at `now` (in `now_ms` time):
+    /// wanted, and the delay since the check that asked for it has passed. The heap gives its
+    /// cached blocks back first then, so that the pass returns their pages too.
+    #[inline]
+    pub fn recheck_due(&self, now: u64) -> bool {
+        self.recheck_wanted() && now >= self.recheck_at
     }
 
     /// Forgets every owned chunk without giving it back. For a forked child whose copy of the
@@ -542,10 +553,14 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             o.returned += (blocks.len() * CLASSES[class].size as usize) as isize;
             if o.returned >= PRESSURE_STEP as isize {
                 o.returned = 0;
-                o.recheck_at = if self.pressure_check(o) {
-                    (now + POLICY.purge_delay_ms().max(0) as u64).max(1)
-                } else {
+                // A recheck already due stays due: the heap's next allocation runs it (the flushes
+                // of a heap that sheds its blocks just before must not put it off).
+                o.recheck_at = if !self.pressure_check(o) {
                     0
+                } else if o.recheck_due(now) {
+                    o.recheck_at
+                } else {
+                    (now + POLICY.purge_delay_ms().max(0) as u64).max(1)
                 };
             }
         }
@@ -823,11 +838,8 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
     /// although no flush follows them. For the heap's allocation slow path.
     #[cold]
     pub fn pressure_recheck(&self, owner: &mut Owner) {
-        if !owner.recheck_wanted() {
-            return;
-        }
         let now = now_ms();
-        if now < owner.recheck_at {
+        if !owner.recheck_due(now) {
             return;
         }
         owner.recheck_at = 0;

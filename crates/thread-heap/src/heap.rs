@@ -19,6 +19,8 @@
 //! `divert` again, is served from the real stack or by a refill, and ends the diversion when
 //! the store says no. It is how a store runs work it deferred (a purge due a few milliseconds
 //! later) at the heap's next allocation, whatever its class, without a test on the fast paths.
+//! When that work is due ([`CentralStore::shed`]), the heap first gives back every block it
+//! caches, so that the purge can return their pages too.
 //!
 //! The heap holds no reference to its store; every call that may reach the store takes it as an
 //! argument. A heap works with one store (or with stores that share their blocks) for as long as
@@ -385,14 +387,18 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         store: &S2,
     ) -> Option<NonNull<Block>> {
         if self.diverted {
+            if store.shed() {
+                // Every cached block goes back (which ends the diversion), then the store says
+                // whether it goes on.
+                self.flush_all(store);
+                if !store.divert() {
+                    return self.refill_and_pop(class, store);
+                }
+                self.divert();
+                return self.alloc_diverted(class, store);
+            }
             if store.divert() {
-                self.reveal(class);
-                let p = match self.pop(class) {
-                    Some(p) => Some(p.cast()),
-                    None => self.refill_and_pop(class, store),
-                };
-                self.hide(class);
-                return p;
+                return self.alloc_diverted(class, store);
             }
             self.undivert();
             if let Some(p) = self.pop(class) {
@@ -400,6 +406,22 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
             }
         }
         self.refill_and_pop(class, store)
+    }
+
+    /// An allocation of a heap that stays diverted: from the bucket's real stack, or a refill.
+    #[inline]
+    fn alloc_diverted<S2: CentralStore + ?Sized>(
+        &mut self,
+        class: usize,
+        store: &S2,
+    ) -> Option<NonNull<Block>> {
+        self.reveal(class);
+        let p = match self.pop(class) {
+            Some(p) => Some(p.cast()),
+            None => self.refill_and_pop(class, store),
+        };
+        self.hide(class);
+        p
     }
 
     /// Cold half of [`dealloc`](Self::dealloc): the bucket looks full. While diverted, the

@@ -62,6 +62,15 @@ pub unsafe trait CentralStore {
         0
     }
 
+    /// Whether a diverted heap should give back every block it caches before its next
+    /// [`divert`](Self::divert) question: asked at each allocation while diverted, first. The
+    /// store's deferred work (a purge that returns the pages of free blocks) is due now, and a
+    /// cached block keeps its page from being returned. The default answers false.
+    #[inline]
+    fn shed(&self) -> bool {
+        false
+    }
+
     /// Whether the heap should send every operation to its slow path for a while: asked after
     /// each flush, and, once that said yes, at each allocation until it says no (frees come in
     /// runs, and deferred work is for after them). The store's way to run deferred work (a

@@ -631,6 +631,52 @@ fn a_diverted_heap_sends_every_operation_to_its_slow_path() {
     store.assert_all_home();
 }
 
+/// When the store's deferred work is due (`shed`), a diverted heap's next allocation first
+/// gives back every block it caches, of every class, then asks `divert`: answered no, the
+/// allocation is a refill and the diversion is over; answered yes, the heap stays diverted.
+#[test]
+fn a_diverted_heap_sheds_its_blocks_when_the_store_asks() {
+    for goes_on in [false, true] {
+        let store = ModelStore::new(&[(2, 64), (2, 64)]);
+        let mut heap = Heap::<2>::new([8, 8]);
+        let mut zero = take(&mut heap, &store, 0, 12);
+        let one = take(&mut heap, &store, 1, 3);
+        for h in one {
+            free(&mut heap, &store, h);
+        }
+        store.set_divert(true);
+        free_until_a_flush(&mut heap, &store, &mut zero);
+        assert!(heap.is_diverted());
+        assert!(heap.cached(0) > 0 && heap.cached(1) > 0);
+        let (refills, asks) = (store.stats(0).refills, store.divert_asks());
+        store.set_shed(true);
+        store.set_divert(goes_on);
+        let p = heap.alloc(0, &store).expect("the store has blocks");
+        assert_eq!(
+            store.divert_asks(),
+            asks + 1,
+            "asked once, after the shedding"
+        );
+        assert_eq!(heap.cached(1), 0, "class 1 gave its blocks back");
+        assert_eq!(
+            store.stats(0).refills,
+            refills + 1,
+            "the allocation is a refill: its bucket was emptied"
+        );
+        assert_eq!(heap.is_diverted(), goes_on);
+        assert_eq!(store.stats(1).out, 0, "every block of class 1 is home");
+        store.set_shed(false);
+        store.set_divert(false);
+        zero.push(Held::new(&store, p, 0, 7));
+        for h in zero {
+            free(&mut heap, &store, h);
+        }
+        heap.assert_valid();
+        heap.flush_all(&store);
+        store.assert_all_home();
+    }
+}
+
 /// Emptying a diverted heap ends the diversion and gives back every block, those hidden from
 /// the fast paths included.
 #[test]

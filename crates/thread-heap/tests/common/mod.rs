@@ -72,6 +72,8 @@ struct State {
     /// What `divert` answers, and how often it was asked.
     divert: bool,
     divert_asks: usize,
+    /// What `shed` answers.
+    shed: bool,
 }
 
 /// A `Mutex`-protected pool of fixed-size blocks, per class, that checks its callers.
@@ -128,6 +130,7 @@ impl ModelStore {
                 refill_limit: usize::MAX,
                 divert: false,
                 divert_asks: 0,
+                shed: false,
             }),
         }
     }
@@ -174,6 +177,11 @@ impl ModelStore {
     /// Makes `divert` answer `on` from now on.
     pub fn set_divert(&self, on: bool) {
         self.lock().divert = on;
+    }
+
+    /// Makes `shed` answer `on` from now on.
+    pub fn set_shed(&self, on: bool) {
+        self.lock().shed = on;
     }
 
     /// How often a heap asked `divert`.
@@ -349,6 +357,10 @@ unsafe impl CentralStore for ModelStore {
         let mut state = self.lock();
         state.divert_asks += 1;
         state.divert
+    }
+
+    fn shed(&self) -> bool {
+        self.lock().shed
     }
 }
 
