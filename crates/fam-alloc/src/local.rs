@@ -1,18 +1,22 @@
 //! The calling thread's heap, and what happens to it when the thread exits or the process forks.
 //!
-//! Each thread owns a [`ThreadHeap`] in a `const`-initialised thread-local with no destructor, so
-//! reaching it is a plain TLS access: no lazy-init check, no registration, nothing that can
-//! allocate. Its buckets start with a capacity of zero, so a thread's first allocation *and* its
-//! first free take the slow path, which asks [`GlobalStore::cap`] for the real capacity. That
-//! call is where a thread registers for exit: it sets a `pthread_key_t` value whose destructor
-//! flushes the heap back to the central pool. glibc's `pthread_setspecific` does not allocate for
+//! Each thread owns a [`ThreadHeap`] in a `Local`, reached with a plain TLS access: no lazy-init
+//! check, no registration, nothing that can allocate. In Rust programs the `Local` is a
+//! `const`-initialised thread-local with no destructor (`plain`); in the C library the
+//! thread-local is a pointer to it, and a thread's `Local` is taken from a pool at its first slow
+//! path (`ie`, which says why). Its buckets start with a capacity of zero, so a thread's first
+//! allocation *and* its first free take the slow path, which asks [`GlobalStore::cap`] for the
+//! real capacity. That call (or, in the C library, taking the `Local`) is where a thread
+//! registers for exit: it sets a `pthread_key_t` value whose destructor flushes the heap back to
+//! the central pool. glibc's `pthread_setspecific` does not allocate for
 //! the first 32 keys, and `pthread_key_create` never does, so registering cannot recurse into the
 //! allocator.
 //!
 //! Destructors of Rust thread-locals run before pthread key destructors, so blocks they free land
-//! in the heap before it is flushed. After the flush every capacity is zero again and the state is
-//! `EXITED`: anything freed later in the thread's teardown (another library's key destructor) goes
-//! straight back to the pool instead of being stranded in a dead thread's bucket.
+//! in the heap before it is flushed. After the flush the thread has no heap any more (its `Local`
+//! is `EXITED`, or given back to the pool): anything it allocates or frees later in its teardown
+//! (another library's key destructor) goes straight to the pool instead of being stranded in a
+//! dead thread's bucket.
 //!
 //! Beside the buckets lives the thread's [`Owner`]: the slab chunks it refills from, one per class
 //! (see [`slab_pool`]). Flushes pass it along, so blocks that come back to a chunk the thread owns
@@ -777,7 +781,11 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
             heap.flush_all(&GlobalStore);
             heap.reset_caps();
         });
-        pool().release_owner(&mut *(*l).owner.get());
+        let owner = &mut *(*l).owner.get();
+        pool().release_owner(owner);
+        // The pressure state too (a recheck it wanted, what it returned): a later thread that
+        // reuses this `Local` starts as a new one, not with a purge pass this one was owed.
+        *owner = Owner::new();
     }
     counters::thread_exited();
     // From now on every allocation and free of this thread goes straight to the pool, and is
