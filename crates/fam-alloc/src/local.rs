@@ -438,8 +438,8 @@ mod ie {
 
         /// Takes back a `Local` that [`take`](Self::take) gave and whose thread is done with it.
         /// Its state must be `Local::NEW`'s again but for `state`, which this resets; a thread's
-        /// exit leaves the heap empty with capacities 0, the owner with no chunks and the counters
-        /// at zero, off the live list.
+        /// exit leaves the heap empty with capacities 0, the owner as `Owner::new()` and the
+        /// counters at zero, off the live list.
         ///
         /// # Safety
         /// `l` came from `take`, and nothing reaches it any more.
