@@ -134,7 +134,7 @@ impl Local {
 const ZEROED: Local = unsafe { core::mem::zeroed() };
 
 /// How the calling thread reaches its `Local`: [`ie`] in the C library's initial-exec build,
-/// [`plain`] elsewhere. Each has the same four items:
+/// [`plain`] elsewhere. Each has the same items:
 ///
 /// - `this_fast()`: the `Local` the fast paths use, never null: the thread's own, or (`ie`,
 ///   before the thread's first slow path and after its exit) a placeholder whose buckets are
@@ -393,8 +393,8 @@ mod ie {
     /// thread exits, so a process that creates threads one after another maps as many as ran
     /// at once. A slot set says which are in use; claiming a slot gives its `Local` to one
     /// thread alone, with what its last thread wrote into it (the set's claim/release hand-off,
-    /// which slab-bitmap's loom models check with a data cell per slot). Past [`Pool::SLOTS`] threads at once, a `Local` is mapped for its thread
-    /// and unmapped at its exit.
+    /// which slab-bitmap's loom models check with a data cell per slot). Past [`Pool::SLOTS`]
+    /// threads at once, a `Local` is mapped for its thread and unmapped at its exit.
     struct Pool;
 
     const WORDS: usize = 16;
@@ -781,11 +781,8 @@ extern "C" fn thread_exit(_marker: *mut libc::c_void) {
             heap.flush_all(&GlobalStore);
             heap.reset_caps();
         });
-        let owner = &mut *(*l).owner.get();
-        pool().release_owner(owner);
-        // The pressure state too (a recheck it wanted, what it returned): a later thread that
-        // reuses this `Local` starts as a new one, not with a purge pass this one was owed.
-        *owner = Owner::new();
+        // The owner is as new afterwards, for a later thread that reuses this `Local`.
+        pool().release_owner(&mut *(*l).owner.get());
     }
     counters::thread_exited();
     // From now on every allocation and free of this thread goes straight to the pool, and is

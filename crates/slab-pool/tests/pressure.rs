@@ -152,4 +152,14 @@ fn frees_beyond_the_bound_go_back_at_the_recheck_and_frees_below_it_wait() {
     POOL.release_owner(&mut a);
     POOL.release_owner(&mut b);
     POOL.release_owner(&mut c);
+
+    // An owner given up is as new: the recheck it was owed goes with its chunks, so a heap
+    // that reuses it starts with none.
+    POLICY.set_purge_delay_ms(2000);
+    let mut d = Owner::new();
+    let more = claim(&mut d, class, 4 * PRESSURE_FREE + PRESSURE_STEP);
+    free_all_but_some(&mut d, class, &more, true);
+    assert!(d.recheck_wanted(), "freed beyond the bound");
+    POOL.release_owner(&mut d);
+    assert!(!d.recheck_wanted(), "a released owner owes no recheck");
 }
