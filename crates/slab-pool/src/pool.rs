@@ -533,6 +533,10 @@ impl<S: ChunkSource, R: ChunkRegistry> SlabPool<S, R> {
             }
             if groups.is_full() {
                 self.release_groups(class, &mut groups, mine, now);
+                // Those releases may have retired a checked chunk (its last blocks came back),
+                // so a block of it later in this flush, a second copy of one just released, is
+                // checked again, and found freed into an empty chunk.
+                checked = [usize::MAX; 4];
             }
         }
         self.release_groups(class, &mut groups, mine, now);

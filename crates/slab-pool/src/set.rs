@@ -14,7 +14,7 @@
 //! take part in the membership protocol's total order (see [`crate::membership`]).
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::chunk::ChunkHeader;
 use crate::class::NUM_CLASSES;
@@ -26,15 +26,19 @@ const SET_WORDS: usize = MAX_CHUNKS / 64;
 /// A set of chunk numbers below [`MAX_CHUNKS`].
 pub(crate) struct ChunkSet {
     words: [AtomicU64; SET_WORDS],
-    /// Members, for statistics (maintained beside the bits, so only approximately in step).
-    count: AtomicUsize,
+    /// Members, for statistics and estimates. It is changed after the bit, so it lags: a remove
+    /// can lower it before the insert of the same member has raised it. Signed, so that such a
+    /// moment reads as a small negative number, which [`len`](Self::len) reads as 0, and not as
+    /// a wrapped `usize` (a sum of those overflowed, and a pool that read one thought it kept
+    /// billions of empty chunks).
+    count: AtomicIsize,
 }
 
 impl ChunkSet {
     pub(crate) const fn new() -> Self {
         Self {
             words: [const { AtomicU64::new(0) }; SET_WORDS],
-            count: AtomicUsize::new(0),
+            count: AtomicIsize::new(0),
         }
     }
 
@@ -100,9 +104,10 @@ impl ChunkSet {
         }
     }
 
-    /// Members, approximately (exact when no operation is in flight).
+    /// Members, approximately (exact when no operation is in flight; never negative).
     pub(crate) fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        // Relaxed: a statistic.
+        self.count.load(Ordering::Relaxed).max(0) as usize
     }
 }
 
@@ -211,5 +216,59 @@ impl Directory {
     pub(crate) fn get(&self, i: usize) -> *mut ChunkHeader {
         // Acquire: pairs with the Release store in `add`.
         self.chunks[i].load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The count lags the bits by at most one change per thread in flight: a remove may lower
+    /// it before the insert it undoes has raised it, or an insert raise it before the remove
+    /// that made room has lowered it. One thread inserts a chunk whenever it is out, another
+    /// takes it out whenever it is in, and a third reads the length of this set of at most one
+    /// member throughout: it may read 2, never a wrapped number (it read `usize::MAX` when the
+    /// count was unsigned).
+    #[test]
+    fn the_length_never_wraps_while_members_come_and_go() {
+        extern crate std;
+        use std::sync::atomic::AtomicBool;
+        use std::thread;
+
+        const ROUNDS: usize = 200_000;
+        let set = ChunkSet::new();
+        let done = AtomicBool::new(false);
+        let worst = thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..ROUNDS {
+                    while set.contains(7) {
+                        core::hint::spin_loop();
+                    }
+                    set.insert(7);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            s.spawn(|| {
+                while !done.load(Ordering::SeqCst) || set.contains(7) {
+                    set.remove(7);
+                }
+            });
+            let reader = s.spawn(|| {
+                let mut worst = 0;
+                while !done.load(Ordering::SeqCst) {
+                    worst = worst.max(set.len());
+                }
+                worst
+            });
+            reader.join().unwrap()
+        });
+        assert!(
+            worst <= 2,
+            "a set of at most one chunk read as {worst} long"
+        );
+        assert_eq!(set.len(), 0);
+        let sets = ClassSets::new();
+        sets.insert(3, 7);
+        assert_eq!(sets.len(), 1);
     }
 }

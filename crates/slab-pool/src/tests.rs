@@ -644,3 +644,54 @@ fn trim_gives_back_the_free_pages_of_a_listed_chunk_and_keeps_the_live_ones() {
     pool.validate(&[]);
     assert_eq!(pool.active(), 0);
 }
+
+/// A block that appears twice in one flush, with enough other words between the copies that
+/// the flush releases the first copy (and so retires its chunk, whose only block it was) before
+/// it reaches the second: the second is reported as a free into an empty chunk, and the process
+/// aborts, instead of being released into the retired chunk's bitmap (which a retired chunk
+/// holds all claimed, so the release would succeed) and its count taken below zero.
+#[test]
+fn a_copy_of_a_block_after_its_chunk_retired_in_the_same_flush_aborts() {
+    // SAFETY: the child only runs the pool code below and exits; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let run = std::panic::catch_unwind(|| {
+            let pool = boxed(MmapSource::new());
+            let class = 0;
+            let word_bytes = 64 * CLASSES[class].size as usize;
+            // One block of each of 47 words of a chunk that `owner` owns (the flush below has
+            // no owner, so every block is gathered by word).
+            let mut owner = Owner::new();
+            let mut words = BTreeSet::new();
+            let mut others = Vec::new();
+            while others.len() < 47 {
+                let got = refill(&pool, &mut owner, class, 64).unwrap();
+                if words.insert(got[0] / word_bytes) {
+                    others.push(got[0]);
+                }
+            }
+            // The one block out of another chunk, which then is listed, owned by nobody.
+            let mut one = [core::ptr::null_mut(); 1];
+            assert_eq!(pool.refill_once(class, &mut one), 1);
+            let lone = one[0] as usize;
+            let chunk_of = |a: usize| a & !(chunk_source::CHUNK_SIZE - 1);
+            assert!(others.iter().all(|&a| chunk_of(a) != chunk_of(lone)));
+            let mut flush = std::vec![lone];
+            flush.extend(&others);
+            flush.push(lone);
+            // SAFETY: a bad flush that the pool must catch; every pointer lies in its chunks.
+            unsafe { pool.flush(None, class, &blocks_of(&flush)) };
+        });
+        // Returning (or panicking on the count) means the copy was not caught.
+        // SAFETY: `_exit` ends the child without running the parent's test harness.
+        unsafe { libc::_exit(if run.is_ok() { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+        "the second copy was not reported (child status {status:#x})"
+    );
+}
