@@ -141,7 +141,8 @@ bitflags::bitflags! {
         const SHARED = 2;
         /// The capacity is fixed when the source is made; `alloc` fails once it is used up.
         const FIXED = 4;
-        /// [`ChunkSource::resize`] is supported and grows or shrinks in place where it can.
+        /// [`ChunkSource::resize`] is supported and grows or shrinks in place where it can, and
+        /// [`ChunkSource::move_chunk`] moves a chunk with its pages.
         const RESIZABLE = 8;
     }
 }
@@ -252,6 +253,32 @@ pub unsafe trait ChunkSource: Sync {
         let _ = (ptr, old_n, new_n);
         Err(ChunkError::Unsupported)
     }
+
+    /// Moves the chunk at `src`, with its pages and their content, onto the chunk at `dest`,
+    /// which it replaces: afterwards `dest` holds what `src` held, without a page being copied
+    /// or faulted in again, and `src` is given back. Sources without
+    /// [`RESIZABLE`](SourceProps::RESIZABLE) return [`ChunkError::Unsupported`] (the default).
+    ///
+    /// A caller that gathers the resident chunks of several freed runs into one longer run
+    /// moves them one chunk at a time, so a chunk never has to come from one piece of the
+    /// source's bookkeeping (for mmap, one kernel mapping) together with its neighbours.
+    ///
+    /// # Errors
+    ///
+    /// [`ChunkError::Unsupported`], [`ChunkError::InvalidArgument`] (an unaligned pointer, or
+    /// `src == dest`), or the OS's refusal. On error `src` is untouched. After the first two
+    /// `dest` is untouched too; after a refusal of the OS it may have been given back, and the
+    /// caller must neither use it again nor give it back (the address range may belong to
+    /// someone else by then).
+    ///
+    /// # Safety
+    ///
+    /// `src` and `dest` are chunks handed out by this source and not given back, owned by the
+    /// caller; nothing uses `src` afterwards, and whatever `dest` held is lost.
+    unsafe fn move_chunk(&self, src: NonNull<u8>, dest: NonNull<u8>) -> Result<(), ChunkError> {
+        let _ = (src, dest);
+        Err(ChunkError::Unsupported)
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to `S`, which keeps the promises of the trait.
@@ -287,6 +314,12 @@ unsafe impl<S: ChunkSource + ?Sized> ChunkSource for &S {
     ) -> Result<NonNull<u8>, ChunkError> {
         // SAFETY: the caller keeps the contract of `resize`, which is the same for `S`.
         unsafe { (**self).resize(ptr, old_n, new_n) }
+    }
+
+    #[inline]
+    unsafe fn move_chunk(&self, src: NonNull<u8>, dest: NonNull<u8>) -> Result<(), ChunkError> {
+        // SAFETY: the caller keeps the contract of `move_chunk`, which is the same for `S`.
+        unsafe { (**self).move_chunk(src, dest) }
     }
 }
 

@@ -9,12 +9,18 @@
 //! free and fails otherwise, never touching a neighbour); failing that it maps a fresh aligned
 //! range of the new length and moves the run onto it with `MREMAP_MAYMOVE | MREMAP_FIXED`. A move
 //! rewrites page tables only, so no byte is copied whatever the length.
+//!
+//! `move_chunk` moves one chunk onto another with `MREMAP_MAYMOVE | MREMAP_FIXED`, so a caller
+//! can gather the resident chunks of several runs into one. Such a run spans several kernel
+//! mappings, and `mremap` accepts only a range inside one mapping: the in-place growth of
+//! `resize` then fails with `EFAULT`, and `resize` refuses instead of trying the move (which
+//! would fail too, after the kernel had unmapped the destination).
 
 use core::ptr::NonNull;
 
 use crate::{
     check_chunk_aligned, check_page_range, chunk_bytes, owned_chunk_bytes, sys, ChunkError,
-    ChunkSource, SourceProps,
+    ChunkSource, SourceProps, CHUNK_SIZE,
 };
 
 /// Flags of every mapping this source makes.
@@ -95,6 +101,12 @@ unsafe impl ChunkSource for MmapSource {
             debug_assert_eq!(grown.cast::<u8>(), old);
             return Ok(ptr);
         }
+        if sys::errno() == libc::EFAULT {
+            // The run spans several mappings (its chunks were moved together one by one, see
+            // `move_chunk`). A move of the whole run would fail the same way, and only after
+            // the kernel had unmapped the destination: refuse, and let the caller copy.
+            return Err(ChunkError::Unsupported);
+        }
 
         // Move: reserve an aligned destination, then let the kernel move the pages onto it.
         let dest = sys::map_aligned(new_len, 0, FLAGS)?;
@@ -118,5 +130,32 @@ unsafe impl ChunkSource for MmapSource {
         }
         debug_assert_eq!(moved.cast::<u8>(), dest.as_ptr());
         Ok(dest)
+    }
+
+    unsafe fn move_chunk(&self, src: NonNull<u8>, dest: NonNull<u8>) -> Result<(), ChunkError> {
+        check_chunk_aligned(src)?;
+        check_chunk_aligned(dest)?;
+        if src == dest {
+            return Err(ChunkError::InvalidArgument);
+        }
+        // One chunk lies inside one mapping: every mapping this source makes, resizes or moves
+        // starts and ends on a chunk boundary, so the kernel's rule that the moved range is one
+        // mapping always holds.
+        // SAFETY: both chunks are the caller's (contract); MREMAP_FIXED replaces `dest` and, on
+        // success, unmaps `src`. On failure `src` is left as it was.
+        let moved = unsafe {
+            libc::mremap(
+                src.as_ptr().cast(),
+                CHUNK_SIZE,
+                CHUNK_SIZE,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                dest.as_ptr().cast::<libc::c_void>(),
+            )
+        };
+        if moved == libc::MAP_FAILED {
+            return Err(sys::last_error());
+        }
+        debug_assert_eq!(moved.cast::<u8>(), dest.as_ptr());
+        Ok(())
     }
 }

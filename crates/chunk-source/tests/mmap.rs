@@ -223,3 +223,95 @@ fn references_are_sources_too() {
             .expect("dealloc");
     }
 }
+
+/// Whether the page at `addr` is mapped at all (`mincore` refuses an unmapped range).
+fn is_mapped(addr: usize) -> bool {
+    let mut v = 0u8;
+    // SAFETY: `mincore` only reads the page tables; `v` holds the one page's byte.
+    unsafe { libc::mincore(addr as *mut libc::c_void, 4096, &mut v) == 0 }
+}
+
+/// `move_chunk` gathers the chunks of two runs into a third with their content, unmapping
+/// where they were; the gathered run spans several mappings, so `resize` refuses to grow it
+/// (and leaves it as it was), while shrinking and giving it back work as for any run.
+#[test]
+fn moved_chunks_bring_their_content_and_a_gathered_run_refuses_to_grow() {
+    let _s = serial();
+    let source = MmapSource::new();
+    let mut a = Run::alloc(&source, 1).expect("alloc");
+    let mut b = Run::alloc(&source, 1).expect("alloc");
+    a.stamp(0xA);
+    b.stamp(0xB);
+    let mut run = Run::alloc(&source, 3).expect("alloc");
+    let (a_at, b_at) = (a.addr(), b.addr());
+    for (i, from) in [a, b].into_iter().enumerate() {
+        let (src, _) = from.leak();
+        // SAFETY: `src` is a chunk of ours, given up; chunk `i` of `run` is ours.
+        unsafe {
+            source.move_chunk(
+                std::ptr::NonNull::new(src as *mut u8).unwrap(),
+                run.ptr().add(i * CHUNK_SIZE),
+            )
+        }
+        .expect("move");
+    }
+    assert!(
+        !is_mapped(a_at) && !is_mapped(b_at),
+        "a moved chunk stays mapped where it was"
+    );
+    let page = chunk_source::page_size();
+    // SAFETY: the run is ours and readable for its length.
+    let words =
+        unsafe { std::slice::from_raw_parts(run.ptr().as_ptr().cast::<u64>(), run.len() / 8) };
+    for (i, w) in words[..2 * CHUNK_SIZE / 8]
+        .iter()
+        .step_by(page / 8)
+        .enumerate()
+    {
+        let (tag, p) = if i < CHUNK_SIZE / page {
+            (0xA, i)
+        } else {
+            (0xB, i - CHUNK_SIZE / page)
+        };
+        assert_eq!(*w, tag ^ p as u64, "page {i} lost its content in the move");
+    }
+    assert_tail_zero(&run, 2 * CHUNK_SIZE);
+
+    let at = run.addr();
+    assert_eq!(run.resize(5), Err(ChunkError::Unsupported));
+    assert_eq!(
+        (run.addr(), run.chunks()),
+        (at, 3),
+        "a refused resize changed the run"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { run.ptr().as_ptr().cast::<u64>().read() }, 0xA);
+    run.resize(2).expect("shrink");
+    assert!(!is_mapped(at + 2 * CHUNK_SIZE));
+    run.free().expect("dealloc");
+    assert!(!is_mapped(at) && !is_mapped(at + CHUNK_SIZE));
+}
+
+#[test]
+fn move_chunk_refuses_bad_arguments() {
+    let _s = serial();
+    let source = MmapSource::new();
+    let run = Run::alloc(&source, 2).expect("alloc");
+    // SAFETY: refused before anything is touched.
+    unsafe {
+        let odd = run.ptr().add(4096);
+        assert_eq!(
+            source.move_chunk(odd, run.ptr()),
+            Err(ChunkError::InvalidArgument)
+        );
+        assert_eq!(
+            source.move_chunk(run.ptr(), odd),
+            Err(ChunkError::InvalidArgument)
+        );
+        assert_eq!(
+            source.move_chunk(run.ptr(), run.ptr()),
+            Err(ChunkError::InvalidArgument)
+        );
+    }
+    assert!(run.is_zero());
+}

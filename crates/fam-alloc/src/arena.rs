@@ -190,6 +190,14 @@ unsafe impl ChunkSource for Source {
             Source::Shm { .. } => Err(ChunkError::Unsupported),
         }
     }
+
+    unsafe fn move_chunk(&self, src: NonNull<u8>, dest: NonNull<u8>) -> Result<(), ChunkError> {
+        match *self {
+            // SAFETY: forwarded from the caller.
+            Source::Mmap => unsafe { MmapSource::new().move_chunk(src, dest) },
+            Source::Shm { .. } => Err(ChunkError::Unsupported),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

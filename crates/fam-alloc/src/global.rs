@@ -9,7 +9,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use large_alloc::LargeAlloc;
+use large_alloc::{LargeAlloc, LargeBlock, LargeError};
 
 use crate::class::{small_class, CLASSES};
 use crate::local::{
@@ -114,7 +114,7 @@ unsafe impl GlobalAlloc for FamAlloc {
                 Some(p) => p.as_ptr(),
                 None => alloc_slow(class),
             },
-            None => large_alloc(layout.size(), layout.align()).map_or(ptr::null_mut(), |(p, _)| p),
+            None => large_alloc(layout.size(), layout.align()),
         }
     }
 
@@ -146,15 +146,7 @@ unsafe impl GlobalAlloc for FamAlloc {
                 }
                 p
             }
-            None => match large_alloc(layout.size(), layout.align()) {
-                Some((p, true)) => p,
-                Some((p, false)) => {
-                    // SAFETY: `p` holds at least `layout.size()` writable bytes.
-                    unsafe { ptr::write_bytes(p, 0, layout.size()) };
-                    p
-                }
-                None => ptr::null_mut(),
-            },
+            None => large_alloc_zeroed(layout.size(), layout.align()),
         }
     }
 
@@ -185,18 +177,34 @@ unsafe impl GlobalAlloc for FamAlloc {
     }
 }
 
-/// A large block and whether it reads as zero, or `None` when memory is exhausted.
+/// A large block, or null when memory is exhausted.
 #[cold]
-pub(crate) fn large_alloc(size: usize, align: usize) -> Option<(*mut u8, bool)> {
+pub(crate) fn large_alloc(size: usize, align: usize) -> *mut u8 {
     crate::background::ensure();
-    let block = LARGE.alloc(size, align).ok()?;
+    publish_large(LARGE.alloc(size, align), size)
+}
+
+/// A large block that reads as zero, or null when memory is exhausted: cleared only where it
+/// holds what earlier blocks left (see `LargeAlloc::alloc_zeroed`).
+#[cold]
+pub(crate) fn large_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    crate::background::ensure();
+    publish_large(LARGE.alloc_zeroed(size, align), size)
+}
+
+/// Records a new large block of `size` bytes in the registry and the statistics and returns
+/// its payload; null when there was none or the registry has no room for it.
+fn publish_large(block: Result<LargeBlock, LargeError>, size: usize) -> *mut u8 {
+    let Ok(block) = block else {
+        return ptr::null_mut();
+    };
     if !REGISTRY.insert_large(&block) {
         // SAFETY: the block was just allocated and never published.
         let _ = unsafe { LARGE.dealloc(block.ptr) };
-        return None;
+        return ptr::null_mut();
     }
     counters::large_changed(size, block.nchunks, 1);
-    Some((block.ptr.as_ptr(), block.zeroed))
+    block.ptr.as_ptr()
 }
 
 /// Frees a large block, refusing pointers that are not one.

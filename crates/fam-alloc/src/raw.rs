@@ -43,7 +43,9 @@ use large_alloc::LargeAlloc;
 use size_class::Fine;
 
 use crate::class::{CLASSES, MAX_SMALL_ALIGN};
-use crate::global::{class_index, large_alloc, large_free, large_realloc, registry, OsSource};
+use crate::global::{
+    class_index, large_alloc, large_alloc_zeroed, large_free, large_realloc, registry, OsSource,
+};
 use crate::local::{alloc_counted, dealloc_counted, pop_counted, push_counted, GlobalStore};
 use crate::registry::Kind;
 use crate::report;
@@ -149,7 +151,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     match small_class(size, align) {
         Some(class) => alloc_small(class),
         None if size > isize::MAX as usize - MAX_SMALL_ALIGN => ptr::null_mut(),
-        None => large_alloc(size, align).map_or(ptr::null_mut(), |(p, _)| p),
+        None => large_alloc(size, align),
     }
 }
 
@@ -215,15 +217,7 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     if size > isize::MAX as usize - MAX_SMALL_ALIGN {
         return ptr::null_mut();
     }
-    match large_alloc(size, align) {
-        Some((p, true)) => p,
-        Some((p, false)) => {
-            // SAFETY: `p` holds at least `size` writable bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
-            p
-        }
-        None => ptr::null_mut(),
-    }
+    large_alloc_zeroed(size, align)
 }
 
 /// What `ptr` is, checked: a slab block of a class, or a large block. Reports and aborts (naming

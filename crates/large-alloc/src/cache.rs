@@ -5,25 +5,27 @@
 //! a loop would pay all of that each time; the cache keeps up to [`CACHE_SLOTS`] freed runs of
 //! at most [`CACHE_MAX_RUN_CHUNKS`] chunks each, [`CACHE_MAX_CHUNKS`] chunks in all, and gives
 //! the next allocation that needs `n` chunks the smallest run of at least `n` (best fit).
-//! `LargeAlloc` lets the block keep a run of up to `3n` chunks whole, so a long run goes back
-//! to the cache long when the block is freed (blocks of varying sizes keep finding runs: with
-//! a bound of `2n` a program of 5..25 MiB blocks, mimalloc-bench's malloc-large, mapped twice as
-//! many fresh runs), and splits a longer one, putting its tail back in the cache (or back to
-//! the source when the cache has no room): the tail's pages are resident already, and a program
-//! whose block sizes vary finds them again where a fresh run would fault every page in. On the
-//! suite's `large` shape (two threads replacing blocks of 1..32 MiB) giving tails back, a budget
-//! of 32 chunks and an age limit of 64 made about 120,000 page faults where tcmalloc makes
-//! 56,000; tails kept, 64 chunks and 256 ticks make about 60,000. The waste is bounded by twice
-//! the block's own chunks, and the chunks held beyond what blocks need are still bounded by the
-//! cache's budget.
+//! `LargeAlloc` lets the block keep a run of up to `2n` chunks whole, and splits a longer one,
+//! putting its tail back in the cache (or back to the source when the cache has no room): the
+//! tail's pages are resident already, and a program whose block sizes vary finds them again
+//! where a fresh run would fault every page in. The waste is bounded by the block's own
+//! chunks, and the chunks held beyond what blocks need are still bounded by the cache's budget.
 //!
-//! When no cached run is long enough and the source can resize runs (the mmap source, by
-//! `mremap`), `LargeAlloc` takes the longest shorter one that is at least half as long and
-//! grows it: the kernel moves or extends the mapping with its pages, so only the added chunks
-//! are faulted in, not the whole block (a program whose block sizes vary otherwise maps a fresh
-//! run whenever it needs a longer one than any it freed). A run shorter than half stays for
-//! the blocks it fits: grown, it would save less than it costs them. On mimalloc-bench's
-//! malloc-large shape this took the page faults from about 476,000 to 289,000 (glibc: 452,000).
+//! When no cached run is long enough and the source can move chunks (the mmap source, by
+//! `mremap`), `LargeAlloc` gathers shorter ones: it maps a fresh run of `n` chunks and moves
+//! cached runs onto it, chunk by chunk, the longest that fits in what is left first, until
+//! the run is full or nothing cached fits. The kernel moves page tables, not bytes, so every
+//! page those runs had faulted in comes along, and only the part that no cached run covered
+//! faults in fresh; in effect the cache's runs coalesce as a page heap's free spans do
+//! (tcmalloc's), with no address-order bookkeeping. On the suite's `large` shape (two threads
+//! replacing blocks of 64 KiB..32 MiB, `--scale 4`) this and the `2n` bound took the page
+//! faults from about 75,000 to 50,000 (tcmalloc: 58,000) and the time from 1.28x tcmalloc's to
+//! about 1.1x; before, the longest shorter run of at least `n/2` chunks was grown by `mremap`
+//! and the rest of the block faulted in, and runs were kept whole up to `3n`.
+//!
+//! A gathered run is several kernel mappings. It is unmapped, decommitted, split and freed like
+//! any run, and moved again chunk by chunk; only a `mremap` of the whole run, which must lie in
+//! one mapping, fails (the mmap source's `resize` then refuses, and a realloc copies).
 //!
 //! Each slot is one atomic pointer: null (empty), `BUSY` (being filled), or the run's base with
 //! its chunk count in the low bits (a base is `CHUNK_SIZE`-aligned and a count is below
@@ -140,10 +142,10 @@ impl RunCache {
         self.take_best(|len| len >= n, |len, best| len < best)
     }
 
-    /// Takes the longest cached run shorter than `n` chunks but at least half as long, if there
-    /// is one, with its length: for a caller that can grow it to `n` (see the module docs).
-    pub(crate) fn take_longest_below(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
-        self.take_best(|len| len < n && 2 * len >= n, |len, best| len > best)
+    /// Takes the longest cached run of at most `n` chunks, if there is one, with its length:
+    /// for a caller that gathers runs into a longer one (see the module docs).
+    pub(crate) fn take_longest_at_most(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
+        self.take_best(|len| len <= n, |len, best| len > best)
     }
 
     /// Takes the run whose length `fits` accepts and that is `better` than every other such

@@ -1,8 +1,10 @@
 //! The allocator: runs from a source (or the cache), headers, reallocation.
 //!
-//! - `alloc(size, align)`: `chunks_for(size, align)` chunks are taken from the cache (an exact
-//!   fit) or else from the source; when the source is out of memory the cache is emptied into
-//!   it and the source asked once more. The header is written and the payload returned.
+//! - `alloc(size, align)`: `chunks_for(size, align)` chunks are taken from the cache (the
+//!   shortest run long enough), or gathered from shorter cached runs into a fresh run of the
+//!   source, or else taken fresh from the source; when the source is out of memory the cache
+//!   is emptied into it and the source asked once more. The header is written and the payload
+//!   returned.
 //! - `dealloc(ptr)`: the header is found and checked, its magic turned from live to freed by
 //!   one compare-exchange (so of two frees of one block exactly one gets through), and only
 //!   then is the run put in the cache or given back to the source.
@@ -31,7 +33,8 @@ pub struct LargeBlock {
     /// Chunks in the run.
     pub nchunks: usize,
     /// Whether the payload is known to read as zero: it came straight from a source with
-    /// [`SourceProps::ZEROED`]. False for a run reused from the cache and for `realloc`.
+    /// [`SourceProps::ZEROED`]. False for a run reused or gathered from the cache and for
+    /// `realloc`.
     pub zeroed: bool,
 }
 
@@ -116,10 +119,33 @@ impl<S: ChunkSource> LargeAlloc<S> {
     /// [`LargeError::OutOfMemory`] when the source has no room, [`LargeError::Source`] for
     /// other failures of the source.
     pub fn alloc(&self, size: usize, align: usize) -> Result<LargeBlock, LargeError> {
+        self.alloc_in(size, align, true)
+    }
+
+    /// Allocates a block as [`alloc`](Self::alloc) does and clears what may not read as zero
+    /// (nothing of a fresh run), for `calloc`. Shorter cached runs are not gathered for it:
+    /// clearing them would write every page they hold, and fault in the ones their blocks never
+    /// touched, where a fresh run reads as zero for free and a program that touches only part
+    /// of a large zeroed block (a sparse table) never pays for the rest.
+    ///
+    /// # Errors
+    /// As for [`alloc`](Self::alloc).
+    pub fn alloc_zeroed(&self, size: usize, align: usize) -> Result<LargeBlock, LargeError> {
+        let mut block = self.alloc_in(size, align, false)?;
+        if !block.zeroed {
+            // SAFETY: the payload holds at least `size` writable bytes, ours alone.
+            unsafe { core::ptr::write_bytes(block.ptr.as_ptr(), 0, size) };
+            block.zeroed = true;
+        }
+        Ok(block)
+    }
+
+    /// [`alloc`](Self::alloc), gathering shorter cached runs when `gather` says so.
+    fn alloc_in(&self, size: usize, align: usize, gather: bool) -> Result<LargeBlock, LargeError> {
         if !align.is_power_of_two() {
             return Err(LargeError::InvalidAlign { align });
         }
-        let (base, nchunks, zeroed) = self.get_run(chunks_for(size, align)?)?;
+        let (base, nchunks, zeroed) = self.get_run(chunks_for(size, align)?, gather)?;
         let (base, nchunks) = if align > CHUNK_SIZE {
             self.shed_unused_chunks(base, nchunks, size, align)
         } else {
@@ -365,8 +391,8 @@ impl<S: ChunkSource> LargeAlloc<S> {
         !props.contains(SourceProps::SHARED)
     }
 
-    /// A cached run of `n` to `3n` chunks and its length, if the cache holds one at least `n`
-    /// long (sweeping out stale runs on the way): a run longer than `3n` is split, and the
+    /// A cached run of `n` to `2n` chunks and its length, if the cache holds one at least `n`
+    /// long (sweeping out stale runs on the way): a run longer than `2n` is split, and the
     /// chunks past its first `n` go back to the cache, or to the source when the cache will not
     /// take them (see the cache's module docs).
     fn take_cached(&self, n: usize) -> Option<(NonNull<u8>, usize)> {
@@ -375,7 +401,7 @@ impl<S: ChunkSource> LargeAlloc<S> {
         }
         let now = self.cache.tick();
         let hit = self.cache.take(n).map(|(base, len)| {
-            if len <= 3 * n {
+            if len <= 2 * n {
                 return (base, len);
             }
             // SAFETY: `n < len`, so the tail starts inside the run, which is ours now.
@@ -388,24 +414,71 @@ impl<S: ChunkSource> LargeAlloc<S> {
         hit
     }
 
-    /// A run of `n` chunks grown from the longest cached run shorter than `n`, for a source that
-    /// resizes runs (see the cache's module docs): its pages come along, so only the added
-    /// chunks are fresh. `None` when there is no such run or the source cannot grow it (the run
-    /// then goes back where freed runs go: the cache, or the source).
-    fn grow_cached(&self, n: usize) -> Option<NonNull<u8>> {
+    /// A fresh run of `n` chunks into which cached runs shorter than `n` are moved with their
+    /// pages, the longest that fits in what is left first, until it is full or no cached run
+    /// fits (see the cache's module docs). `None` when the cache holds no such run, the source
+    /// cannot move chunks, or a move fails (then every chunk goes back where it can).
+    fn gather_cached(&self, n: usize) -> Option<NonNull<u8>> {
         let props = self.source.props();
-        if !Self::caches(props) || !props.contains(SourceProps::RESIZABLE) {
+        if !Self::caches(props) || !props.contains(SourceProps::RESIZABLE) || n < 2 {
             return None;
         }
-        let (base, len) = self.cache.take_longest_below(n)?;
-        // SAFETY: the run came out of the cache: the source handed it out, and it is ours.
-        match unsafe { self.source.resize(base, len, n) } {
-            Ok(run) => Some(run),
+        let first = self.cache.take_longest_at_most(n - 1)?;
+        let base = match self.source.alloc(n) {
+            Ok(base) => base,
             Err(_) => {
-                // SAFETY: as above; a failed resize leaves the run as it was, and we give it up.
-                let _ = unsafe { self.put_run(base, len) };
-                None
+                // SAFETY: the run came out of the cache: the source's, and ours.
+                let _ = unsafe { self.put_run(first.0, first.1) };
+                return None;
             }
+        };
+        let mut filled = 0;
+        let mut piece = Some(first);
+        while let Some((src, len)) = piece {
+            for i in 0..len {
+                // SAFETY: `i < len` and `filled + i < n`: chunks of the piece and of the fresh
+                // run, both taken by this call alone, so they are ours and distinct.
+                let (from, to) =
+                    unsafe { (src.add(i * CHUNK_SIZE), base.add((filled + i) * CHUNK_SIZE)) };
+                // SAFETY: as just said; nothing uses either chunk but this call.
+                if let Err(e) = unsafe { self.source.move_chunk(from, to) } {
+                    // The chunk that stayed and the rest of the piece are still ours.
+                    // SAFETY: whole chunks of a run the source handed out, which nobody uses.
+                    let _ = unsafe { self.put_run(from, len - i) };
+                    let lost = !matches!(e, ChunkError::Unsupported | ChunkError::InvalidArgument);
+                    // SAFETY: the fresh run is ours but for its chunk `filled + i` when the
+                    // source says it may have lost it.
+                    unsafe { self.abandon(base, n, filled + i, lost) };
+                    return None;
+                }
+            }
+            filled += len;
+            piece = if filled < n {
+                self.cache.take_longest_at_most(n - filled)
+            } else {
+                None
+            };
+        }
+        Some(base)
+    }
+
+    /// Gives up a run of `n` chunks at `base` that a failed move left half gathered: the chunks
+    /// before `at` hold moved pages and go to the cache, the rest back to the source, except
+    /// chunk `at` itself when `lost` (a failed move may have unmapped it, and the address range
+    /// may be someone else's by now: it is left alone).
+    ///
+    /// # Safety
+    /// The run is the caller's, which gives it up; `at < n`.
+    unsafe fn abandon(&self, base: NonNull<u8>, n: usize, at: usize, lost: bool) {
+        debug_assert!(at < n);
+        if at > 0 {
+            // SAFETY: the run's first `at` chunks, ours (contract).
+            let _ = unsafe { self.put_run(base, at) };
+        }
+        let rest = if lost { at + 1 } else { at };
+        if rest < n {
+            // SAFETY: the run's chunks from `rest` on, ours (contract).
+            let _ = unsafe { self.give_back(base.add(rest * CHUNK_SIZE), n - rest) };
         }
     }
 
@@ -421,15 +494,17 @@ impl<S: ChunkSource> LargeAlloc<S> {
         Some(unsafe { Self::block_in(base, nchunks, size, align, false) })
     }
 
-    /// A run of at least `n` chunks (a cached one may be up to three times as long), its
-    /// length, and whether it reads as zero.
-    fn get_run(&self, n: usize) -> Result<(NonNull<u8>, usize, bool), LargeError> {
+    /// A run of at least `n` chunks (a cached one may be up to twice as long), its length,
+    /// and whether it reads as zero; with `gather`, shorter cached runs may be gathered into it.
+    fn get_run(&self, n: usize, gather: bool) -> Result<(NonNull<u8>, usize, bool), LargeError> {
         let props = self.source.props();
         if let Some((base, len)) = self.take_cached(n) {
             return Ok((base, len, false));
         }
-        if let Some(base) = self.grow_cached(n) {
-            return Ok((base, n, false));
+        if gather {
+            if let Some(base) = self.gather_cached(n) {
+                return Ok((base, n, false));
+            }
         }
         let base = match self.source.alloc(n) {
             Ok(base) => base,

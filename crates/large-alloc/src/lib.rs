@@ -42,9 +42,10 @@
 //! # The cache of freed runs
 //!
 //! Up to [`CACHE_SLOTS`] freed runs of at most [`CACHE_MAX_RUN_CHUNKS`] chunks,
-//! [`CACHE_MAX_CHUNKS`] chunks in all, are kept for the next allocation of exactly as many
-//! chunks, so that allocating and freeing a few-MiB block in a loop does not map and unmap
-//! every time. The cache is lock-free (one compare-exchange per slot), and a run that has sat
+//! [`CACHE_MAX_CHUNKS`] chunks in all, are kept for later allocations (the shortest run long
+//! enough, split past twice the need; or, on a source that moves chunks, shorter runs gathered
+//! into one with their pages), so that allocating and freeing a few-MiB block in a loop does
+//! not map and unmap every time, nor fault its pages in again. The cache is lock-free (one compare-exchange per slot), and a run that has sat
 //! through more than [`CACHE_MAX_AGE`] large allocations and frees unused is given back to the
 //! source; [`LargeAlloc::trim`] gives back all of them, and so does dropping the allocator and
 //! a source running out of memory. A reused run is not zeroed (`zeroed` is false). Runs of a

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use chunk_source::{MmapSource, RegionSource};
-use common::{fill, is_zero, Probe, MIB};
+use common::{check, fill, is_zero, Probe, MIB};
 use large_alloc::{
     LargeAlloc, SourceProps, CACHE_MAX_AGE, CACHE_MAX_CHUNKS, CACHE_MAX_RUN_CHUNKS, CACHE_SLOTS,
     CHUNK_SIZE,
@@ -54,37 +54,36 @@ fn a_freed_run_is_reused() {
 }
 
 #[test]
-fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past_it_keeping_the_tail(
-) {
+fn a_longer_cached_run_serves_whole_up_to_twice_the_need_and_is_split_past_it_keeping_the_tail() {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
     let big = large.alloc(6 * CHUNK_SIZE - 4096, 64).unwrap();
     assert_eq!(big.nchunks, 6);
     // SAFETY: a live block of `large`, freed once.
     unsafe { large.dealloc(big.ptr) }.unwrap();
-    // A 2-chunk block takes the 6-chunk run whole (at most 3 x 2), and gives it back whole.
-    let a = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    // A 3-chunk block takes the 6-chunk run whole (at most 2 x 3), and gives it back whole.
+    let a = large.alloc(3 * CHUNK_SIZE - 4096, 64).unwrap();
     assert_eq!((a.base, a.nchunks), (big.base, 6));
     assert_eq!(large.cached_chunks(), 0);
     // SAFETY: as above.
     unsafe {
-        fill(a.ptr, 2 * CHUNK_SIZE - 4096, 1);
+        fill(a.ptr, 3 * CHUNK_SIZE - 4096, 1);
         large.dealloc(a.ptr).unwrap();
     }
     assert_eq!(large.cached_chunks(), 6);
-    // A 1-chunk block would waste five: it takes the head, and the tail stays cached.
-    let b = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
-    assert_eq!((b.base, b.nchunks), (big.base, 1));
-    assert_eq!(large.cached_chunks(), 5);
+    // A 2-chunk block would waste four: it takes the head, and the tail stays cached.
+    let b = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!((b.base, b.nchunks), (big.base, 2));
+    assert_eq!(large.cached_chunks(), 4);
     assert_eq!(
         large.source().live_chunks(),
         6,
         "nothing went back to the source"
     );
-    // The tail serves the next block that needs five chunks, with its pages and content.
-    let c = large.alloc(5 * CHUNK_SIZE - 4096, 64).unwrap();
-    // SAFETY: the second chunk of the 6-chunk run, the tail's first.
-    let tail = unsafe { big.base.add(CHUNK_SIZE) };
-    assert_eq!((c.base, c.nchunks), (tail, 5));
+    // The tail serves the next block that needs four chunks, with its pages and content.
+    let c = large.alloc(4 * CHUNK_SIZE - 4096, 64).unwrap();
+    // SAFETY: the third chunk of the 6-chunk run, the tail's first.
+    let tail = unsafe { big.base.add(2 * CHUNK_SIZE) };
+    assert_eq!((c.base, c.nchunks), (tail, 4));
     assert_eq!(large.cached_chunks(), 0);
     assert_eq!(large.source().allocs(), 1, "one mapping served all four");
     // SAFETY: as above.
@@ -96,65 +95,128 @@ fn a_longer_cached_run_serves_whole_up_to_three_times_the_need_and_is_split_past
     assert_eq!(large.source().live_chunks(), 0);
 }
 
-/// With no cached run long enough, the longest shorter one at least half as long is grown by
-/// the source (its pages and content come along) instead of a fresh run being mapped; a run
-/// shorter than half is left for blocks it fits.
-#[test]
-fn a_shorter_cached_run_is_grown_rather_than_a_fresh_run_mapped() {
-    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+/// Frees a 2-chunk block filled with pattern 7 and then a 1-chunk block filled with pattern 8,
+/// so that the cache holds runs of 2 and 1 chunks, and returns their bases.
+fn cache_runs_of_two_and_one(large: &LargeAlloc<Probe<MmapSource>>) -> (usize, usize) {
     let two = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
     let one = large.alloc(CHUNK_SIZE / 2, 64).unwrap();
     assert_eq!((two.nchunks, one.nchunks), (2, 1));
-    // SAFETY: live blocks of `large`, each freed once.
+    // SAFETY: live blocks of `large`, each filled within its size and freed once.
     unsafe {
         fill(two.ptr, 2 * CHUNK_SIZE - 4096, 7);
+        fill(one.ptr, CHUNK_SIZE / 2, 8);
         large.dealloc(two.ptr).unwrap();
         large.dealloc(one.ptr).unwrap();
     }
     assert_eq!(large.cached_chunks(), 3);
-    let (allocs, resizes) = (large.source().allocs(), large.source().resizes());
-    let size = 3 * CHUNK_SIZE - 4096;
-    let grown = large.alloc(size, 64).unwrap();
-    assert_eq!(grown.nchunks, 3);
-    assert!(!grown.zeroed, "a grown run holds what its block left");
-    assert_eq!(large.source().allocs(), allocs, "no fresh run");
-    assert_eq!(large.source().resizes(), resizes + 1);
+    (two.base.as_ptr() as usize, one.base.as_ptr() as usize)
+}
+
+/// With no cached run long enough, shorter cached runs are moved into a fresh run, the longest
+/// that fits first, and their pages and content come along: only the chunk no cached run
+/// covered is fresh.
+#[test]
+fn shorter_cached_runs_are_gathered_into_a_longer_one_with_their_pages() {
+    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    cache_runs_of_two_and_one(&large);
+    let (allocs, moves) = (large.source().allocs(), large.source().moves());
+    let size = 4 * CHUNK_SIZE - 4096;
+    let g = large.alloc(size, 64).unwrap();
+    assert_eq!(g.nchunks, 4);
+    assert!(!g.zeroed, "a gathered run holds what its blocks left");
     assert_eq!(
-        large.cached_chunks(),
-        1,
-        "the 2-chunk run was taken, the 1-chunk one kept"
+        large.source().allocs(),
+        allocs + 1,
+        "one fresh run to gather into"
     );
-    // The 1-chunk run is too short to grow to 3: a fresh run.
-    let fresh = large.alloc(size, 64).unwrap();
-    assert_eq!(large.source().allocs(), allocs + 1);
-    assert_eq!(large.source().resizes(), resizes + 1);
-    assert_eq!(large.cached_chunks(), 1);
-    // SAFETY: both blocks are live and `size` bytes long.
+    assert_eq!(
+        large.source().moves(),
+        moves + 3,
+        "both cached runs moved in"
+    );
+    assert_eq!(large.cached_chunks(), 0);
+    assert_eq!(large.source().live_chunks(), 4);
+    // SAFETY: the block's run is ours and readable for its four chunks; the payloads of the
+    // old blocks were at offset 64 of their runs, as the new one's is.
     unsafe {
-        fill(grown.ptr, size, 9);
-        large.dealloc(grown.ptr).unwrap();
-        large.dealloc(fresh.ptr).unwrap();
+        assert_eq!(
+            check(g.ptr, 2 * CHUNK_SIZE - 4096, 7),
+            Ok(()),
+            "the 2-chunk run"
+        );
+        let third = g.ptr.add(2 * CHUNK_SIZE);
+        assert_eq!(check(third, CHUNK_SIZE / 2, 8), Ok(()), "the 1-chunk run");
+        assert!(
+            is_zero(g.base.add(3 * CHUNK_SIZE), CHUNK_SIZE),
+            "the fresh chunk"
+        );
+        large.dealloc(g.ptr).unwrap();
     }
-    assert_eq!(large.trim(), 1 + 3 + 3);
+    assert_eq!(large.trim(), 4);
     assert_eq!(large.source().live_chunks(), 0);
 }
 
-/// A run the source fails to grow goes back to the cache, and the block gets a fresh run.
+/// A block to be cleared is not gathered (clearing would write every page of the moved runs):
+/// it gets a fresh run, which reads as zero, and the cached runs stay; a cached run long
+/// enough is taken and cleared.
 #[test]
-fn a_run_that_cannot_be_grown_stays_cached() {
+fn a_zeroed_block_is_not_gathered_and_a_reused_one_is_cleared() {
     let large = LargeAlloc::new(Probe::new(MmapSource::new()));
-    let two = large.alloc(2 * CHUNK_SIZE - 4096, 64).unwrap();
-    // SAFETY: a live block of `large`, freed once.
-    unsafe { large.dealloc(two.ptr) }.unwrap();
-    large.source().fail_resize.store(true, Ordering::SeqCst);
-    let allocs = large.source().allocs();
-    let b = large.alloc(3 * CHUNK_SIZE - 4096, 64).unwrap();
-    assert_eq!(b.nchunks, 3);
-    assert_eq!(large.source().allocs(), allocs + 1, "a fresh run");
-    assert_eq!(large.cached_chunks(), 2, "the 2-chunk run is still cached");
+    cache_runs_of_two_and_one(&large);
+    let (allocs, moves) = (large.source().allocs(), large.source().moves());
+    let size = 4 * CHUNK_SIZE - 4096;
+    let z = large.alloc_zeroed(size, 64).unwrap();
+    assert!(z.zeroed);
+    assert_eq!(large.source().allocs(), allocs + 1);
+    assert_eq!(large.source().moves(), moves, "nothing gathered");
+    assert_eq!(large.cached_chunks(), 3);
+    // SAFETY: a live block of `size` bytes.
+    unsafe { assert!(is_zero(z.ptr, size)) };
+    // The 2-chunk run serves a 2-chunk zeroed block, cleared of what its block left.
+    let r = large.alloc_zeroed(2 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!(r.nchunks, 2);
+    assert_eq!(large.source().allocs(), allocs + 1, "the cached run");
     // SAFETY: as above.
+    unsafe {
+        assert!(is_zero(r.ptr, 2 * CHUNK_SIZE - 4096));
+        large.dealloc(z.ptr).unwrap();
+        large.dealloc(r.ptr).unwrap();
+    }
+    assert_eq!(large.trim(), 4 + 2 + 1);
+    assert_eq!(large.source().live_chunks(), 0);
+}
+
+/// A move that fails loses nothing: the chunk gathered so far and the rest of the run being
+/// moved stay cached, the chunk the failure may have unmapped is not touched, and the block
+/// gets a fresh run.
+#[test]
+fn a_failed_move_loses_nothing() {
+    let large = LargeAlloc::new(Probe::new(MmapSource::new()));
+    let (_, one) = cache_runs_of_two_and_one(&large);
+    large.source().moves_left.store(1, Ordering::SeqCst);
+    let allocs = large.source().allocs();
+    let b = large.alloc(4 * CHUNK_SIZE - 4096, 64).unwrap();
+    assert_eq!(b.nchunks, 4);
+    assert!(b.zeroed, "a fresh run");
+    assert_eq!(
+        large.source().allocs(),
+        allocs + 2,
+        "the run to gather into, then a fresh one"
+    );
+    assert_eq!(large.source().moves(), 1);
+    assert_eq!(large.cached_chunks(), 3, "three 1-chunk runs");
+    assert_eq!(
+        large.source().live_chunks(),
+        4 + 3,
+        "no chunk leaked or given back twice"
+    );
+    // The 1-chunk run was never taken and holds what its block left.
+    let one = std::ptr::NonNull::new((one + 64) as *mut u8).unwrap();
+    // SAFETY: a cached run, mapped and written by nobody; its old payload was at offset 64.
+    assert_eq!(unsafe { check(one, CHUNK_SIZE / 2, 8) }, Ok(()));
+    // SAFETY: a live block of `large`, freed once.
     unsafe { large.dealloc(b.ptr) }.unwrap();
-    assert_eq!(large.trim(), 2 + 3);
+    assert_eq!(large.trim(), 3 + 4);
     assert_eq!(large.source().live_chunks(), 0);
 }
 

@@ -104,6 +104,10 @@ pub struct Probe<S> {
     pub add: SourceProps,
     pub remove: SourceProps,
     pub fail_resize: AtomicBool,
+    /// Moves of `move_chunk` that still succeed; the next one fails as the kernel's can, with
+    /// the destination chunk unmapped.
+    pub moves_left: AtomicUsize,
+    pub moves: AtomicUsize,
     pub allocs: AtomicUsize,
     pub deallocs: AtomicUsize,
     pub resizes: AtomicUsize,
@@ -122,6 +126,8 @@ impl<S> Probe<S> {
             add,
             remove,
             fail_resize: AtomicBool::new(false),
+            moves_left: AtomicUsize::new(usize::MAX),
+            moves: AtomicUsize::new(0),
             allocs: AtomicUsize::new(0),
             deallocs: AtomicUsize::new(0),
             resizes: AtomicUsize::new(0),
@@ -139,6 +145,10 @@ impl<S> Probe<S> {
 
     pub fn resizes(&self) -> usize {
         self.resizes.load(Ordering::SeqCst)
+    }
+
+    pub fn moves(&self) -> usize {
+        self.moves.load(Ordering::SeqCst)
     }
 
     pub fn live_chunks(&self) -> usize {
@@ -197,6 +207,31 @@ unsafe impl<S: ChunkSource> ChunkSource for Probe<S> {
             self.resizes.fetch_add(1, Ordering::SeqCst);
             self.live_chunks.fetch_add(new_n, Ordering::SeqCst);
             self.live_chunks.fetch_sub(old_n, Ordering::SeqCst);
+        }
+        r
+    }
+
+    unsafe fn move_chunk(&self, src: NonNull<u8>, dest: NonNull<u8>) -> Result<(), ChunkError> {
+        if self.remove.contains(SourceProps::RESIZABLE) {
+            return Err(ChunkError::Unsupported);
+        }
+        let fail = self
+            .moves_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err();
+        if fail {
+            // What a failed `mremap` may leave: the source chunk as it was, the destination
+            // unmapped. The caller must not touch the destination again.
+            // SAFETY: the destination is the caller's chunk, which it gives up.
+            unsafe { self.dealloc(dest, 1) }.unwrap();
+            return Err(ChunkError::OutOfMemory);
+        }
+        // SAFETY: forwarded from our caller, who keeps the contract of `move_chunk`.
+        let r = unsafe { self.inner.move_chunk(src, dest) };
+        if r.is_ok() {
+            // The source chunk is given back; the destination holds its pages now.
+            self.moves.fetch_add(1, Ordering::SeqCst);
+            self.live_chunks.fetch_sub(1, Ordering::SeqCst);
         }
         r
     }
