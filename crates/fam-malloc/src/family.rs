@@ -53,30 +53,62 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
 /// Requests up to this many bytes find their class in [`MALLOC_CLASS`].
 const TABLE_MAX: usize = 1024;
 
-/// The slab class `malloc` uses for a request of `8k - 7 ..= 8k` bytes, at index `k` (and for 0
-/// bytes at index 0): the class of the size with [`malloc_align`]'s alignment, which is the same
-/// for every size of such a group (the alignment depends only on `k`, and classes above 64 bytes
-/// are multiples of 16). Checked for every size by a test.
-static MALLOC_CLASS: [u8; TABLE_MAX / 8 + 1] = {
-    let mut t = [0u8; TABLE_MAX / 8 + 1];
+/// Requests above [`TABLE_MAX`] and up to this many bytes find their class in
+/// [`MEDIUM_CLASS`]: the sizes of programs' buffers and strings (the suite's `mixed` and
+/// `glibc-thread` go up to 32 KiB), which otherwise paid for the class rule's arithmetic.
+const MEDIUM_MAX: usize = 32 * 1024;
+
+/// The step of [`MEDIUM_CLASS`]: every class above [`TABLE_MAX`] is a multiple of it (above
+/// 1 KiB the classes are a quarter of a power of two apart, at least 256 bytes), so all sizes
+/// of a group `256k - 255 ..= 256k` share the class of `256k`.
+const MEDIUM_STEP: usize = 256;
+
+/// The slab class `malloc` uses for a request of `step * k - step + 1 ..= step * k` bytes, at
+/// index `k` (and for 0 bytes at index 0): the class of the size with [`malloc_align`]'s
+/// alignment, which is the same for every size of such a group (for the step 8, the alignment
+/// depends only on `k`; classes above 64 bytes are multiples of 16; above 1 KiB, of 256).
+/// Checked for every size by a test.
+const fn class_table<const N: usize>(step: usize) -> [u8; N] {
+    let mut t = [0u8; N];
     let mut k = 0;
-    while k < t.len() {
-        let size = k * 8;
+    while k < N {
+        let size = k * step;
         t[k] = match raw::small_class(size, malloc_align(size)) {
             // `malloc` relies on this (see there).
             Some(c) if c < raw::NUM_CLASSES => c as u8,
             Some(_) => panic!("a class out of range"),
-            None => panic!("every size up to TABLE_MAX is a slab size"),
+            None => panic!("every size of the tables is a slab size"),
         };
         k += 1;
     }
     t
-};
+}
 
-/// The class [`malloc`] gives `size` bytes through the table, for tests.
+/// The classes of requests up to [`TABLE_MAX`] bytes, by steps of 8 (see [`class_table`]).
+static MALLOC_CLASS: [u8; TABLE_MAX / 8 + 1] = class_table(8);
+
+/// The classes of requests up to [`MEDIUM_MAX`] bytes, by steps of [`MEDIUM_STEP`] (see
+/// [`class_table`]); `malloc` uses it above [`TABLE_MAX`].
+static MEDIUM_CLASS: [u8; MEDIUM_MAX / MEDIUM_STEP + 1] = class_table(MEDIUM_STEP);
+
+/// The class [`malloc`] gives `size` bytes through its tables, for tests.
 #[cfg(test)]
 fn table_class(size: usize) -> usize {
-    MALLOC_CLASS[size.div_ceil(8)] as usize
+    if size <= TABLE_MAX {
+        MALLOC_CLASS[size.div_ceil(8)] as usize
+    } else {
+        MEDIUM_CLASS[size.div_ceil(MEDIUM_STEP)] as usize
+    }
+}
+
+/// A block of `class` from the thread's bucket, or null (see [`malloc`]).
+#[inline(always)]
+fn pop_class(class: u8) -> *mut c_void {
+    let class = usize::from(class);
+    // SAFETY: every entry of the tables is below NUM_CLASSES (checked when they are built, at
+    // compile time). Told so, the compiler indexes the bucket with no mask.
+    unsafe { core::hint::assert_unchecked(class < raw::NUM_CLASSES) };
+    raw::pop_small(class).cast()
 }
 
 /// Allocates `size` bytes, aligned as `malloc_align` says: 16 for sizes that round up (to 8) to
@@ -87,13 +119,14 @@ fn table_class(size: usize) -> usize {
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if size <= TABLE_MAX {
-        let class = usize::from(MALLOC_CLASS[size.div_ceil(8)]);
-        // SAFETY: every entry of the table is below NUM_CLASSES (checked when it is built, at
-        // compile time). Told so, the compiler indexes the bucket with no mask.
-        unsafe { core::hint::assert_unchecked(class < raw::NUM_CLASSES) };
-        let p = raw::pop_small(class);
+        let p = pop_class(MALLOC_CLASS[size.div_ceil(8)]);
         if !p.is_null() {
-            return p.cast();
+            return p;
+        }
+    } else if size <= MEDIUM_MAX {
+        let p = pop_class(MEDIUM_CLASS[size.div_ceil(MEDIUM_STEP)]);
+        if !p.is_null() {
+            return p;
         }
     }
     malloc_slow(size)
@@ -265,8 +298,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_malloc_table_gives_what_the_class_rule_gives() {
-        for size in 0..=TABLE_MAX {
+    fn the_malloc_tables_give_what_the_class_rule_gives() {
+        for size in 0..=MEDIUM_MAX {
             let want = raw::small_class(size, malloc_align(size)).unwrap();
             assert_eq!(table_class(size), want, "size {size}");
         }
