@@ -38,7 +38,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chunk_source::fork;
-use slab_pool::{now_ms, POLICY};
+use slab_pool::POLICY;
 
 /// Whether the program asked for the thread.
 static WANTED: AtomicBool = AtomicBool::new(false);
@@ -182,7 +182,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             continue;
         }
         crate::global::pool().maintain();
-        crate::global::large_idle_check(now_ms());
+        crate::global::large_idle_check();
     }
 }
 

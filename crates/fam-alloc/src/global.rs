@@ -305,11 +305,21 @@ static LARGE_STILL_SINCE: AtomicU64 = AtomicU64::new(0);
 /// only steer when a trim happens, and `LargeAlloc::trim` is safe at any time), the compare-
 /// exchange on the stamp lets one caller of a period trim, and the worst a stale read does is
 /// move a trim by one check.
-pub(crate) fn large_idle_check(now: u64) {
+///
+/// With nothing cached there is nothing to give back, and the check ends before it reads the
+/// clock: the common case of a program with no large blocks, or with all of them in use. (It
+/// read the clock first, and that and the check were 1.6 % of the `mixed` workload's samples,
+/// which has no large blocks.) A clock that moved meanwhile is seen at the next check that finds
+/// runs cached, which starts the delay then.
+pub(crate) fn large_idle_check() {
+    if LARGE.cached_chunks() == 0 {
+        return;
+    }
     let delay = slab_pool::POLICY.purge_delay_ms();
     if delay < 0 {
         return;
     }
+    let now = slab_pool::now_ms();
     let clock = LARGE.clock();
     if LARGE_SEEN.load(Ordering::Relaxed) != clock {
         LARGE_SEEN.store(clock, Ordering::Relaxed);
@@ -321,7 +331,6 @@ pub(crate) fn large_idle_check(now: u64) {
         && LARGE_STILL_SINCE
             .compare_exchange(since, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
-        && LARGE.cached_chunks() != 0
     {
         LARGE.trim();
     }

@@ -641,7 +641,7 @@ unsafe impl CentralStore for GlobalStore {
             None => (pool().refill_once(class, out), true),
         });
         crate::background::ensure_in_heap();
-        crate::global::large_idle_check(slab_pool::now_ms());
+        crate::global::large_idle_check();
         if n == 0 {
             return 0;
         }
@@ -665,7 +665,7 @@ unsafe impl CentralStore for GlobalStore {
             exited
         });
         crate::background::ensure_in_heap();
-        crate::global::large_idle_check(slab_pool::now_ms());
+        crate::global::large_idle_check();
         if exited {
             // After exit every free flushes its own block (capacity 0): count it as above.
             counters::exited_op(class, false, n);
