@@ -161,22 +161,28 @@ fn resize_keeps_content() {
         assert_eq!(unsafe { libc::munmap(blocker, 4096) }, 0);
     }
     // The first two chunks were stamped with 0x1234 over a run of 3; check them page by page.
-    let page = chunk_source::page_size();
-    // SAFETY: the run is owned here and readable for its length.
-    let words =
-        unsafe { std::slice::from_raw_parts(run.ptr().as_ptr().cast::<u64>(), run.len() / 8) };
-    for (i, w) in words[..2 * CHUNK_SIZE / 8]
-        .iter()
-        .step_by(page / 8)
-        .enumerate()
-    {
+    for (i, w) in page_heads(&run, 2).into_iter().enumerate() {
         assert_eq!(
-            *w,
+            w,
             0x1234 ^ i as u64,
             "page {i} lost its content in the move"
         );
     }
     assert_tail_zero(&run, 2 * CHUNK_SIZE);
+}
+
+/// The first word of every page of the run's first `chunks` chunks, in order.
+fn page_heads(run: &Run<'_, MmapSource>, chunks: usize) -> Vec<u64> {
+    let page = chunk_source::page_size();
+    assert!(chunks <= run.chunks());
+    // SAFETY: the run is owned by the caller and readable for its length.
+    let words =
+        unsafe { std::slice::from_raw_parts(run.ptr().as_ptr().cast::<u64>(), run.len() / 8) };
+    words[..chunks * CHUNK_SIZE / 8]
+        .iter()
+        .step_by(page / 8)
+        .copied()
+        .collect()
 }
 
 /// The pages of the first chunk carry the stamp `tag` made over a one-chunk run.
@@ -260,20 +266,13 @@ fn moved_chunks_bring_their_content_and_a_gathered_run_refuses_to_grow() {
         "a moved chunk stays mapped where it was"
     );
     let page = chunk_source::page_size();
-    // SAFETY: the run is ours and readable for its length.
-    let words =
-        unsafe { std::slice::from_raw_parts(run.ptr().as_ptr().cast::<u64>(), run.len() / 8) };
-    for (i, w) in words[..2 * CHUNK_SIZE / 8]
-        .iter()
-        .step_by(page / 8)
-        .enumerate()
-    {
+    for (i, w) in page_heads(&run, 2).into_iter().enumerate() {
         let (tag, p) = if i < CHUNK_SIZE / page {
             (0xA, i)
         } else {
             (0xB, i - CHUNK_SIZE / page)
         };
-        assert_eq!(*w, tag ^ p as u64, "page {i} lost its content in the move");
+        assert_eq!(w, tag ^ p as u64, "page {i} lost its content in the move");
     }
     assert_tail_zero(&run, 2 * CHUNK_SIZE);
 
@@ -284,7 +283,7 @@ fn moved_chunks_bring_their_content_and_a_gathered_run_refuses_to_grow() {
         (at, 3),
         "a refused resize changed the run"
     );
-    // SAFETY: as above.
+    // SAFETY: the run is ours and readable for its length.
     assert_eq!(unsafe { run.ptr().as_ptr().cast::<u64>().read() }, 0xA);
     run.resize(2).expect("shrink");
     assert!(!is_mapped(at + 2 * CHUNK_SIZE));
