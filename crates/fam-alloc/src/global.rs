@@ -180,7 +180,6 @@ unsafe impl GlobalAlloc for FamAlloc {
 /// A large block, or null when memory is exhausted.
 #[cold]
 pub(crate) fn large_alloc(size: usize, align: usize) -> *mut u8 {
-    crate::background::ensure();
     publish_large(LARGE.alloc(size, align), size)
 }
 
@@ -188,13 +187,14 @@ pub(crate) fn large_alloc(size: usize, align: usize) -> *mut u8 {
 /// holds what earlier blocks left (see `LargeAlloc::alloc_zeroed`).
 #[cold]
 pub(crate) fn large_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    crate::background::ensure();
     publish_large(LARGE.alloc_zeroed(size, align), size)
 }
 
 /// Records a new large block of `size` bytes in the registry and the statistics and returns
-/// its payload; null when there was none or the registry has no room for it.
+/// its payload; null when there was none or the registry has no room for it. Starts the
+/// background purge first when it is wanted and not running (this is outside any thread heap).
 fn publish_large(block: Result<LargeBlock, LargeError>, size: usize) -> *mut u8 {
+    crate::background::ensure();
     let Ok(block) = block else {
         return ptr::null_mut();
     };
