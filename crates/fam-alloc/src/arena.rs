@@ -44,7 +44,7 @@ use thread_heap::{Block, CentralStore};
 
 use slab_pool::{ChunkHeader, Owner, SlabPool};
 
-use crate::class::{small_class, Heap, CAPS, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
+use crate::class::{small_class, ArenaHeap, CAPS, CLASSES, MAX_SMALL_ALIGN, NUM_CLASSES};
 use crate::local::{prepare_for_fork, thread_id};
 use crate::registry::{resize_large, Kind, Registry, RegistryPtr};
 use crate::report;
@@ -218,7 +218,7 @@ struct Local {
     owner: AtomicUsize,
     /// The fork generation when the owner took the heap.
     fork_gen: AtomicU64,
-    heap: UnsafeCell<Heap>,
+    heap: UnsafeCell<ArenaHeap>,
     /// The pool chunks the owner's heap refills from; touched only with the heap.
     chunks: UnsafeCell<Owner>,
     /// Blocks handed out by the owner's path, per class (written by the owner alone, one
@@ -476,7 +476,7 @@ impl Arena {
     /// The bucket heap, if the calling thread owns it (taking it if nobody does).
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
-    fn local_heap(&self) -> Option<&mut Heap> {
+    fn local_heap(&self) -> Option<&mut ArenaHeap> {
         let me = thread_id();
         let l = &*self.local;
         if l.owner.load(Ordering::Relaxed) == me
@@ -493,7 +493,7 @@ impl Arena {
     /// when a fork happened since its owner took it (the owner may not exist in this process).
     #[cold]
     #[allow(clippy::mut_from_ref)]
-    fn adopt_heap(&self, me: usize) -> Option<&mut Heap> {
+    fn adopt_heap(&self, me: usize) -> Option<&mut ArenaHeap> {
         let l = &*self.local;
         let generation = fork::generation();
         let owner = l.owner.load(Ordering::Acquire);
@@ -850,7 +850,7 @@ impl Local {
         Self {
             owner: AtomicUsize::new(NO_OWNER),
             fork_gen: AtomicU64::new(0),
-            heap: UnsafeCell::new(Heap::lazy(CAPS)),
+            heap: UnsafeCell::new(ArenaHeap::lazy(CAPS)),
             chunks: UnsafeCell::new(Owner::new()),
             owner_blocks: [const { AtomicI64::new(0) }; NUM_CLASSES],
             other_blocks: AtomicI64::new(0),

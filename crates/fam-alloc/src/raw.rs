@@ -133,6 +133,16 @@ unsafe impl CentralStore for MarkingStore {
     }
 
     #[inline]
+    fn grow(&self, class: usize, cap: u32) -> u32 {
+        GlobalStore.grow(class, cap)
+    }
+
+    #[inline]
+    fn shrink(&self, class: usize, cap: u32) -> u32 {
+        GlobalStore.shrink(class, cap)
+    }
+
+    #[inline]
     fn divert(&self) -> bool {
         GlobalStore.divert()
     }

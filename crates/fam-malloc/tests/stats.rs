@@ -447,3 +447,87 @@ fn fam_print_stats_checks_its_format() {
     // SAFETY: `fam_version` returns a static NUL-terminated string.
     assert_eq!(unsafe { CStr::from_ptr(version) }.to_str(), Ok(VERSION));
 }
+
+/// The cached blocks of `class` in the one heap whose `class` shows `allocs` allocations and
+/// `frees` frees, from a JSON report taken now.
+fn cached_in_heap_with(class: usize, allocs: u64, frees: u64) -> u64 {
+    let mut text = String::new();
+    fam_alloc::write_stats(&mut text, fam_alloc::Format::Json).expect("a String takes the report");
+    let report = parse::json(&text).unwrap_or_else(|e| panic!("the report parses: {e}\n{text}"));
+    let found: Vec<u64> = report
+        .heaps
+        .iter()
+        .filter_map(|h| h.classes.iter().find(|c| c.class == class))
+        .filter(|c| c.allocs == allocs && c.frees == frees)
+        .map(|c| c.cached)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one heap has class {class} at {allocs}/{frees}:\n{text}"
+    );
+    found[0]
+}
+
+/// A thread that allocates a batch of small blocks and frees it, again and again, grows its
+/// bucket of that class past the class's own capacity until the batch stays in it (the counts
+/// the report derives from the bucket's published length come out exact), and a long run of
+/// frees of blocks that another thread allocated brings the bucket back to that capacity.
+#[test]
+fn a_cycled_bucket_grows_and_a_long_run_of_frees_shrinks_it() {
+    let _g = serial();
+    const SIZE: usize = 40;
+    const BATCH: usize = 1500;
+    const CYCLES: u64 = 4;
+    const RUN: usize = 20_000;
+    let class = class_of(SIZE);
+    let block = fam_alloc::stats().class_slice()[class].block_size as u64;
+    // The class's own capacity: the blocks 64 KiB hold, at most 256 (`slab_pool::class`).
+    let own_cap = (65536 / block).min(256);
+    assert!(
+        own_cap < BATCH as u64,
+        "the class's own bucket cannot hold the batch"
+    );
+    let (to_freer, from_maker) = std::sync::mpsc::channel::<Vec<usize>>();
+    let freer = thread::spawn(move || {
+        let mut ptrs = Vec::with_capacity(BATCH);
+        for _ in 0..CYCLES {
+            // SAFETY: plain malloc and free of this thread's own blocks.
+            unsafe {
+                ptrs.extend((0..BATCH).map(|_| fm::malloc(SIZE)));
+                assert!(ptrs.iter().all(|p| !p.is_null()));
+                for p in ptrs.drain(..) {
+                    fm::free(p);
+                }
+            }
+        }
+        let n = CYCLES * BATCH as u64;
+        let cached = cached_in_heap_with(class, n, n);
+        assert!(
+            cached >= BATCH as u64 && cached > own_cap,
+            "the last batch stayed in the grown bucket: {cached} cached (own capacity {own_cap})"
+        );
+        let theirs = from_maker
+            .recv()
+            .expect("the other thread sends its blocks");
+        for p in theirs {
+            // SAFETY: live blocks of this malloc, freed once, here.
+            unsafe { fm::free(p as *mut c_void) };
+        }
+        let cached = cached_in_heap_with(class, n, n + RUN as u64);
+        assert!(
+            cached <= own_cap,
+            "a run of {RUN} frees shrank the bucket back: {cached} cached (own capacity {own_cap})"
+        );
+    });
+    let maker = thread::spawn(move || {
+        // The blocks go to the other thread, which frees them.
+        let blocks: Vec<usize> = (0..RUN).map(|_| fm::malloc(SIZE) as usize).collect();
+        assert!(blocks.iter().all(|&p| p != 0));
+        to_freer
+            .send(blocks)
+            .expect("the freeing thread waits for them");
+    });
+    maker.join().expect("the allocating thread");
+    freer.join().expect("the freeing thread");
+}

@@ -57,28 +57,60 @@ pub struct ClassInfo {
 /// its blocks' pages over time (at 128 KiB, glibc's bench-malloc-thread shape held 7.5 MiB at
 /// its peak where mimalloc holds 4.8; at 64 KiB, 6.6), while classes up to 256 B keep their
 /// 256 blocks.
-const BUCKET_BYTES: usize = 64 * 1024;
-/// Upper bound on the blocks a bucket caches, whatever their size.
-const BUCKET_MAX: usize = 256;
+pub const BUCKET_BYTES: usize = 64 * 1024;
+/// Upper bound on the blocks a bucket caches, whatever their size: [`ClassInfo::cap`] and
+/// [`CAPS`].
+pub const BUCKET_MAX: usize = 256;
 
-const fn class_info(class: usize) -> ClassInfo {
-    let size = Fine::size_of(class);
-    let slots = (CHUNK_SIZE - SLOT_OFFSET) / size;
-    let cap = BUCKET_BYTES / size;
-    let cap = if cap > BUCKET_MAX {
-        BUCKET_MAX
+/// The bucket capacity of `class` when a bucket may hold at most `max_blocks` blocks: as many
+/// blocks as [`BUCKET_BYTES`] holds, at least one and at most `max_blocks`. A bound above
+/// [`BUCKET_MAX`] raises only the classes below 256 B (`BUCKET_BYTES / BUCKET_MAX`); the larger
+/// ones are held by the bytes already.
+pub const fn bucket_cap(class: usize, max_blocks: usize) -> u32 {
+    let cap = BUCKET_BYTES / Fine::size_of(class);
+    let cap = if cap > max_blocks {
+        max_blocks
     } else if cap < 1 {
         1
     } else {
         cap
     };
+    cap as u32
+}
+
+/// Every class's [`bucket_cap`] under the bound `max_blocks`.
+pub const fn bucket_caps(max_blocks: usize) -> [u32; NUM_CLASSES] {
+    let mut t = [0; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        t[c] = bucket_cap(c, max_blocks);
+        c += 1;
+    }
+    t
+}
+
+/// The sum of `caps`: the slots a thread heap needs to cache every class in full.
+pub const fn cap_slots(caps: &[u32; NUM_CLASSES]) -> usize {
+    let mut n = 0;
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        n += caps[c] as usize;
+        c += 1;
+    }
+    n
+}
+
+const fn class_info(class: usize) -> ClassInfo {
+    let size = Fine::size_of(class);
+    let slots = (CHUNK_SIZE - SLOT_OFFSET) / size;
+    let cap = bucket_cap(class, BUCKET_MAX);
     ClassInfo {
         size: size as u32,
         slots: slots as u32,
         words: slots.div_ceil(64) as u32,
         shift: size.trailing_zeros(),
         inverse: odd_inverse((size >> size.trailing_zeros()) as u64),
-        cap: cap as u32,
+        cap,
     }
 }
 
@@ -180,26 +212,10 @@ pub static CLASSES: [ClassInfo; NUM_CLASSES] = {
 
 /// Every class's bucket capacity ([`ClassInfo::cap`]), as a constant: the room a thread heap
 /// reserves for each class.
-pub const CAPS: [u32; NUM_CLASSES] = {
-    let mut t = [0; NUM_CLASSES];
-    let mut c = 0;
-    while c < NUM_CLASSES {
-        t[c] = class_info(c).cap;
-        c += 1;
-    }
-    t
-};
+pub const CAPS: [u32; NUM_CLASSES] = bucket_caps(BUCKET_MAX);
 
 /// The sum of [`CAPS`]: the slots a thread heap needs to cache every class in full.
-pub const CAP_SLOTS: usize = {
-    let mut n = 0;
-    let mut c = 0;
-    while c < NUM_CLASSES {
-        n += CAPS[c] as usize;
-        c += 1;
-    }
-    n
-};
+pub const CAP_SLOTS: usize = cap_slots(&CAPS);
 
 /// The slab class for a request, or `None` when it goes to the large path.
 #[inline(always)]
@@ -336,5 +352,22 @@ mod tests {
             assert!(info.cap >= 1 && info.cap as usize <= BUCKET_MAX);
             assert!(info.cap as usize * info.size as usize <= BUCKET_BYTES.max(info.size as usize));
         }
+    }
+
+    #[test]
+    fn a_wider_bound_raises_only_the_classes_below_its_bytes() {
+        let wide = bucket_caps(4 * BUCKET_MAX);
+        for (c, info) in CLASSES.iter().enumerate() {
+            assert!(wide[c] >= info.cap);
+            if info.size as usize * BUCKET_MAX >= BUCKET_BYTES {
+                assert_eq!(wide[c], info.cap, "class {c} is bound by its bytes");
+            } else {
+                assert!(wide[c] > info.cap, "class {c} is bound by the count");
+            }
+            assert!(wide[c] as usize * info.size as usize <= BUCKET_BYTES.max(info.size as usize));
+        }
+        assert_eq!(wide[0], 4 * BUCKET_MAX as u32);
+        assert_eq!(cap_slots(&CAPS), CAP_SLOTS);
+        assert!(cap_slots(&wide) > CAP_SLOTS);
     }
 }

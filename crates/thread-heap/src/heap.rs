@@ -22,6 +22,16 @@
 //! When that work is due ([`CentralStore::shed`]), the heap first gives back every block it
 //! caches, so that the purge can return their pages too.
 //!
+//! A bucket starts at the capacity the store gives ([`CentralStore::cap`]) and may grow within
+//! its room: when it runs empty after it overflowed since its last refill, the program cycles
+//! through more blocks of the class than the bucket holds (it allocates a batch and frees it,
+//! again and again), and the heap asks the store ([`CentralStore::grow`]) how far it may grow.
+//! A bucket that only empties never grows, and one that flushes more than twice the most it
+//! could hold with no refill between (a long run of frees, which no bucket size would absorb; a
+//! thread that frees what others allocate) asks at each flush after that whether it should
+//! shrink back ([`CentralStore::shrink`]): a thread that frees many blocks in a scattered
+//! order, whose bucket pins the pages of the blocks it caches, ends with the first size.
+//!
 //! The heap holds no reference to its store; every call that may reach the store takes it as an
 //! argument. A heap works with one store (or with stores that share their blocks) for as long as
 //! it holds blocks: see [`ThreadHeap::dealloc`] and [`ThreadHeap::flush_all`].
@@ -67,6 +77,11 @@ pub struct ThreadHeap<const N: usize, const S: usize> {
     slots: [*mut Block; S],
     /// While diverted, each bucket's `limit`; its `base` and `limit` are then both `top`.
     hidden_limit: [u32; N],
+    /// The blocks each bucket flushed since its last refill (saturating): a refill that finds
+    /// it non-zero asks the store whether the bucket may grow ([`CentralStore::grow`]), and a
+    /// flush that takes it past twice the bucket's room whether it should shrink
+    /// ([`CentralStore::shrink`]).
+    flushed: [u32; N],
     /// Whether the store asked that every operation take the slow path (see
     /// [`CentralStore::divert`]).
     diverted: bool,
@@ -190,6 +205,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
             end: [0; N],
             slots: [ptr::null_mut(); S],
             hidden_limit: [0; N],
+            flushed: [0; N],
             diverted: false,
             laid: false,
         }
@@ -522,6 +538,33 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         self.limit[class] = self.hidden_limit[class];
     }
 
+    /// Asks the store how far the bucket of `class`, which overflowed and has now run empty, may
+    /// grow ([`CentralStore::grow`]), kept within the room reserved for it. It never shrinks
+    /// here.
+    #[cold]
+    fn grow<S2: CentralStore + ?Sized>(&mut self, class: usize, store: &S2) {
+        let cap = self.limit[class] - self.base[class];
+        let room = self.end[class] - self.base[class];
+        let grown = store.grow(class, cap).min(room);
+        if grown > cap {
+            self.limit[class] = self.base[class] + grown;
+        }
+    }
+
+    /// Asks the store whether the bucket of `class`, which has flushed more than twice its room
+    /// since its last refill and was just flushed, should shrink
+    /// ([`CentralStore::shrink`]). An answer that is not below the capacity, or that would not
+    /// leave room for one block more than the bucket holds, is ignored.
+    #[cold]
+    fn shrink<S2: CentralStore + ?Sized>(&mut self, class: usize, store: &S2) {
+        let cap = self.limit[class] - self.base[class];
+        let len = self.top[class] - self.base[class];
+        let shrunk = store.shrink(class, cap);
+        if shrunk < cap && shrunk > len {
+            self.limit[class] = self.base[class] + shrunk;
+        }
+    }
+
     /// Asks the store for the capacity of `class` (its bucket's capacity is 0), kept within the
     /// room reserved for it.
     #[inline]
@@ -550,6 +593,10 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         );
         if self.bucket(class).cap() == 0 {
             self.learn_cap(class, store);
+        }
+        if self.flushed[class] != 0 {
+            self.flushed[class] = 0;
+            self.grow(class, store);
         }
         let b = self.bucket(class);
         let max = b.refill_size();
@@ -620,7 +667,13 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
         // SAFETY: the slots above `keep` hold the addresses of the blocks the bucket just gave
         // up: non-null, free blocks of `class` from `store` (type invariant), listed nowhere now.
         unsafe { store.flush(class, nonnull(gone)) };
-        // SAFETY: `keep < cap` blocks are left, and the caller hands the block over.
+        let run = self.flushed[class].saturating_add((len - keep) as u32);
+        self.flushed[class] = run;
+        if run > 2 * (self.end[class] - self.base[class]) {
+            self.shrink(class, store);
+        }
+        // SAFETY: `keep < cap` blocks are left (the shrink keeps room for one more), and the
+        // caller hands the block over.
         let pushed = unsafe { self.push(class, block.cast()) };
         debug_assert!(pushed, "a flushed bucket has room");
     }
@@ -652,6 +705,7 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     pub fn reset_caps(&mut self) {
         self.undivert();
         self.limit = self.base;
+        self.flushed = [0; N];
     }
 
     /// Empties every bucket without giving the blocks to anyone; the store is not touched.

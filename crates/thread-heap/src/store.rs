@@ -53,6 +53,30 @@ pub unsafe trait CentralStore {
         0
     }
 
+    /// The capacity the bucket of `class` may have from now on, up from `cap`: asked when the
+    /// bucket runs empty after it overflowed (a flush since its last refill), which says that
+    /// the program cycles through more blocks of the class than the bucket holds, each cycle
+    /// paying a flush and a refill. The heap keeps the answer within the class's room
+    /// ([`room`](Self::room), or the capacities it was built with) and ignores one below `cap`.
+    /// A bucket that only fills (a thread that frees what others allocated) or only empties
+    /// never asks. The default answers `cap`: buckets keep their size.
+    #[inline]
+    fn grow(&self, class: usize, cap: u32) -> u32 {
+        let _ = class;
+        cap
+    }
+
+    /// The capacity the bucket of `class` should have from now on, down from `cap`: asked after
+    /// each flush once the bucket has flushed more than twice its room since its last refill,
+    /// which says that a run of frees, not a cycle, fills it. The bucket holds `cap / 2` blocks then (the flush kept them), and an
+    /// answer must leave room for one more: the heap ignores one that does not, or that is not
+    /// below `cap`. The default answers `cap`.
+    #[inline]
+    fn shrink(&self, class: usize, cap: u32) -> u32 {
+        let _ = class;
+        cap
+    }
+
     /// The slots a heap built [`unlaid`](crate::ThreadHeap::unlaid) reserves for `class`: the
     /// most its capacity may become. Asked for every class at once, at the heap's first slow
     /// path. The default answers 0: no room, no caching.

@@ -786,3 +786,147 @@ fn pop_in_and_push_in_leave_an_unlaid_heap_untouched() {
     );
     assert!(bytes() == before, "the unlaid heap was written");
 }
+
+/// A store whose buckets start at capacity 8 in a room of 64, double when they cycle and halve
+/// (to half plus one) in a long run of frees, as fam-alloc's global store does.
+struct SizingStore<'a> {
+    inner: &'a ModelStore,
+    grows: core::cell::Cell<u32>,
+    shrinks: core::cell::Cell<u32>,
+}
+
+impl<'a> SizingStore<'a> {
+    const CAP: u32 = 8;
+    const ROOM: u32 = 64;
+
+    fn new(inner: &'a ModelStore) -> Self {
+        Self {
+            inner,
+            grows: 0.into(),
+            shrinks: 0.into(),
+        }
+    }
+}
+
+// SAFETY: forwards refill and flush to the model store, which upholds the contract.
+unsafe impl CentralStore for SizingStore<'_> {
+    fn refill(&self, class: usize, out: &mut [*mut Block]) -> usize {
+        self.inner.refill(class, out)
+    }
+    unsafe fn flush(&self, class: usize, blocks: &[NonNull<Block>]) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.inner.flush(class, blocks) }
+    }
+    fn cap(&self, _class: usize) -> u32 {
+        Self::CAP
+    }
+    fn room(&self, _class: usize) -> u32 {
+        Self::ROOM
+    }
+    fn grow(&self, _class: usize, cap: u32) -> u32 {
+        self.grows.set(self.grows.get() + 1);
+        // More than the room: the heap keeps it within.
+        cap * 4
+    }
+    fn shrink(&self, _class: usize, cap: u32) -> u32 {
+        self.shrinks.set(self.shrinks.get() + 1);
+        (cap / 2 + 1).clamp(Self::CAP.min(cap), cap)
+    }
+}
+
+/// Allocates `n` blocks and frees them again, in the same order.
+fn cycle(heap: &mut Heap<1>, store: &SizingStore, n: usize) {
+    let held: Vec<Held> = (0..n)
+        .map(|i| {
+            let p = heap.alloc(0, store).expect("store has blocks");
+            heap.assert_valid();
+            Held::new(store.inner, p, 0, i as u64)
+        })
+        .collect();
+    for h in held {
+        h.check(store.inner);
+        // SAFETY: allocated from this heap's store just above, not used any more.
+        unsafe { heap.dealloc(0, h.ptr, store) };
+        heap.assert_valid();
+    }
+}
+
+/// A batch larger than the bucket, allocated and freed again and again, grows the bucket until
+/// the batch fits (within the room), and from then on a cycle reaches the store no more.
+#[test]
+fn a_bucket_that_cycles_grows_until_its_batch_fits() {
+    let model = store_one(256);
+    let store = SizingStore::new(&model);
+    const UNLAID: Heap<1> = Heap::unlaid();
+    let mut heap = UNLAID;
+    cycle(&mut heap, &store, 40);
+    assert_eq!(
+        heap.cap(0),
+        8,
+        "one cycle: the first refill follows no flush"
+    );
+    assert_eq!(store.grows.get(), 0);
+    cycle(&mut heap, &store, 40);
+    assert_eq!(
+        heap.cap(0),
+        32,
+        "asked once, at the first refill after a flush"
+    );
+    assert_eq!(store.grows.get(), 1);
+    cycle(&mut heap, &store, 40);
+    assert_eq!(heap.cap(0), 64, "the store's answer kept within the room");
+    assert_eq!(store.grows.get(), 2);
+    let before = model.stats(0);
+    cycle(&mut heap, &store, 40);
+    cycle(&mut heap, &store, 40);
+    let after = model.stats(0);
+    assert_eq!(
+        (after.refills, after.flushes),
+        (before.refills, before.flushes),
+        "40 blocks fit a bucket of 64: the cycles stay in the heap"
+    );
+    assert_eq!(store.shrinks.get(), 0);
+    heap.flush_all(&store);
+    model.assert_all_home();
+}
+
+/// A bucket that only fills (frees of blocks another heap allocated) never asks to grow, and
+/// one that grew shrinks back, a halving per flush, once a run of frees flushes more than
+/// twice its room with no refill between.
+#[test]
+fn a_long_run_of_frees_shrinks_a_grown_bucket_back() {
+    let model = store_one(1024);
+    let store = SizingStore::new(&model);
+    let mut heap = Heap::<1>::lazy([SizingStore::ROOM]);
+    for _ in 0..3 {
+        cycle(&mut heap, &store, 40);
+    }
+    assert_eq!(heap.cap(0), 64);
+
+    // Another heap allocates 600 blocks; this one frees them all.
+    let mut other = Heap::<1>::lazy([SizingStore::ROOM]);
+    let held = take(&mut other, &model, 0, 600);
+    let mut flushed = model.stats(0).flushes;
+    let mut caps = vec![];
+    for h in held {
+        h.check(&model);
+        // SAFETY: allocated from a heap over the same store, not used any more.
+        unsafe { heap.dealloc(0, h.ptr, &store) };
+        heap.assert_valid();
+        let flushes = model.stats(0).flushes;
+        if flushes != flushed {
+            flushed = flushes;
+            caps.push(heap.cap(0));
+        }
+    }
+    assert_eq!(store.grows.get(), 2, "frees alone never ask to grow");
+    // Flushes of 32 blocks at capacity 64: the fifth takes the run past 128, and each one
+    // from then on halves the bucket, down to the store's floor of 8.
+    assert_eq!(&caps[..4], &[64, 64, 64, 64]);
+    assert_eq!(&caps[4..8], &[33, 17, 9, 8]);
+    assert!(caps[8..].iter().all(|&c| c == 8), "{caps:?}");
+    assert!(store.shrinks.get() as usize >= caps.len() - 4);
+    heap.flush_all(&store);
+    other.flush_all(&model);
+    model.assert_all_home();
+}
