@@ -27,7 +27,9 @@
 //!
 //! What is not caught: a free of a block that was freed and has since been handed out again (it
 //! is a live block then), a second free of a block whose program wrote over its first word
-//! after the first free (a use after free that erased the mark), and, in a process that uses
+//! after the first free (a use after free that erased the mark), a `realloc` that stays in
+//! place of a freed block whose mark is gone (it writes nothing; `realloc` skips the bitmap,
+//! see [`Check::Mark`], and a `realloc` that moves the block is checked in full by its `free`), and, in a process that uses
 //! `FamAlloc` and this module together, a free of a block that a `FamAlloc` refill cached and
 //! nobody was handed (`FamAlloc` writes no marks: Rust's `GlobalAlloc` never needs them).
 //!
@@ -237,16 +239,36 @@ enum Owned {
     Large,
 }
 
-#[inline]
-fn classify(op: &str, ptr: *mut u8) -> Owned {
+/// How much of a slab block [`classify`] checks beyond its being the start of a block of an
+/// active chunk, and not marked free.
+#[derive(Clone, Copy)]
+enum Check {
+    /// Also that the block is out in its chunk's bitmap: everything `free` checks.
+    Bitmap,
+    /// Not the bitmap: for `realloc`, whose only way to give a block up is [`free`], which
+    /// checks it in full before anything changes. Without the bitmap a `realloc` in place (which
+    /// writes nothing) of a block that went back to its chunk and lost its mark (its page was
+    /// purged, or the program wrote over it) is not reported; one that moves the block still is,
+    /// by that `free`. The bitmap word was half of `classify`'s time in the `realloc` workload:
+    /// it lies in the chunk's header, far from the block, and misses the cache.
+    Mark,
+}
+
+#[inline(always)]
+fn classify(op: &str, ptr: *mut u8, check: Check) -> Owned {
     let addr = ptr as usize;
     // The class index first, as `free` does: most pointers asked about are live slab blocks.
     let checked = match class_index().class_of(addr) {
         Some(class) => {
             // SAFETY: as in `free`: an active slab chunk of the global pool, never unmapped.
-            unsafe { &*ChunkHeader::of(addr) }
-                .check_block(class, addr)
-                .map(|()| class)
+            let chunk = unsafe { &*ChunkHeader::of(addr) };
+            match check {
+                Check::Bitmap => chunk.check_block(class, addr).map(|()| class),
+                Check::Mark => chunk
+                    .slot_of(class, addr)
+                    .map(|_| class)
+                    .ok_or(slab_pool::BadBlock::Interior),
+            }
         }
         None => {
             let Some(entry) = registry().lookup(addr) else {
@@ -373,7 +395,7 @@ unsafe extern "C" fn free_other(ptr: *mut u8, op: &str) {
     if ptr.is_null() {
         return;
     }
-    match classify(op, ptr) {
+    match classify(op, ptr, Check::Bitmap) {
         // SAFETY: the registry says `ptr` is in a large run; `large_free` checks the header.
         Owned::Large => unsafe { large_free(ptr) },
         // A slab chunk registered since the caller looked: free it the usual way.
@@ -390,7 +412,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    match classify("malloc_usable_size", ptr) {
+    match classify("malloc_usable_size", ptr, Check::Bitmap) {
         Owned::Small { class } => CLASSES[class].size as usize,
         Owned::Large => {
             // SAFETY: the registry says `ptr` is in a large run; the header read checks the magic.
@@ -420,7 +442,8 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if ptr.is_null() {
         return alloc(new_size, align);
     }
-    let (old_size, request) = match classify("realloc", ptr) {
+    // Checked in full by the `free` that ends a move; an in-place answer changes nothing.
+    let (old_size, request) = match classify("realloc", ptr, Check::Mark) {
         Owned::Small { class } => {
             let size = CLASSES[class].size as usize;
             // In place when the block holds `new_size` with the alignment asked for and

@@ -121,6 +121,7 @@ misuse_cases=(
     "realloc-foreign realloc pointer not allocated by fam-alloc"
     "realloc-freed realloc double free (block already free)"
     "realloc-freed-same realloc double free (block already free)"
+    "realloc-interior realloc pointer to the inside of a block"
     "usable-size-foreign malloc_usable_size pointer not allocated by fam-alloc"
     "usable-size-freed malloc_usable_size double free (block already free)"
     "free-run-base-5m free not the start of a large block"

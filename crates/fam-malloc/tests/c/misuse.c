@@ -21,6 +21,8 @@
  *   realloc-foreign       realloc the address of a global array
  *   realloc-freed         realloc a freed 100-byte block to 200 bytes (another class)
  *   realloc-freed-same    realloc a freed 100-byte block to 100 bytes (its own class)
+ *   realloc-interior      realloc a pointer 16 bytes into a 100-byte block, to 100 bytes (a
+ *                         size the block holds, where a valid pointer stays in place)
  *   usable-size-foreign   malloc_usable_size of the address of a local variable
  *   usable-size-freed     malloc_usable_size of a freed 100-byte block
  *   free-run-base-5m      free the 4 MiB-aligned base of the run under a 5 MiB block (the
@@ -137,6 +139,10 @@ int main(int argc, char **argv) {
         char *p = block(100);
         free(launder(p));
         void *q = realloc(announce(p), 200);
+        printf("%p\n", q);
+    } else if (strcmp(mode, "realloc-interior") == 0) {
+        char *p = block(100);
+        void *q = realloc(announce(p + 16), 100);
         printf("%p\n", q);
     } else if (strcmp(mode, "realloc-freed-same") == 0) {
         char *p = block(100);
