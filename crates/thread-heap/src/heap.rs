@@ -539,12 +539,15 @@ impl<const N: usize, const S: usize> ThreadHeap<N, S> {
     }
 
     /// Asks the store how far the bucket of `class`, which overflowed and has now run empty, may
-    /// grow ([`CentralStore::grow`]), kept within the room reserved for it. It never shrinks
-    /// here.
+    /// grow ([`CentralStore::grow`]), kept within the room reserved for it (a bucket that fills
+    /// its room does not ask). It never shrinks here.
     #[cold]
     fn grow<S2: CentralStore + ?Sized>(&mut self, class: usize, store: &S2) {
         let cap = self.limit[class] - self.base[class];
         let room = self.end[class] - self.base[class];
+        if cap >= room {
+            return;
+        }
         let grown = store.grow(class, cap).min(room);
         if grown > cap {
             self.limit[class] = self.base[class] + grown;

@@ -54,9 +54,9 @@ pub unsafe trait CentralStore {
     }
 
     /// The capacity the bucket of `class` may have from now on, up from `cap`: asked when the
-    /// bucket runs empty after it overflowed (a flush since its last refill), which says that
-    /// the program cycles through more blocks of the class than the bucket holds, each cycle
-    /// paying a flush and a refill. The heap keeps the answer within the class's room
+    /// bucket, below its room, runs empty after it overflowed (a flush since its last refill),
+    /// which says that the program cycles through more blocks of the class than the bucket
+    /// holds, each cycle paying a flush and a refill. The heap keeps the answer within the class's room
     /// ([`room`](Self::room), or the capacities it was built with) and ignores one below `cap`.
     /// A bucket that only fills (a thread that frees what others allocated) or only empties
     /// never asks. The default answers `cap`: buckets keep their size.
