@@ -29,9 +29,10 @@
 //! is a live block then), a second free of a block whose program wrote over its first word
 //! after the first free (a use after free that erased the mark), a `realloc` that stays in
 //! place of a freed block whose mark is gone (it writes nothing; `realloc` skips the bitmap,
-//! see [`Check::Mark`], and a `realloc` that moves the block is checked in full by its `free`), and, in a process that uses
-//! `FamAlloc` and this module together, a free of a block that a `FamAlloc` refill cached and
-//! nobody was handed (`FamAlloc` writes no marks: Rust's `GlobalAlloc` never needs them).
+//! see `Check::Mark`, and a `realloc` that moves the block is checked in full by its `free`),
+//! and, in a process that uses `FamAlloc` and this module together, a free of a block that a
+//! `FamAlloc` refill cached and nobody was handed (`FamAlloc` writes no marks: Rust's
+//! `GlobalAlloc` never needs them).
 //!
 //! The fast paths ([`alloc_small`], [`free`]) are written to stay in their callers with nothing
 //! saved on the stack: every slow path (refill, flush, a thread's first access, a report) is an
