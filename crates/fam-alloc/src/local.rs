@@ -122,7 +122,9 @@ struct Local {
     state: Cell<u8>,
     counters: ThreadCounters,
     /// The capacity each bucket grew to ([`GlobalStore::grow`]); 0 while it has the class's
-    /// own ([`CLASSES`]`[class].cap`).
+    /// own ([`CLASSES`]`[class].cap`). The heap knows it too, but a flush, which publishes the
+    /// bucket's length from its capacity for the statistics (`bucket_cap`), runs inside the
+    /// heap's own call and cannot read the heap.
     grown: [Cell<u32>; NUM_CLASSES],
     /// In the initial-exec build, which slot of the pool of `Local`s ([`ie`]) holds this one,
     /// plus one (0: none, it was mapped on its own). Unused elsewhere.
@@ -859,10 +861,14 @@ pub(crate) fn ensure_registered() {
 
 /// The capacity a bucket of `class` has on this thread (what `cap` or `grow` handed out).
 fn bucket_cap(class: usize) -> u32 {
-    with_current(|l| match l.grown[class].get() {
-        _ if l.state.get() != REGISTERED => 0,
-        0 => CLASSES[class].cap,
-        grown => grown,
+    with_current(|l| {
+        if l.state.get() != REGISTERED {
+            return 0;
+        }
+        match l.grown[class].get() {
+            0 => CLASSES[class].cap,
+            grown => grown,
+        }
     })
     .unwrap_or(0)
 }
